@@ -1,0 +1,3 @@
+from rpcdaemon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Typed, frozen values shared by the observing, deciding and acting layers.
+
+Everything that crosses a layer boundary is one of these: heartbeats decoded from the bus, agents,
+routers and networks read from the Neutron API, the actions a planner emits and the outcomes the
+executor reports. No module here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+L3_AGENT = "L3 agent"
+DHCP_AGENT = "DHCP agent"
+OVS_AGENT = "Open vSwitch agent"
+
+# L3 agent modes (neutron.conf [DEFAULT] agent_mode of the l3 agent).
+MODE_LEGACY = "legacy"
+MODE_DVR = "dvr"
+MODE_DVR_SNAT = "dvr_snat"
+MODE_DVR_NO_EXTERNAL = "dvr_no_external"
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only view of a copy of ``value``, so frozen dataclasses stay frozen."""
+    if not value:
+        return _EMPTY
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One ``report_state`` heard on the bus, stamped on the daemon's own monotonic clock."""
+
+    agent_type: str
+    host: str
+    received_at: float
+    binary: str = ""
+    topic: str = ""
+    agent_mode: str | None = None
+    availability_zone: str | None = None
+    start_flag: bool = False
+    # The agent's own wall-clock time, kept for logs only: agents' clocks drift.
+    sent_at: str | None = None
+    configurations: Mapping[str, Any] = field(default=_EMPTY, compare=False, hash=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.agent_type, self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkDeleted:
+    """Neutron told the agents (or the notification bus) that a network is gone."""
+
+    network_id: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent as the Neutron API lists it."""
+
+    id: str
+    agent_type: str
+    host: str
+    admin_state_up: bool = True
+    # Neutron's own opinion (heartbeat_timestamp within agent_down_time), a second opinion only.
+    alive: bool = True
+    agent_mode: str | None = None
+    availability_zone: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.agent_type, self.host)
+
+    def describe(self) -> str:
+        return f"{self.host} ({self.id})"
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    id: str
+    name: str = ""
+    distributed: bool = False
+    ha: bool = False
+    availability_zone_hints: tuple[str, ...] = ()
+    admin_state_up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    name: str = ""
+    # True when at least one subnet of the network has enable_dhcp.
+    dhcp_enabled: bool = False
+    availability_zone_hints: tuple[str, ...] = ()
+
+
+class ActionKind(str, Enum):
+    MOVE_ROUTER = "move-router"
+    BIND_ROUTER = "bind-router"
+    UNBIND_NETWORK = "unbind-network"
+    BIND_NETWORK = "bind-network"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One change a planner wants. ``source`` is unbound first (if set), then ``target`` bound.
+
+    MOVE_ROUTER: source and target; BIND_ROUTER: target only (the router is hosted nowhere);
+    UNBIND_NETWORK: source only; BIND_NETWORK: target only.
+    """
+
+    kind: ActionKind
+    resource_id: str
+    source: Agent | None = None
+    target: Agent | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        what = "router" if self.kind in (ActionKind.MOVE_ROUTER, ActionKind.BIND_ROUTER) else "network"
+        parts = [f"{self.kind.value} {what} {self.resource_id}"]
+        if self.source is not None:
+            parts.append(f"from {self.source.describe()}")
+        if self.target is not None:
+            parts.append(f"to {self.target.describe()}")
+        if self.reason:
+            parts.append(f"({self.reason})")
+        return " ".join(parts)
+
+
+class OutcomeStatus(str, Enum):
+    DONE = "done"
+    SKIPPED = "skipped"  # a pre-check said no (source came back, target went away): nothing changed
+    FAILED = "failed"  # will be planned again on a later cycle
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    status: OutcomeStatus
+    seconds: float
+    detail: str = ""
