@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -102,7 +102,7 @@ class Network:
     availability_zone_hints: tuple[str, ...] = ()
 
 
-class ActionKind(str, Enum):
+class ActionKind(StrEnum):
     MOVE_ROUTER = "move-router"
     BIND_ROUTER = "bind-router"
     UNBIND_NETWORK = "unbind-network"
@@ -122,6 +122,8 @@ class Action:
     source: Agent | None = None
     target: Agent | None = None
     reason: str = ""
+    # True when the action is justified only by the source being dead: re-checked before each call.
+    source_dead: bool = False
 
     def describe(self) -> str:
         what = "router" if self.kind in (ActionKind.MOVE_ROUTER, ActionKind.BIND_ROUTER) else "network"
@@ -135,7 +137,7 @@ class Action:
         return " ".join(parts)
 
 
-class OutcomeStatus(str, Enum):
+class OutcomeStatus(StrEnum):
     DONE = "done"
     SKIPPED = "skipped"  # a pre-check said no (source came back, target went away): nothing changed
     FAILED = "failed"  # will be planned again on a later cycle

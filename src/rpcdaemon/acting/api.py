@@ -10,13 +10,13 @@ bound to that same agent return normally on every implementation.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from rpcdaemon.model import Agent, Network, Router
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     TEMPORARY = "temporary"  # connection refused/reset, timeout, 5xx, 429: retry later
     NOT_FOUND = "not-found"  # the router, network or agent does not exist (any more)
     CONFLICT = "conflict"  # e.g. router already hosted by another L3 agent

@@ -1,0 +1,133 @@
+"""Pure DHCP planner: judged agents + networks + bindings + policy -> network unbinds and binds.
+
+Called by the DHCPAgent plugin each check that has something to do, and by the benchmarks.
+
+Rules (each is a test in tests/unit/test_plan_dhcp.py):
+- networks are removed from DEAD DHCP agents (unless the brake holds);
+- networks Neutron no longer has (deleted) are removed from every agent still listed as hosting them,
+  brake or not: that is clean-up, not a move;
+- hosting policy ``agents_per_network``: None means "all" (the original behaviour: every network with a
+  DHCP-enabled subnet on every live, admin-up DHCP agent); a number N keeps N hosts that are not dead,
+  adding to the least-loaded eligible agents; hosts beyond N are never removed while alive;
+- only ALIVE admin-up agents receive networks; availability-zone hints are respected;
+- at most ``max_moves`` actions a pass.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rpcdaemon.deciding.l3 import Plan
+from rpcdaemon.deciding.liveness import BrakePolicy, Judged, Verdict, brake_reason
+from rpcdaemon.model import Action, ActionKind, Agent, Network
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpPolicy:
+    agents_per_network: int | None = None  # None = all
+    max_moves: int = 500
+    brake: BrakePolicy = field(default_factory=BrakePolicy)
+
+
+def _eligible(agent: Agent, network: Network) -> bool:
+    hints = network.availability_zone_hints
+    return not hints or agent.availability_zone in hints
+
+
+def plan_dhcp(
+    judged: Mapping[str, Judged],
+    networks: Mapping[str, Network],
+    bindings: Mapping[str, frozenset[str]],
+    policy: DhcpPolicy,
+) -> Plan:
+    """``bindings`` maps network id -> ids of the DHCP agents hosting it."""
+    dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
+    held: list[str] = []
+    actions: list[Action] = []
+
+    # Clean-up of deleted networks first: it is safe whatever else is going on.
+    for nid in sorted(bindings.keys() - networks.keys()):
+        for aid in sorted(bindings[nid]):
+            if aid in judged:
+                actions.append(
+                    Action(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "network deleted")
+                )
+
+    brake = brake_reason(judged.values(), policy.brake) if dead else None
+    if brake is not None:
+        held.append(f"brake: {brake}; moving nothing")
+
+    targets = [j.agent for j in judged.values() if j.is_target]
+    load: dict[str, int] = {a.id: 0 for a in targets}
+    for hosts in bindings.values():
+        for h in hosts:
+            if h in load:
+                load[h] += 1
+    heap = [(load[a.id], a.host, a.id) for a in targets]
+    heapq.heapify(heap)
+    by_id = {a.id: a for a in targets}
+    want_all = policy.agents_per_network is None
+    short_of_targets = 0
+
+    for nid in sorted(networks):
+        network = networks[nid]
+        hosts = bindings.get(nid, frozenset())
+        if brake is None:
+            for aid in sorted(hosts & dead):
+                actions.append(
+                    Action(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "agent dead", source_dead=True)
+                )
+        if not network.dhcp_enabled or brake is not None:
+            continue
+        # Hosts that still count: anything not judged dead (alive, warming, or not yet known).
+        keeping = {h for h in hosts if h not in dead}
+        if want_all:
+            for agent in targets:
+                if agent.id not in keeping and _eligible(agent, network):
+                    actions.append(Action(ActionKind.BIND_NETWORK, nid, None, agent, "policy: all agents"))
+                    load[agent.id] += 1
+            continue
+        need = (policy.agents_per_network or 0) - len(keeping)
+        if need <= 0:
+            continue
+        picked = _pick_least_loaded(heap, by_id, keeping, network, need)
+        for agent in picked:
+            actions.append(
+                Action(ActionKind.BIND_NETWORK, nid, None, agent, f"policy: {policy.agents_per_network} per network")
+            )
+        if len(picked) < need:
+            short_of_targets += 1
+
+    if short_of_targets:
+        held.append(f"{short_of_targets} networks have fewer live eligible DHCP agents than agents_per_network")
+    if len(actions) > policy.max_moves:
+        held.append(
+            f"per-cycle limit max_moves_per_cycle={policy.max_moves} reached;"
+            f" {len(actions) - policy.max_moves} actions wait for the next check"
+        )
+        actions = actions[: policy.max_moves]
+    return Plan(tuple(actions), tuple(held), braked=brake is not None)
+
+
+def _pick_least_loaded(
+    heap: list[tuple[int, str, str]],
+    by_id: Mapping[str, Agent],
+    exclude: set[str],
+    network: Network,
+    need: int,
+) -> list[Agent]:
+    picked: list[Agent] = []
+    skipped: list[tuple[int, str, str]] = []
+    while heap and len(picked) < need:
+        load, host, aid = heapq.heappop(heap)
+        agent = by_id[aid]
+        if aid in exclude or not _eligible(agent, network):
+            skipped.append((load, host, aid))
+            continue
+        picked.append(agent)
+        skipped.append((load + 1, host, aid))
+    for entry in skipped:
+        heapq.heappush(heap, entry)
+    return picked

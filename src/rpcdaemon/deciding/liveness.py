@@ -1,0 +1,118 @@
+"""Pure liveness verdicts: observations + what we know of our own links + policy + now -> verdicts.
+
+Called by the L3Agent and DHCPAgent plugins every check, before planning. No I/O, no clock reads.
+
+An agent is DEAD only when all of these hold:
+- the daemon has been listening (bus connected and Neutron API reachable) for a full window
+  (``startup_grace``, by default one ``down_time``) - otherwise a silence may be our own outage;
+- the daemon has heard nothing from it for ``down_time`` on its own monotonic clock;
+- with ``api_second_opinion``, Neutron's own ``alive`` flag agrees.
+Inside the start-up window an agent is DEAD only when Neutron's API already says it is dead and we
+have not heard it since we began listening. An agent that speaks again after a silence we witnessed
+is WARMING (alive, keeps what it hosts, but is not a move target) until it has stayed alive for
+``revive_hold``: a flapping agent neither receives nor loses work every cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rpcdaemon.model import Agent
+from rpcdaemon.observing.registry import Observation
+
+
+class Verdict(StrEnum):
+    ALIVE = "alive"  # a fine move target (if admin up and eligible)
+    WARMING = "warming"  # alive again, but not yet for revive_hold: keeps its work, gets nothing new
+    DEAD = "dead"  # its work moves
+    UNKNOWN = "unknown"  # not enough evidence either way: nothing moves off it, nothing moves onto it
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessPolicy:
+    down_time: float
+    startup_grace: float
+    revive_hold: float
+    api_second_opinion: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    agent: Agent
+    verdict: Verdict
+    why: str
+    last_heard: float | None = None
+
+    @property
+    def is_target(self) -> bool:
+        return self.verdict is Verdict.ALIVE and self.agent.admin_state_up
+
+
+def judge(obs: Observation, listening_since: float | None, policy: LivenessPolicy, now: float) -> Judged:
+    """The verdict on one agent. ``listening_since`` is None while the bus or the API is down."""
+    agent = obs.agent
+    if listening_since is None:
+        return Judged(agent, Verdict.UNKNOWN, "not listening (bus or API down)", obs.last_heard)
+    heard_while_listening = obs.last_heard is not None and obs.last_heard >= listening_since
+    silent_for = now - obs.last_heard if obs.last_heard is not None else None
+    if silent_for is not None and silent_for <= policy.down_time:
+        if obs.revived_at is not None and now - obs.revived_at < policy.revive_hold:
+            return Judged(
+                agent,
+                Verdict.WARMING,
+                f"back {now - obs.revived_at:.0f}s ago, target after {policy.revive_hold:.0f}s",
+                obs.last_heard,
+            )
+        return Judged(agent, Verdict.ALIVE, f"heard {silent_for:.1f}s ago", obs.last_heard)
+
+    listened = now - listening_since
+    silence = f"silent {silent_for:.0f}s" if silent_for is not None else "never heard"
+    if listened < policy.startup_grace or listened < policy.down_time:
+        # Our own window is too short to know. Only Neutron's verdict can settle it early.
+        if not heard_while_listening and not agent.alive:
+            return Judged(agent, Verdict.DEAD, f"{silence}; Neutron agrees it is dead", obs.last_heard)
+        return Judged(
+            agent, Verdict.UNKNOWN, f"{silence}; listening only {listened:.0f}s", obs.last_heard
+        )
+    if policy.api_second_opinion and agent.alive:
+        return Judged(agent, Verdict.UNKNOWN, f"{silence}; Neutron still says alive", obs.last_heard)
+    return Judged(agent, Verdict.DEAD, f"{silence} (> {policy.down_time:.0f}s)", obs.last_heard)
+
+
+def judge_all(
+    observations: Iterable[Observation],
+    listening_since: float | None,
+    policy: LivenessPolicy,
+    now: float,
+) -> dict[str, Judged]:
+    return {o.agent.id: judge(o, listening_since, policy, now) for o in observations}
+
+
+@dataclass(frozen=True, slots=True)
+class BrakePolicy:
+    max_dead_fraction: float = 0.5
+    max_dead_agents: int = 0  # 0 = no absolute limit
+
+
+def brake_reason(judged: Iterable[Judged], policy: BrakePolicy) -> str | None:
+    """Why the mass-failure brake holds, or None.
+
+    A single dead agent never trips the share limit (that is the ordinary failure we exist for, even
+    in a two-agent cloud); two or more dead agents trip it when they are at least ``max_dead_fraction``
+    of the agents of that type. ``max_dead_agents`` adds an absolute limit.
+    """
+    items = list(judged)
+    total = len(items)
+    dead = sum(1 for j in items if j.verdict is Verdict.DEAD)
+    if total == 0 or dead == 0:
+        return None
+    if policy.max_dead_agents and dead > policy.max_dead_agents:
+        return f"{dead} of {total} agents dead, more than max_dead_agents={policy.max_dead_agents}"
+    if dead >= 2 and dead >= policy.max_dead_fraction * total:
+        return (
+            f"{dead} of {total} agents dead, at least max_dead_fraction={policy.max_dead_fraction:g}"
+            " of them: this looks like a network or bus problem, not agent failures"
+        )
+    return None

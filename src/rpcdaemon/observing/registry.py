@@ -1,0 +1,124 @@
+"""The agent registry: what the Neutron API lists, merged with what the bus hears.
+
+The bus listener's callback calls ``record`` (cheap, under a short lock); the plugins' check loop
+calls ``observations`` to get an immutable snapshot for the pure deciders, and ``replace_agents``
+after each reconcile with the Neutron API. Times are the daemon's own monotonic clock.
+
+Hysteresis input: ``revived_at`` is set when an agent speaks again after a silence longer than
+``down_time`` that the daemon itself witnessed while listening. A silence that overlaps a bus outage
+is not witnessed, so a broker restart never makes every agent look "just revived".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from rpcdaemon.model import Agent, Heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything known about one agent at one instant."""
+
+    agent: Agent
+    last_heard: float | None = None
+    revived_at: float | None = None
+    heartbeat: Heartbeat | None = field(default=None, compare=False)
+
+
+@dataclass(slots=True)
+class _Heard:
+    last: Heartbeat
+    revived_at: float | None
+
+
+class AgentRegistry:
+    """Thread-safe merge of API agents and bus heartbeats, keyed by (agent type, host)."""
+
+    def __init__(self, down_time: float) -> None:
+        self._down_time = down_time
+        self._lock = threading.Lock()
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._heard: dict[tuple[str, str], _Heard] = {}
+        self._listening_since: float | None = None
+        self._unknown_heard = False
+
+    # -- fed by the bus thread -------------------------------------------------------------------
+    def set_listening(self, since: float | None) -> None:
+        """The bus link state: connected since ``since`` (monotonic), or None while disconnected."""
+        with self._lock:
+            self._listening_since = since
+
+    def record(self, hb: Heartbeat) -> None:
+        key = hb.key
+        with self._lock:
+            prior = self._heard.get(key)
+            revived_at = prior.revived_at if prior is not None else None
+            if self._listening_since is not None:
+                # Start of the silence we actually witnessed: our last hearing, or when we began listening.
+                witnessed_from = self._listening_since
+                if prior is not None and prior.last.received_at > witnessed_from:
+                    witnessed_from = prior.last.received_at
+                if hb.received_at - witnessed_from > self._down_time:
+                    revived_at = hb.received_at
+            self._heard[key] = _Heard(hb, revived_at)
+            if key not in self._agents:
+                self._unknown_heard = True
+
+    # -- fed by the reconcile --------------------------------------------------------------------
+    def replace_agents(self, agents: list[Agent], now: float) -> None:
+        """The Neutron API's full agent list; agents missing from it are forgotten (deleted).
+
+        Heartbeats from hosts the API does not list are kept a while (the agent may be registering)
+        but dropped once stale, so junk host names cannot grow the registry without bound.
+        """
+        fresh = {a.key: a for a in agents}
+        horizon = now - 10 * self._down_time
+        with self._lock:
+            self._agents = fresh
+            self._heard = {
+                k: v for k, v in self._heard.items() if k in fresh or v.last.received_at > horizon
+            }
+
+    def update_agents(self, agents: list[Agent]) -> None:
+        """Refresh some agents (e.g. a fresh second opinion) without forgetting the others."""
+        with self._lock:
+            for a in agents:
+                self._agents[a.key] = a
+
+    # -- read by the deciders --------------------------------------------------------------------
+    def take_unknown_heard(self) -> bool:
+        """True once after a heartbeat from an agent the API did not list: time for a reconcile."""
+        with self._lock:
+            flag, self._unknown_heard = self._unknown_heard, False
+            return flag
+
+    def observations(self, agent_type: str | None = None) -> list[Observation]:
+        with self._lock:
+            out = []
+            for key, agent in self._agents.items():
+                if agent_type is not None and agent.agent_type != agent_type:
+                    continue
+                heard = self._heard.get(key)
+                if heard is None:
+                    out.append(Observation(agent))
+                else:
+                    out.append(Observation(agent, heard.last.received_at, heard.revived_at, heard.last))
+            return out
+
+    def last_heard(self, agent_type: str, host: str) -> float | None:
+        with self._lock:
+            heard = self._heard.get((agent_type, host))
+            return heard.last.received_at if heard is not None else None
+
+    def agent(self, agent_id: str) -> Agent | None:
+        with self._lock:
+            for a in self._agents.values():
+                if a.id == agent_id:
+                    return a
+            return None
+
+    def heard_hosts(self) -> dict[tuple[str, str], float]:
+        with self._lock:
+            return {k: v.last.received_at for k, v in self._heard.items()}

@@ -1,0 +1,215 @@
+"""What the L3Agent and DHCPAgent plugins share: the check pass around the pure deciders.
+
+The service calls ``check()`` every ``check_interval`` from its loop thread. A pass is:
+
+1. reconcile with the Neutron API when due (every ``reconcile_interval``, after a failure, or when a
+   heartbeat came from an agent the API did not list): O(agents) calls;
+2. judge liveness from the registry (no API calls) and ask the plugin whether anything looks wrong;
+   when nothing does, the pass ends here, so an idle check costs no API call;
+3. otherwise take a fresh second opinion (one ``list_agents``) and re-read what the dead agents host,
+   plan with the pure planner, run the plan through the executor, fold the outcomes into the cache.
+
+A Neutron API outage is not a crash: the pass ends, ``api_ok_since`` is cleared, and no agent is judged
+dead until the daemon has listened for a full window again (see ``deciding.liveness``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rpcdaemon.acting.api import NeutronAPI, NeutronError
+from rpcdaemon.acting.executor import Executor
+from rpcdaemon.deciding.l3 import Plan
+from rpcdaemon.deciding.liveness import Judged, LivenessPolicy, Verdict, judge_all
+from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
+from rpcdaemon.observing.registry import AgentRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    reconcile_interval: float = 60.0
+    # After a failed action or API error, reconcile again this soon (not every check).
+    retry_reconcile_after: float = 10.0
+    # A target must have been heard this recently right before a bind (roughly 2.5 reports).
+    target_fresh: float = 75.0
+
+
+@dataclass
+class PassReport:
+    """What the last pass did, for the demo, metrics and tests."""
+
+    at: float = 0.0
+    judged: dict[str, Judged] = field(default_factory=dict)
+    plan: Plan = field(default_factory=Plan)
+    outcomes: list[Outcome] = field(default_factory=list)
+    api_calls: bool = False
+
+
+class FailoverPlugin:
+    """Base for the plugins that move work off dead agents. Subclasses fill in the hooks."""
+
+    name = "base"
+    agent_type = ""
+
+    def __init__(
+        self,
+        api: NeutronAPI,
+        registry: AgentRegistry,
+        executor: Executor,
+        liveness: LivenessPolicy,
+        timing: Timing,
+        *,
+        bus_since: Callable[[], float | None],
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.api = api
+        self.registry = registry
+        self.executor = executor
+        self.liveness = liveness
+        self.timing = timing
+        self._bus_since = bus_since
+        self.clock = clock
+        self.log = logger or logging.getLogger(f"rpcdaemon.{self.name.lower()}")
+        self.started_at = clock()
+        self.api_ok_since: float | None = None
+        self._next_reconcile = self.started_at
+        self.last = PassReport()
+        self.totals: Counter[str] = Counter()
+        self._held_said: tuple[str, ...] = ()
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def reconcile_resources(self, agents: list[Agent]) -> None:
+        """Re-read this plugin's resources and all bindings of its agents from the API."""
+        raise NotImplementedError
+
+    def wants_action(self, judged: dict[str, Judged]) -> bool:
+        """Cheap (cache-only) test: does anything look wrong?"""
+        raise NotImplementedError
+
+    def refresh_for(self, dead: list[Agent]) -> None:
+        """Re-read what the dead agents host right before planning (a handful of calls)."""
+        raise NotImplementedError
+
+    def plan(self, judged: dict[str, Judged]) -> Plan:
+        raise NotImplementedError
+
+    def fold(self, outcomes: list[Outcome]) -> None:
+        """Apply outcomes to the cached bindings."""
+        raise NotImplementedError
+
+    # -- shared machinery --------------------------------------------------------------------------
+    def listening_since(self) -> float | None:
+        bus = self._bus_since()
+        if bus is None or self.api_ok_since is None:
+            return None
+        return max(bus, self.api_ok_since, self.started_at)
+
+    def judge(self, now: float) -> dict[str, Judged]:
+        return judge_all(self.registry.observations(self.agent_type), self.listening_since(), self.liveness, now)
+
+    def request_reconcile(self, delay: float = 0.0) -> None:
+        self._next_reconcile = min(self._next_reconcile, self.clock() + delay)
+
+    def check(self) -> PassReport:
+        """One pass. Never raises: an error is logged and the next pass tries again."""
+        now = self.clock()
+        report = PassReport(at=now)
+        try:
+            self._check(now, report)
+        except NeutronError as err:
+            report.api_calls = True
+            self._api_failed(err)
+        except Exception:
+            self.log.exception("%s pass failed; trying again next check", self.name)
+            self.request_reconcile(self.timing.retry_reconcile_after)
+        self.last = report
+        return report
+
+    def _check(self, now: float, report: PassReport) -> None:
+        if self.registry.take_unknown_heard():
+            self.request_reconcile()
+        if now >= self._next_reconcile or self.api_ok_since is None:
+            report.api_calls = True
+            self._reconcile(now)
+        judged = self.judge(now)
+        report.judged = judged
+        if not self.wants_action(judged):
+            self._say_held(())
+            return
+        report.api_calls = True
+        dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
+        if dead and self.liveness.api_second_opinion:
+            fresh = [a for a in self.api.list_agents() if a.agent_type == self.agent_type]
+            self.registry.update_agents(fresh)
+            judged = self.judge(self.clock())
+            report.judged = judged
+            dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
+        if dead:
+            self.refresh_for(dead)
+        plan = self.plan(judged)
+        report.plan = plan
+        self._say_held(plan.held, error=plan.braked)
+        if not plan.actions:
+            return
+        started = self.clock()
+        outcomes = self.executor.run(plan.actions, self.still_valid)
+        report.outcomes = outcomes
+        self.fold(outcomes)
+        self._summarise(outcomes, self.clock() - started)
+
+    def _reconcile(self, now: float) -> None:
+        agents = self.api.list_agents()
+        self.registry.replace_agents(agents, now)
+        self.reconcile_resources([a for a in agents if a.agent_type == self.agent_type])
+        if self.api_ok_since is None:
+            self.log.info("Neutron API reachable; %d %ss listed", sum(
+                1 for a in agents if a.agent_type == self.agent_type), self.agent_type)
+            self.api_ok_since = self.clock()
+        self._next_reconcile = now + self.timing.reconcile_interval
+
+    def _api_failed(self, err: NeutronError) -> None:
+        if self.api_ok_since is not None or not self.totals["api_errors"]:
+            self.log.warning("Neutron API call failed (%s); no agent is judged dead until it is back"
+                             " and a full window has passed", err)
+        self.totals["api_errors"] += 1
+        self.api_ok_since = None
+        self.request_reconcile(self.timing.retry_reconcile_after / 2)
+
+    def still_valid(self, action: Action) -> str | None:
+        """Right before a call: the source must still be silent, the target still speaking."""
+        now = self.clock()
+        if action.source is not None and action.source_dead:
+            heard = self.registry.last_heard(action.source.agent_type, action.source.host)
+            if heard is not None and now - heard <= self.liveness.down_time:
+                return f"source {action.source.describe()} came back"
+        if action.target is not None:
+            heard = self.registry.last_heard(action.target.agent_type, action.target.host)
+            fresh = min(self.timing.target_fresh, self.liveness.down_time)
+            if heard is None or now - heard > fresh:
+                return f"target {action.target.describe()} is no longer heard"
+        return None
+
+    def _say_held(self, held: tuple[str, ...], *, error: bool = False) -> None:
+        # The brake is an ERROR every pass (an operator must look); other holds are said once.
+        for line in held:
+            if error:
+                self.log.error("%s: %s", self.name, line)
+            elif line not in self._held_said:
+                self.log.warning("%s: %s", self.name, line)
+        self._held_said = held
+
+    def _summarise(self, outcomes: list[Outcome], seconds: float) -> None:
+        counts = Counter(o.status for o in outcomes)
+        for status, n in counts.items():
+            self.totals[status.value] += n
+        if counts[OutcomeStatus.FAILED]:
+            self.request_reconcile(self.timing.retry_reconcile_after)
+        self.log.info(
+            "%s pass: %d actions in %.2fs: %s", self.name, len(outcomes), seconds,
+            ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda kv: kv[0].value)),
+        )
