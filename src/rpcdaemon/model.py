@@ -47,7 +47,7 @@ class Heartbeat:
     start_flag: bool = False
     # The agent's own wall-clock time, kept for logs only: agents' clocks drift.
     sent_at: str | None = None
-    configurations: Mapping[str, Any] = field(default=_EMPTY, compare=False, hash=False)
+    configurations: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False, hash=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -57,6 +57,14 @@ class Heartbeat:
 @dataclass(frozen=True, slots=True)
 class NetworkDeleted:
     """Neutron told the agents (or the notification bus) that a network is gone."""
+
+    network_id: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChanged:
+    """A network or subnet was created or changed: the DHCPAgent plugin re-reads networks soon."""
 
     network_id: str
     received_at: float
