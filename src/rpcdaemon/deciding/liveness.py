@@ -6,7 +6,8 @@ An agent is DEAD only when all of these hold:
 - the daemon has been listening (bus connected and Neutron API reachable) for a full window
   (``startup_grace``, by default one ``down_time``) - otherwise a silence may be our own outage;
 - the daemon has heard nothing from it for ``down_time`` on its own monotonic clock;
-- with ``api_second_opinion``, Neutron's own ``alive`` flag agrees.
+- with ``api_second_opinion``, Neutron's own ``alive`` flag agrees (until it does, the agent is
+  SUSPECT: nothing moves, and the plugin asks Neutron again).
 Inside the start-up window an agent is DEAD only when Neutron's API already says it is dead and we
 have not heard it since we began listening. An agent that speaks again after a silence we witnessed
 is WARMING (alive, keeps what it hosts, but is not a move target) until it has stayed alive for
@@ -27,6 +28,7 @@ class Verdict(StrEnum):
     ALIVE = "alive"  # a fine move target (if admin up and eligible)
     WARMING = "warming"  # alive again, but not yet for revive_hold: keeps its work, gets nothing new
     DEAD = "dead"  # its work moves
+    SUSPECT = "suspect"  # silent past down_time, but Neutron's last word was "alive": ask Neutron again
     UNKNOWN = "unknown"  # not enough evidence either way: nothing moves off it, nothing moves onto it
 
 
@@ -77,7 +79,7 @@ def judge(obs: Observation, listening_since: float | None, policy: LivenessPolic
             agent, Verdict.UNKNOWN, f"{silence}; listening only {listened:.0f}s", obs.last_heard
         )
     if policy.api_second_opinion and agent.alive:
-        return Judged(agent, Verdict.UNKNOWN, f"{silence}; Neutron still says alive", obs.last_heard)
+        return Judged(agent, Verdict.SUSPECT, f"{silence}; Neutron still says alive", obs.last_heard)
     return Judged(agent, Verdict.DEAD, f"{silence} (> {policy.down_time:.0f}s)", obs.last_heard)
 
 

@@ -19,12 +19,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
 from rpcdaemon.deciding.l3 import Plan
-from rpcdaemon.deciding.liveness import Judged, LivenessPolicy, Verdict, judge_all
+from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict, brake_reason, judge_all
 from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 
@@ -36,6 +36,11 @@ class Timing:
     retry_reconcile_after: float = 10.0
     # A target must have been heard this recently right before a bind (roughly 2.5 reports).
     target_fresh: float = 75.0
+    # While an agent is SUSPECT (we hear nothing, Neutron's last word was alive), ask Neutron again
+    # at most this often: a lasting disagreement costs one list_agents per interval, no more.
+    opinion_interval: float = 2.0
+    # While the mass-failure brake holds, repeat its ERROR this often (not every check).
+    brake_log_interval: float = 10.0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class FailoverPlugin:
 
     name = "base"
     agent_type = ""
+    brake: BrakePolicy  # set by subclasses from their policy
 
     def __init__(
         self,
@@ -81,6 +87,9 @@ class FailoverPlugin:
         self.last = PassReport()
         self.totals: Counter[str] = Counter()
         self._held_said: tuple[str, ...] = ()
+        self._next_opinion = self.started_at
+        self._braked_since: float | None = None
+        self._brake_logged = -float("inf")
 
     # -- hooks -----------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -138,19 +147,19 @@ class FailoverPlugin:
             self._reconcile(now)
         judged = self.judge(now)
         report.judged = judged
+        if self._ask_again(judged, now):
+            report.api_calls = True
+            fresh = [a for a in self.api.list_agents() if a.agent_type == self.agent_type]
+            self.registry.update_agents(fresh)
+            judged = self.judge(self.clock())
+            report.judged = judged
         if not self.wants_action(judged):
             self._say_held(())
             return
         report.api_calls = True
         dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
-        if dead and self.liveness.api_second_opinion:
-            fresh = [a for a in self.api.list_agents() if a.agent_type == self.agent_type]
-            self.registry.update_agents(fresh)
-            judged = self.judge(self.clock())
-            report.judged = judged
-            dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
-        if dead:
-            self.refresh_for(dead)
+        if dead and brake_reason(judged.values(), self.brake) is None:
+            self.refresh_for(dead)  # not while braked: a long brake must not cost calls every check
         plan = self.plan(judged)
         report.plan = plan
         self._say_held(plan.held, error=plan.braked)
@@ -161,6 +170,25 @@ class FailoverPlugin:
         report.outcomes = outcomes
         self.fold(outcomes)
         self._summarise(outcomes, self.clock() - started)
+
+    def _ask_again(self, judged: dict[str, Judged], now: float) -> bool:
+        """Should we take a fresh second opinion from Neutron before planning?
+
+        Yes when an agent that hosts work is DEAD (confirm with fresh data) or SUSPECT (our silence vs
+        Neutron's stale "alive"), rate-limited by ``opinion_interval``.
+        """
+        if not self.liveness.api_second_opinion or now < self._next_opinion:
+            return False
+        doubtful = {aid for aid, j in judged.items() if j.verdict in (Verdict.DEAD, Verdict.SUSPECT)}
+        if not doubtful:
+            return False
+        pessimistic = {
+            aid: replace(j, verdict=Verdict.DEAD) if aid in doubtful else j for aid, j in judged.items()
+        }
+        if not self.wants_action(pessimistic):
+            return False
+        self._next_opinion = now + self.timing.opinion_interval
+        return True
 
     def _reconcile(self, now: float) -> None:
         agents = self.api.list_agents()
@@ -195,12 +223,25 @@ class FailoverPlugin:
         return None
 
     def _say_held(self, held: tuple[str, ...], *, error: bool = False) -> None:
-        # The brake is an ERROR every pass (an operator must look); other holds are said once.
-        for line in held:
-            if error:
-                self.log.error("%s: %s", self.name, line)
-            elif line not in self._held_said:
-                self.log.warning("%s: %s", self.name, line)
+        """Why work is held back. The brake is an ERROR when it engages and again every
+        ``brake_log_interval`` while it holds (an operator must look), then an INFO when it lets go;
+        other holds are said once each time they change."""
+        now = self.clock()
+        if error:
+            if self._braked_since is None:
+                self._braked_since = now
+                self._brake_logged = -float("inf")
+            if now - self._brake_logged >= self.timing.brake_log_interval:
+                for line in held:
+                    self.log.error("%s: %s (held for %.0fs)", self.name, line, now - self._braked_since)
+                self._brake_logged = now
+        else:
+            if self._braked_since is not None:
+                self.log.info("%s: brake released after %.0fs", self.name, now - self._braked_since)
+                self._braked_since = None
+            for line in held:
+                if line not in self._held_said:
+                    self.log.warning("%s: %s", self.name, line)
         self._held_said = held
 
     def _summarise(self, outcomes: list[Outcome], seconds: float) -> None:

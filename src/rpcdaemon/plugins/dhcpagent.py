@@ -23,6 +23,7 @@ class DHCPAgentPlugin(FailoverPlugin):
     def __init__(self, *args: Any, policy: DhcpPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy = policy
+        self.brake = policy.brake
         self.networks: dict[str, Network] = {}
         # network id -> ids of the DHCP agents hosting it
         self.bindings: dict[str, frozenset[str]] = {}

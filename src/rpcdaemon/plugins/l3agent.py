@@ -22,6 +22,7 @@ class L3AgentPlugin(FailoverPlugin):
     def __init__(self, *args: Any, policy: L3Policy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy = policy
+        self.brake = policy.brake
         self.routers: dict[str, Router] = {}
         # router id -> ids of the L3 agents hosting it
         self.bindings: dict[str, frozenset[str]] = {}

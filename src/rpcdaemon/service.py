@@ -1,0 +1,195 @@
+"""The service: wires settings to the bus listener, the registry, the plugins and the check loop.
+
+``cli.main`` calls ``run(settings, stop, ...)`` (in the foreground or inside python-daemon); the demo
+builds a ``Service`` directly around an in-memory bus and the fake Neutron. One stop event ends
+everything: every wait is ``stop.wait(timeout)`` and shutdown is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.executor import Executor, ExecutorPolicy
+from rpcdaemon.deciding.dhcp import DhcpPolicy
+from rpcdaemon.deciding.l3 import L3Policy
+from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
+from rpcdaemon.metrics import Metrics
+from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
+from rpcdaemon.observing.bus import BusListener, RawMessage, Subscription
+from rpcdaemon.observing.decode import Rejected, decode_message
+from rpcdaemon.observing.registry import AgentRegistry
+from rpcdaemon.plugins.base import FailoverPlugin, Timing
+from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
+from rpcdaemon.plugins.l3agent import L3AgentPlugin
+
+if TYPE_CHECKING:
+    from rpcdaemon.plugins.dump import DumpPlugin
+
+log = logging.getLogger("rpcdaemon")
+
+NEUTRON_EXCHANGE = "neutron"
+# Where agents' report_state calls go: q-reports-plugin since Neutron 8.0, q-plugin before.
+HEARTBEAT_SUBSCRIPTIONS = (
+    Subscription(NEUTRON_EXCHANGE, "q-reports-plugin"),
+    Subscription(NEUTRON_EXCHANGE, "q-plugin"),
+)
+# Network life-cycle news for the DHCPAgent plugin: oslo notifications (when neutron-server has a
+# notification driver) and the server's casts to DHCP agents.
+DHCP_SUBSCRIPTIONS = (
+    Subscription(NEUTRON_EXCHANGE, "notifications.info"),
+    Subscription("dhcp_agent_fanout", "", exchange_type="fanout", auto_delete=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPluginConfig:
+    """Everything one failover plugin needs, resolved from rpcdaemon.conf and neutron.conf."""
+
+    liveness: LivenessPolicy
+    timing: Timing
+    executor: ExecutorPolicy
+    brake: BrakePolicy
+    max_moves: int
+    skip_ha_routers: bool = True
+    agents_per_network: int | None = None
+
+
+def build_plugin(
+    name: str,
+    api: NeutronAPI,
+    registry: AgentRegistry,
+    cfg: AgentPluginConfig,
+    *,
+    bus_since: Callable[[], float | None],
+    stop: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> FailoverPlugin:
+    logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
+    executor = Executor(api, cfg.executor, stop=stop, clock=clock, logger=logger)
+    common = {"bus_since": bus_since, "clock": clock}
+    if name == "L3Agent":
+        policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
+        return L3AgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=policy, **common)
+    if name == "DHCPAgent":
+        dpolicy = DhcpPolicy(agents_per_network=cfg.agents_per_network, max_moves=cfg.max_moves, brake=cfg.brake)
+        return DHCPAgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=dpolicy, **common)
+    raise ValueError(f"unknown failover plugin {name!r}")
+
+
+class Service:
+    """The running daemon: one bus listener for heartbeats, one for Dump, and the check loop."""
+
+    def __init__(
+        self,
+        *,
+        bus_url: str,
+        registry: AgentRegistry,
+        plugins: Sequence[FailoverPlugin],
+        dump: DumpPlugin | None,
+        check_interval: float,
+        queue_expire: float | None,
+        stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        on_pass: Callable[[FailoverPlugin], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.plugins = list(plugins)
+        self.dump = dump
+        self.check_interval = check_interval
+        self.stop = stop
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.on_pass = on_pass
+        self.listeners: list[BusListener] = []
+        self.link_since: float | None = None
+        if self.plugins:
+            subs = list(HEARTBEAT_SUBSCRIPTIONS)
+            if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
+                subs += DHCP_SUBSCRIPTIONS
+            self.listeners.append(
+                BusListener(bus_url, subs, self.handle, clock=clock, stop=stop, queue_expire=queue_expire,
+                            name="agents")
+            )
+        if dump is not None:
+            self.listeners.append(
+                BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
+                            queue_expire=queue_expire, name="dump")
+            )
+
+    def bus_since(self) -> float | None:
+        return self.link_since
+
+    def handle(self, raw: RawMessage) -> None:
+        """Bus thread: decode, record, return. Never calls Neutron."""
+        event = decode_message(raw.body, routing_key=raw.routing_key, received_at=raw.received_at)
+        if isinstance(event, Heartbeat):
+            self.registry.record(event)
+            self.metrics.heartbeats.inc()
+        elif isinstance(event, NetworkDeleted):
+            for p in self.plugins:
+                if isinstance(p, DHCPAgentPlugin):
+                    p.on_network_deleted(event.network_id)
+        elif isinstance(event, NetworkChanged):
+            for p in self.plugins:
+                if isinstance(p, DHCPAgentPlugin):
+                    p.on_network_changed()
+        elif isinstance(event, Rejected):
+            self.metrics.rejected.labels(event.reason.split(":")[0][:40]).inc()
+            log.debug("ignored message on %s/%s: %s", raw.exchange, raw.routing_key, event.reason)
+
+    def _update_link(self) -> None:
+        if not self.listeners:
+            return
+        link = self.listeners[0].link()
+        self.link_since = link.since if link.connected else None
+        self.registry.set_listening(self.link_since)
+        self.metrics.observe_bus(link.connected)
+
+    def step(self) -> None:
+        """One check: refresh the link state, then one pass of every failover plugin."""
+        self._update_link()
+        for p in self.plugins:
+            report = p.check()
+            self.metrics.observe_pass(p.name, report)
+            if self.on_pass is not None:
+                self.on_pass(p)
+
+    def start(self) -> None:
+        for listener in self.listeners:
+            listener.start()
+
+    def run(self) -> int:
+        self.start()
+        log.info("rpcdaemon running: plugins %s", " ".join(
+            [p.name for p in self.plugins] + (["Dump"] if self.dump else [])) or "none")
+        try:
+            while not self.stop.is_set():
+                self.step()
+                self.stop.wait(self.check_interval)
+        finally:
+            self.shutdown()
+        log.info("rpcdaemon stopped")
+        return 0
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for listener in self.listeners:
+            listener.join(timeout=5)
+        for p in self.plugins:
+            p.executor.close()
+
+
+def run(settings: object, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
+    """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
+    from rpcdaemon.wiring import build_service  # settings -> Service; kept apart to keep this file small
+
+    service = build_service(settings, stop, foreground=foreground, out=out)
+    return service.run()
