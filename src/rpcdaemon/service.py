@@ -142,7 +142,7 @@ class Service:
                 if isinstance(p, DHCPAgentPlugin):
                     p.on_network_changed()
         elif isinstance(event, Rejected):
-            self.metrics.rejected.labels(event.reason.split(":")[0][:40]).inc()
+            self.metrics.rejected.labels(event.kind).inc()
             log.debug("ignored message on %s/%s: %s", raw.exchange, raw.routing_key, event.reason)
 
     def _update_link(self) -> None:
