@@ -21,6 +21,9 @@ class NeutronAccess:
     project_name: str | None = None
     user_domain_name: str = "Default"
     project_domain_name: str = "Default"
+    # From neutron.conf user_domain_id / project_domain_id; when set, they name the domain instead.
+    user_domain_id: str | None = None
+    project_domain_id: str | None = None
     region_name: str | None = None
     interface: str = "internal"
     cafile: str | None = None
