@@ -1,0 +1,425 @@
+"""The real ``NeutronAPI``: Neutron's REST API through openstacksdk's network proxy.
+
+Built by the service from a ``NeutronAccess`` (``OpenStackNeutron.from_access``) and used by the
+executor and the plugins; tests inject an ``openstack.connection.Connection``. This is the only module
+that imports openstacksdk or keystoneauth1, and the one place where failures are classified into
+``NeutronError`` kinds (see ``classify_response`` and ``classify_exception``).
+
+Every request goes through ``proxy.request`` with ``raise_exc=False`` so the exact status and Neutron
+error body are seen here; with no retries of its own (the executor owns retries and their schedule), a
+per-call timeout, keystoneauth's request logging off (bodies and headers never reach a log), and by
+default ``Connection: close``: neutron-server under uWSGI closes the socket after each answer without
+saying so, and a keep-alive client then sees ``ECONNRESET`` on its next request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import openstack
+import openstack.connection
+from keystoneauth1 import exceptions as ks_exc
+from openstack import exceptions as sdk_exc
+
+from rpcdaemon.access import NeutronAccess
+from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.model import L3_AGENT, Agent, Network, Router
+
+LOG = logging.getLogger(__name__)
+
+# Neutron error types (the body's NeutronError.type) that mean something other than PERMANENT.
+_NOT_FOUND = frozenset({"AgentNotFound", "RouterNotFound", "NetworkNotFound"})
+_INVALID_TARGET = frozenset(
+    {
+        "InvalidL3Agent",  # 404: disabled agent, or not an L3 agent
+        "InvalidDHCPAgent",  # 404: disabled agent, or not a DHCP agent
+        "DVRL3CannotAssignToDvrAgent",  # 409: target runs in dvr / dvr_no_external mode
+        "RouterL3AgentMismatch",  # 409: distributed router onto a legacy agent
+    }
+)
+_CONFLICT = frozenset({"RouterHostedByL3Agent"})
+# Answers that mean "already as wanted": bind_network to its own agent, unbind_network of a network
+# the agent does not host. (A router unbind of something unbound is a plain 204.)
+_NETWORK_ALREADY_HOSTED = "NetworkHostedByDHCPAgent"
+_NETWORK_NOT_HOSTED = "NetworkNotHostedByDhcpAgent"
+
+_JSON_HEADERS = {"Accept": "application/json"}
+_ROUTER_FIELDS = ("id", "name", "distributed", "ha", "availability_zone_hints", "admin_state_up")
+_NETWORK_FIELDS = ("id", "name", "availability_zone_hints")
+# ``id`` is the pagination sort key: Neutron needs it in every page to build the next marker.
+_SUBNET_FIELDS = ("id", "network_id", "enable_dhcp")
+
+
+def classify_response(
+    status: int,
+    body: Any,
+    headers: Mapping[str, str],
+    what: str,
+    *,
+    now: float | None = None,
+) -> NeutronError:
+    """The ``NeutronError`` for a non-2xx answer to ``what`` (e.g. ``"POST /agents/A/l3-routers"``)."""
+    neutron_type, message = _error_body(body)
+    text = f"{what}: {message or f'HTTP {status}'}"
+    if status == 429:
+        return NeutronError(
+            ErrorKind.TEMPORARY,
+            text,
+            status=status,
+            neutron_type=neutron_type,
+            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
+        )
+    if status >= 500 or status == 408:
+        kind = ErrorKind.TEMPORARY
+    elif neutron_type in _NOT_FOUND:
+        kind = ErrorKind.NOT_FOUND
+    elif neutron_type in _INVALID_TARGET:
+        kind = ErrorKind.INVALID_TARGET
+    elif neutron_type in _CONFLICT:
+        kind = ErrorKind.CONFLICT
+    else:
+        kind = ErrorKind.PERMANENT
+    return NeutronError(kind, text, status=status, neutron_type=neutron_type)
+
+
+def classify_exception(exc: Exception, what: str) -> NeutronError:
+    """The ``NeutronError`` for a request that got no HTTP answer (or failed while authenticating)."""
+    text = f"{what}: {exc}"
+    if isinstance(exc, ks_exc.HttpError) and exc.http_status is not None:
+        # Raised by keystoneauth itself, e.g. Keystone answering the token request.
+        temporary = exc.http_status >= 500 or exc.http_status in (408, 429)
+        kind = ErrorKind.TEMPORARY if temporary else ErrorKind.PERMANENT
+        return NeutronError(kind, text, status=exc.http_status)
+    if isinstance(exc, ks_exc.ConnectionError | ks_exc.DiscoveryFailure | OSError):
+        # Refused, reset, timed out, TLS handshake cut, or no version document at the endpoint:
+        # all things a restarting API (or load balancer) does.
+        return NeutronError(ErrorKind.TEMPORARY, text)
+    return NeutronError(ErrorKind.PERMANENT, text)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = datetime.now(UTC).timestamp() if now is None else now
+        seconds = when.timestamp() - current
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _error_body(body: Any) -> tuple[str | None, str]:
+    if isinstance(body, Mapping):
+        err = body.get("NeutronError")
+        if isinstance(err, Mapping):
+            kind = err.get("type")
+            return (str(kind) if kind else None), str(err.get("message") or "")
+        if isinstance(err, str):
+            return None, err
+        message = body.get("message") or body.get("title")
+        if message:
+            return None, str(message)
+    if isinstance(body, str):
+        return None, body.strip()[:200]
+    return None, ""
+
+
+class OpenStackNeutron:
+    """``NeutronAPI`` over openstacksdk. Thread-safe: the executor calls it from several workers."""
+
+    def __init__(
+        self,
+        connection: openstack.connection.Connection,
+        *,
+        timeout: float = 30.0,
+        authenticated: bool = True,
+        page_size: int = 500,
+        keep_alive: bool = False,
+    ) -> None:
+        """``authenticated=False`` sends no X-Auth-Token (Neutron ``auth_strategy = noauth``: any auth
+        header would make the request a non-admin one). ``page_size`` is the ``limit`` of each page
+        of a list call; every page is fetched."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self._connection = connection
+        self._timeout = timeout
+        self._authenticated = authenticated
+        self._page_size = page_size
+        self._headers = dict(_JSON_HEADERS) if keep_alive else {**_JSON_HEADERS, "Connection": "close"}
+        self._proxy: Any = None
+        self._proxy_lock = threading.Lock()
+
+    @classmethod
+    def from_access(cls, access: NeutronAccess, *, page_size: int = 500) -> OpenStackNeutron:
+        """Connect as ``access`` says. Raises ``ValueError`` for unusable settings (nothing is
+        contacted yet: version discovery and authentication happen on the first call)."""
+        common: dict[str, Any] = {
+            "app_name": "rpcdaemon",
+            "api_timeout": access.timeout,
+            "connect_retries": 0,
+            "status_code_retries": 0,
+        }
+        if not (access.endpoint or access.cloud):
+            missing = [n for n in ("auth_url", "username", "password", "project_name") if not getattr(access, n)]
+            if missing:
+                raise ValueError(
+                    "Neutron access needs an endpoint, a clouds.yaml cloud, or Keystone credentials; "
+                    f"missing: {', '.join(missing)}"
+                )
+        try:
+            if access.endpoint:
+                connection = openstack.connection.Connection(
+                    auth_type="none", network_endpoint_override=access.endpoint, **common
+                )
+            elif access.cloud:
+                connection = openstack.connect(cloud=access.cloud, **common)
+            else:
+                connection = openstack.connection.Connection(
+                    auth_type="password",
+                    auth={
+                        "auth_url": access.auth_url,
+                        "username": access.username,
+                        "password": access.password,
+                        "project_name": access.project_name,
+                        "user_domain_name": access.user_domain_name,
+                        "project_domain_name": access.project_domain_name,
+                    },
+                    identity_api_version="3",
+                    region_name=access.region_name,
+                    interface=access.interface,
+                    cacert=access.cafile,
+                    verify=not access.insecure,
+                    **common,
+                )
+        except (sdk_exc.SDKException, ks_exc.ClientException) as exc:
+            # e.g. an unknown clouds.yaml cloud; the message names it, and holds no secret.
+            raise ValueError(f"cannot use {access.describe()}: {exc}") from None
+        return cls(connection, timeout=access.timeout, authenticated=not access.endpoint, page_size=page_size)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    # ----------------------------------------------------------------- NeutronAPI
+
+    def list_agents(self) -> list[Agent]:
+        return [_agent(item) for item in self._list("agents")]
+
+    def get_agent(self, agent_id: str) -> Agent:
+        body = self._request("GET", f"/agents/{_quote(agent_id)}")
+        return _agent(_member(body, "agent"))
+
+    def list_routers(self) -> list[Router]:
+        return [_router(item) for item in self._list("routers", fields=_ROUTER_FIELDS)]
+
+    def list_networks(self) -> list[Network]:
+        networks = self._list("networks", fields=_NETWORK_FIELDS)
+        # One paged subnet listing instead of one call per network.
+        with_dhcp = {str(s["network_id"]) for s in self._list("subnets", fields=_SUBNET_FIELDS) if s.get("enable_dhcp")}
+        return [_network(item, str(item["id"]) in with_dhcp) for item in networks]
+
+    def routers_on_agent(self, agent_id: str) -> list[str]:
+        return _ids(self._request("GET", f"/agents/{_quote(agent_id)}/l3-routers"), "routers")
+
+    def networks_on_agent(self, agent_id: str) -> list[str]:
+        return _ids(self._request("GET", f"/agents/{_quote(agent_id)}/dhcp-networks"), "networks")
+
+    def agents_for_router(self, router_id: str) -> list[str]:
+        return _ids(self._request("GET", f"/routers/{_quote(router_id)}/l3-agents"), "agents")
+
+    def agents_for_network(self, network_id: str) -> list[str]:
+        return _ids(self._request("GET", f"/networks/{_quote(network_id)}/dhcp-agents"), "agents")
+
+    def bind_router(self, agent_id: str, router_id: str) -> None:
+        # Neutron answers 201 when the router is already on this agent.
+        self._request("POST", f"/agents/{_quote(agent_id)}/l3-routers", body={"router_id": router_id})
+
+    def unbind_router(self, agent_id: str, router_id: str) -> None:
+        # Neutron answers 204 when the router is not on this agent.
+        self._request("DELETE", f"/agents/{_quote(agent_id)}/l3-routers/{_quote(router_id)}")
+
+    def bind_network(self, agent_id: str, network_id: str) -> None:
+        self._request(
+            "POST",
+            f"/agents/{_quote(agent_id)}/dhcp-networks",
+            body={"network_id": network_id},
+            done_if=_NETWORK_ALREADY_HOSTED,
+        )
+
+    def unbind_network(self, agent_id: str, network_id: str) -> None:
+        self._request(
+            "DELETE",
+            f"/agents/{_quote(agent_id)}/dhcp-networks/{_quote(network_id)}",
+            done_if=_NETWORK_NOT_HOSTED,
+        )
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _network_proxy(self) -> Any:
+        # Creating the proxy runs version discovery (one GET of the endpoint's root); a failure is
+        # not cached by openstacksdk, so the next call simply tries again.
+        with self._proxy_lock:
+            if self._proxy is None:
+                self._proxy = self._connection.network
+            return self._proxy
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        body: Mapping[str, Any] | None = None,
+        done_if: str | None = None,
+    ) -> Any:
+        """One API call; returns the decoded JSON body (None when empty) or raises ``NeutronError``."""
+        what = f"{method} {path}"
+        kwargs: dict[str, Any] = {
+            "raise_exc": False,
+            "log": False,
+            "connect_retries": 0,
+            "status_code_retries": 0,
+            "timeout": self._timeout,
+            "headers": dict(self._headers),
+        }
+        if not self._authenticated:
+            kwargs["authenticated"] = False
+        if params:
+            kwargs["params"] = list(params)
+        if body is not None:
+            kwargs["json"] = body
+        started = time.monotonic()
+        try:
+            response = self._network_proxy().request(path, method, **kwargs)
+        except (ks_exc.ClientException, sdk_exc.SDKException, OSError) as exc:
+            LOG.debug("%s failed after %.3f s: %s", what, time.monotonic() - started, exc)
+            raise classify_exception(exc, what) from None
+        status = int(response.status_code)
+        LOG.debug("%s -> %d in %.3f s", what, status, time.monotonic() - started)
+        decoded = _decode(response)
+        if 200 <= status < 300:
+            return decoded
+        error = classify_response(status, decoded, response.headers, what)
+        if done_if is not None and error.neutron_type == done_if:
+            return None
+        raise error
+
+    def _list(self, collection: str, *, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every item of a collection, following Neutron's ``<collection>_links`` next markers."""
+        base = [("fields", name) for name in fields] + [("limit", str(self._page_size))]
+        items: list[dict[str, Any]] = []
+        params = base
+        seen: set[str] = set()
+        while True:
+            body = self._request("GET", f"/{collection}", params=params)
+            page = _member_list(body, collection)
+            items.extend(page)
+            marker = _next_marker(body, collection)
+            if marker is None or not page:
+                return items
+            if marker in seen:
+                raise NeutronError(ErrorKind.PERMANENT, f"GET /{collection}: pagination repeats {marker}")
+            seen.add(marker)
+            params = [*base, ("marker", marker)]
+
+
+def _decode(response: Any) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _next_marker(body: Mapping[str, Any], collection: str) -> str | None:
+    for link in body.get(f"{collection}_links") or ():
+        if isinstance(link, Mapping) and link.get("rel") == "next" and link.get("href"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(str(link["href"])).query)
+            markers = query.get("marker")
+            if markers:
+                return markers[-1]
+    return None
+
+
+def _quote(identifier: str) -> str:
+    return urllib.parse.quote(identifier, safe="")
+
+
+def _unexpected(detail: str) -> NeutronError:
+    return NeutronError(ErrorKind.PERMANENT, f"unexpected Neutron answer: {detail}")
+
+
+def _member(body: Any, key: str) -> Mapping[str, Any]:
+    value = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(value, Mapping):
+        raise _unexpected(f"no {key!r} object")
+    return value
+
+
+def _member_list(body: Any, key: str) -> list[dict[str, Any]]:
+    value = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) and "id" in v for v in value):
+        raise _unexpected(f"no {key!r} list")
+    return [dict(v) for v in value]
+
+
+def _ids(body: Any, key: str) -> list[str]:
+    return [str(item["id"]) for item in _member_list(body, key)]
+
+
+def _agent(item: Mapping[str, Any]) -> Agent:
+    try:
+        config = item.get("configurations") or {}
+        agent_type = str(item["agent_type"])
+        mode = config.get("agent_mode") if isinstance(config, Mapping) else None
+        if agent_type == L3_AGENT and not mode:
+            mode = "legacy"  # Neutron's default when the agent does not report one
+        return Agent(
+            id=str(item["id"]),
+            agent_type=agent_type,
+            host=str(item["host"]),
+            admin_state_up=bool(item.get("admin_state_up", True)),
+            alive=bool(item.get("alive", False)),
+            agent_mode=str(mode) if mode else None,
+            availability_zone=item.get("availability_zone") or None,
+        )
+    except KeyError as exc:
+        raise _unexpected(f"agent without {exc}") from None
+
+
+def _router(item: Mapping[str, Any]) -> Router:
+    return Router(
+        id=str(item["id"]),
+        name=str(item.get("name") or ""),
+        distributed=bool(item.get("distributed") or False),
+        ha=bool(item.get("ha") or False),
+        availability_zone_hints=tuple(item.get("availability_zone_hints") or ()),
+        admin_state_up=bool(item.get("admin_state_up", True)),
+    )
+
+
+def _network(item: Mapping[str, Any], dhcp_enabled: bool) -> Network:
+    return Network(
+        id=str(item["id"]),
+        name=str(item.get("name") or ""),
+        dhcp_enabled=dhcp_enabled,
+        availability_zone_hints=tuple(item.get("availability_zone_hints") or ()),
+    )
