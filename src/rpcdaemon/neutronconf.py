@@ -41,6 +41,11 @@ class NeutronConf:
     source: str = "neutron.conf"
 
 
+def _section_key(name: str) -> str:
+    # oslo.config lower-cases group names; DEFAULT is the one exception.
+    return "DEFAULT" if name.upper() == "DEFAULT" else name.lower()
+
+
 class _Template(string.Template):
     # oslo.config's substitution syntax: $opt or ${opt} (DEFAULT) and $group.opt; $$ is a literal $.
     idpattern = r"[_a-z][\._a-z0-9]*"
@@ -66,11 +71,10 @@ class _Sections:
         self.source = source
         self.data: dict[str, dict[str, str]] = {}
         for section in parser.sections():
-            name = section if section == "DEFAULT" else section.lower()
-            self.data.setdefault(name, {}).update(parser.items(section))
+            self.data.setdefault(_section_key(section), {}).update(parser.items(section))
 
     def get(self, section: str, key: str) -> str | None:
-        raw = self.data.get(section if section == "DEFAULT" else section.lower(), {}).get(key)
+        raw = self.data.get(_section_key(section), {}).get(key)
         if raw is None:
             return None
         raw = raw.strip()
@@ -107,7 +111,7 @@ class _Lookup(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         group, _, opt = name.rpartition(".")
-        return self.data[group.lower() if group else "DEFAULT"][opt]
+        return self.data[_section_key(group or "DEFAULT")][opt]
 
     def __iter__(self) -> Iterator[str]:  # Template only looks names up
         return iter(())

@@ -1,0 +1,186 @@
+"""The ``rpcdaemon`` command: options, configuration checks, then the daemon in the foreground or detached.
+
+Installed as the ``rpcdaemon`` console script (``main``). It loads and checks rpcdaemon.conf and the
+plugins' neutron.conf files *before* detaching, so every configuration error reaches the terminal as
+one line (exit 2), then hands ``rpcdaemon.service.run`` (or an injected runner, in tests) to
+``daemonize``. ``rpcdaemon demo ...`` runs ``rpcdaemon.demo`` instead; both are imported lazily so that
+``--help`` and ``--check-config`` stay cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from rpcdaemon import __version__
+from rpcdaemon.daemonize import SHUTDOWN_TIMEOUT, DaemonError, run_detached, run_foreground
+from rpcdaemon.logs import configure_logging, mask_secrets, reset_logging
+from rpcdaemon.neutronconf import Resolved, resolve_settings
+from rpcdaemon.settings import ConfigError, Settings, load_settings, override, render_config
+
+log = logging.getLogger("rpcdaemon")
+
+DEFAULT_CONFIG = Path("/usr/local/etc/rpcdaemon.conf")
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class Runner(Protocol):
+    """What runs the daemon until ``stop`` is set; ``rpcdaemon.service.run`` in production."""
+
+    def __call__(self, settings: Settings, stop: threading.Event, *, foreground: bool) -> int: ...
+
+
+class _StartError(Exception):
+    """The daemon cannot start (not a configuration problem): exit 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rpcdaemon",
+        description="Keeps Neutron routers and DHCP networks on live L3/DHCP agents, judging liveness from "
+        "the agents' heartbeats on the AMQP bus and acting through the Neutron API.",
+        epilog="Every configuration key, with its meaning and default: rpcdaemon --print-example-config. "
+        "Exit status: 0 ok, 1 could not start or failed, 2 invalid configuration or usage. "
+        "SIGTERM or SIGINT stop the daemon within seconds.",
+    )
+    parser.add_argument("-d", dest="foreground", action="store_true",
+                        help="don't detach: stay in the foreground, write no pidfile, log to stderr "
+                        "(at DEBUG unless [Daemon] loglevel says otherwise)")
+    parser.add_argument("-c", dest="config", metavar="FILE", type=Path, default=DEFAULT_CONFIG,
+                        help="configuration file (default: %(default)s; packaged installs use /etc/rpcdaemon.conf)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan and log every move but change nothing in Neutron (overrides [Daemon] dry_run)")
+    parser.add_argument("--filter", metavar="EXPR", default=None,
+                        help="JMESPath filter for the Dump plugin's messages (overrides [Dump] filter)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="load and check the configuration and the neutron.conf files it names, print the "
+                        "effective settings (secrets masked), then exit: 0 if valid, 2 if not")
+    parser.add_argument("--print-example-config", action="store_true",
+                        help="print a configuration file documenting every key with its default, then exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo}")
+    # The demo's own parser (in rpcdaemon.demo) reads the rest of the line, --help included.
+    commands.add_parser("demo", add_help=False,
+                        help="simulate a cloud in this process and watch failover happen "
+                        "(rpcdaemon demo --help for its options)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command != "demo":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.command == "demo":
+        from rpcdaemon import demo
+
+        try:
+            return demo.main(demo.build_parser().parse_args(rest))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.print_example_config:
+        sys.stdout.write(render_config())
+        return EXIT_OK
+    try:
+        settings = _settings(args)
+        resolved = resolve_settings(settings)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    if args.check_config:
+        for warning in settings.warnings:
+            print(f"rpcdaemon: warning: {warning}", file=sys.stderr)
+        sys.stdout.write(describe(settings, resolved))
+        return EXIT_OK
+    try:
+        run = runner or _service_runner()
+        if args.foreground:
+            return _run_foreground(settings, run)
+        return _run_detached(settings, run)
+    except (_StartError, DaemonError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"rpcdaemon: error: {mask_secrets(message)}", file=sys.stderr)
+    return code
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    # Absolute now: the detached daemon runs in /.
+    settings = load_settings(Path(args.config).absolute())
+    if args.dry_run:
+        settings = override(settings, "Daemon", "dry_run", "true", source="--dry-run")
+    if args.filter is not None:
+        settings = override(settings, "Dump", "filter", args.filter, source="--filter")
+    return settings
+
+
+def _service_runner() -> Runner:
+    try:
+        from rpcdaemon import service
+    except ModuleNotFoundError as exc:
+        if exc.name != "rpcdaemon.service":
+            raise
+        raise _StartError("rpcdaemon.service is missing from this installation") from None
+    return service.run
+
+
+def _started(settings: Settings, *, foreground: bool) -> None:
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    mode = "foreground" if foreground else "detached"
+    dry = " [dry run]" if settings.daemon.dry_run else ""
+    log.info("rpcdaemon %s starting (pid %d, %s, config %s)%s", __version__, os.getpid(), mode, settings.source, dry)
+
+
+def _run_foreground(settings: Settings, run: Runner) -> int:
+    configure_logging(settings, foreground=True)
+    try:
+        _started(settings, foreground=True)
+        code = run_foreground(lambda stop: run(settings, stop, foreground=True), shutdown_timeout=SHUTDOWN_TIMEOUT)
+        log.info("rpcdaemon exiting (status %d)", code)
+        return code
+    finally:
+        reset_logging()
+
+
+def _run_detached(settings: Settings, run: Runner) -> int:
+    logfile = settings.daemon.logfile
+    try:
+        # Fail here, on the terminal, rather than in a daemon whose stderr is /dev/null.
+        with logfile.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise _StartError(f"cannot write logfile {logfile}: {exc.strerror}") from None
+    for warning in settings.warnings:
+        print(f"rpcdaemon: warning: {warning}", file=sys.stderr)
+
+    def after_detach() -> None:
+        configure_logging(settings, foreground=False)
+        _started(settings, foreground=False)
+
+    code = run_detached(lambda stop: run(settings, stop, foreground=False), pidfile=settings.daemon.pidfile,
+                        after_detach=after_detach, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    log.info("rpcdaemon exiting (status %d)", code)
+    return code
+
+
+def describe(settings: Settings, resolved: Resolved) -> str:
+    """``--check-config`` output: the effective settings as an ini file, then what neutron.conf added."""
+    lines = [f"# {settings.source}: valid. Effective settings:", render_config(settings, docs=False).rstrip(),
+             "", "# Resolved:", f"# broker: {resolved.broker_url}"]
+    for name, plugin in (("L3Agent", resolved.l3), ("DHCPAgent", resolved.dhcp)):
+        if plugin is not None:
+            timing = (f"agent_down_time {plugin.agent_down_time:g} s, "
+                      f"report_interval {plugin.conf.report_interval:g} s, startup_grace {plugin.startup_grace:g} s")
+            lines.append(f"# {name}: Neutron via {plugin.access.describe()}; {timing} ({plugin.conf.source})")
+    return mask_secrets("\n".join(lines)) + "\n"

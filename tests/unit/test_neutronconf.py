@@ -1,0 +1,244 @@
+"""neutron.conf as oslo.config reads it; kombu URLs; how the Neutron API is reached; resolve_settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rpcdaemon.access import NeutronAccess
+from rpcdaemon.neutronconf import (
+    AGENT_DOWN_TIME,
+    REPORT_INTERVAL,
+    NeutronConf,
+    kombu_url,
+    load_neutron_conf,
+    neutron_access,
+    parse_neutron_conf,
+    resolve_settings,
+)
+from rpcdaemon.settings import ConfigError, L3AgentSettings, load_settings, parse_settings
+
+V3 = """
+[DEFAULT]
+core_plugin = ml2
+agent_down_time = 20
+transport_url = rabbit://openstack:s3cret@10.0.0.1:5672/
+
+[AGENT]
+report_interval = 5
+
+[keystone_authtoken]
+www_authenticate_uri = http://10.0.0.2:5000
+auth_url = http://10.0.0.2:5000/v3
+auth_type = password
+username = neutron
+password = n3utr0n
+project_name = service
+user_domain_name = Users
+project_domain_id = default
+region_name = RegionTwo
+cafile = /etc/ssl/ca.pem
+insecure = false
+interface = public
+"""
+
+HAVANA = """
+[DEFAULT]
+rabbit_host = 10.0.0.1
+
+[keystone_authtoken]
+auth_host = 10.0.0.3
+auth_port = 35357
+auth_protocol = http
+admin_tenant_name = service
+admin_user = quantum
+admin_password = q
+"""
+
+
+def test_v3_keys() -> None:
+    conf = parse_neutron_conf(V3, "/etc/neutron/neutron.conf")
+    assert (conf.agent_down_time, conf.report_interval) == (20.0, 5.0)
+    assert conf.transport_url == "rabbit://openstack:s3cret@10.0.0.1:5672/"
+    assert conf.access == NeutronAccess(
+        auth_url="http://10.0.0.2:5000/v3", username="neutron", password="n3utr0n", project_name="service",
+        user_domain_name="Users", project_domain_id="default", region_name="RegionTwo", cafile="/etc/ssl/ca.pem",
+        insecure=False, interface="public",
+    )
+    assert conf.source == "/etc/neutron/neutron.conf"
+
+
+def test_havana_keys_map_to_auth_url_and_user() -> None:
+    conf = parse_neutron_conf(HAVANA)
+    access = conf.access
+    assert (access.auth_url, access.username, access.password, access.project_name) == (
+        "http://10.0.0.3:35357", "quantum", "q", "service")
+    assert (access.user_domain_name, access.project_domain_name) == ("Default", "Default")
+    assert conf.transport_url is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ("auth_host = 10.0.0.3", "https://10.0.0.3:35357"),  # keystonemiddleware's defaults fill the rest
+        ("auth_port = 5000", "https://127.0.0.1:5000"),
+        ("auth_host = fd00::3\nauth_protocol = http", "http://[fd00::3]:35357"),
+        ("auth_host = k\nauth_admin_prefix = /identity/", "https://k:35357/identity"),
+        ("identity_uri = http://k:35357/\nauth_host = other", "http://k:35357/"),
+        ("auth_uri = http://k:5000/v2.0", "http://k:5000/v2.0"),
+        ("www_authenticate_uri = http://pub:5000\nauth_uri = http://old:5000", "http://pub:5000"),
+    ],
+)
+def test_auth_url_sources(keys: str, expected: str) -> None:
+    assert parse_neutron_conf(f"[keystone_authtoken]\n{keys}\n").access.auth_url == expected
+
+
+def test_missing_keys_mean_neutron_defaults() -> None:
+    for text in ("", "[DEFAULT]\n", "[DEFAULT]\nagent_down_time =\n[AGENT]\n"):
+        conf = parse_neutron_conf(text)
+        assert conf == NeutronConf(source="neutron.conf")
+        assert (conf.agent_down_time, conf.report_interval) == (AGENT_DOWN_TIME, REPORT_INTERVAL) == (75.0, 30.0)
+        assert conf.access == NeutronAccess()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[DEFAULT]\nagent_down_time = soon\n", "n.conf: [DEFAULT] agent_down_time = 'soon': expected a number"),
+        ("[DEFAULT]\nagent_down_time = 0\n", "n.conf: [DEFAULT] agent_down_time = '0': expected a number of seconds"),
+        ("[AGENT]\nreport_interval = -3\n", "n.conf: [AGENT] report_interval = '-3': expected a number of seconds"),
+        ("[keystone_authtoken]\ninsecure = perhaps\n", "n.conf: [keystone_authtoken] insecure = 'perhaps': expected"),
+        ("[keystone_authtoken]\nauth_host = k\nauth_port = http\n", "n.conf: [keystone_authtoken] auth_port = 'http'"),
+        ("[DEFAULT]\ntransport_url = kafka://k/\n", "n.conf: [DEFAULT] transport_url = 'kafka://k/': expected"),
+        ("[DEFAULT]\ntransport_url = rabbit:///\n", "expected at least one host"),
+        ("agent_down_time = 3\n", "n.conf, line 1: expected a [section] header first"),
+        ("[DEFAULT]\nnot an assignment\n", "n.conf, line 2: cannot parse"),
+    ],
+)
+def test_invalid_values_name_file_section_and_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_neutron_conf(text, "n.conf")
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_oslo_quirks() -> None:
+    text = """
+[DEFAULT]
+agent_down_time = 30
+agent_down_time = 40
+state_path = /var/lib/neutron
+[agent]
+report_interval = '7'
+[keystone_authtoken]
+password = "100%$$sure"
+username = $DEFAULT.state_path/x
+project_name = ${state_path}
+region_name = $nothing
+[KEYSTONE_AUTHTOKEN]
+auth_url = http://k:5000/v3
+Username = ignored-oslo-names-are-case-sensitive
+"""
+    conf = parse_neutron_conf(text)
+    assert conf.agent_down_time == 40.0  # duplicate keys: the last wins, as in oslo.config
+    assert conf.report_interval == 7.0  # section names are case-insensitive, quotes stripped
+    assert conf.access.password == "100%$sure"  # no %-interpolation; $$ is a literal $
+    assert conf.access.username == "/var/lib/neutron/x"
+    assert conf.access.project_name == "/var/lib/neutron"
+    assert conf.access.region_name == "$nothing"
+    assert conf.access.auth_url == "http://k:5000/v3"
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_neutron_conf(tmp_path / "neutron.conf")
+    assert str(caught.value) == f"{tmp_path / 'neutron.conf'}: cannot read: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("transport_url", "expected"),
+    [
+        ("rabbit://guest:guest@127.0.0.1:5672/", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("rabbit://guest:guest@127.0.0.1:5672", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("rabbit://u:p@h:5672/openstack", "amqp://u:p@h:5672/openstack"),
+        ("rabbit://u:p@h:5672/%2F", "amqp://u:p@h:5672/%2F"),
+        ("rabbit://u:p%40x@h1:5672,u:p%40x@h2:5672,u:p%40x@h3:5672/nova?ssl=1&heartbeat=60",
+         "amqp://u:p%40x@h1:5672/nova;amqp://u:p%40x@h2:5672/nova;amqp://u:p%40x@h3:5672/nova"),
+        ("rabbit://a:b@[fd00::1]:5672,c:d@[fd00::2]:5672/", "amqp://a:b@[fd00::1]:5672//;amqp://c:d@[fd00::2]:5672//"),
+        ("RABBIT://h/", "amqp://h//"),
+        ("amqps://u:p@h:5671/", "amqps://u:p@h:5671//"),
+    ],
+)
+def test_kombu_url(transport_url: str, expected: str) -> None:
+    assert kombu_url(transport_url) == expected
+
+
+@pytest.mark.parametrize("bad", ["kafka://h:9092/", "127.0.0.1", "rabbit://", "rabbit://,/"])
+def test_kombu_url_rejects(bad: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        kombu_url(bad)
+
+
+def test_access_precedence_endpoint_then_cloud_then_keystone() -> None:
+    conf = parse_neutron_conf(V3)
+    both = L3AgentSettings(endpoint="http://127.0.0.1:9696", cloud="c", timeout=7)
+    assert neutron_access(both, conf) == NeutronAccess(endpoint="http://127.0.0.1:9696", timeout=7)
+    assert neutron_access(L3AgentSettings(cloud="c", timeout=7), conf) == NeutronAccess(cloud="c", timeout=7)
+    keystone = neutron_access(L3AgentSettings(timeout=7), conf)
+    assert keystone.username == "neutron"
+    assert keystone.password == "n3utr0n"
+    assert keystone.timeout == 7
+    assert "n3utr0n" not in repr(keystone)
+
+
+def test_incomplete_credentials_name_what_is_missing() -> None:
+    conf = parse_neutron_conf("[keystone_authtoken]\nusername = neutron\n", "/etc/neutron/neutron.conf")
+    with pytest.raises(ConfigError) as caught:
+        neutron_access(L3AgentSettings(), conf, section="DHCPAgent")
+    assert str(caught.value) == (
+        "/etc/neutron/neutron.conf: [keystone_authtoken]: no usable Neutron credentials: missing auth_url, "
+        "password, project_name (or set endpoint or cloud in [DHCPAgent] of rpcdaemon.conf)"
+    )
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_resolve_reads_each_neutron_conf_and_applies_overrides(tmp_path: Path) -> None:
+    _write(tmp_path / "neutron.conf", V3)
+    conf = _write(tmp_path / "rpcdaemon.conf", "[Daemon]\nplugins = L3Agent DHCPAgent\n"
+                  "[L3Agent]\nconffile = neutron.conf\nstartup_grace = 3\n"
+                  "[DHCPAgent]\nconffile = neutron.conf\nagent_down_time = 50\nendpoint = http://n:9696\n")
+    resolved = resolve_settings(load_settings(conf))
+    assert resolved.broker_url == "amqp://openstack:s3cret@10.0.0.1:5672//"
+    assert resolved.l3 is not None
+    assert resolved.dhcp is not None
+    assert (resolved.l3.agent_down_time, resolved.l3.startup_grace) == (20.0, 3.0)
+    assert (resolved.dhcp.agent_down_time, resolved.dhcp.startup_grace) == (50.0, 50.0)
+    assert resolved.l3.access.username == "neutron"
+    assert resolved.dhcp.access == NeutronAccess(endpoint="http://n:9696")
+
+
+def test_rpchost_wins_over_transport_url(tmp_path: Path) -> None:
+    _write(tmp_path / "neutron.conf", V3)
+    conf = _write(tmp_path / "rpcdaemon.conf", "[Daemon]\nplugins = L3Agent\nrpchost = rabbit://u:p@b1,u:p@b2/\n"
+                  "[L3Agent]\nconffile = neutron.conf\n")
+    assert resolve_settings(load_settings(conf)).broker_url == "amqp://u:p@b1//;amqp://u:p@b2//"
+    settings = parse_settings("[Daemon]\nplugins = Dump\nrpchost = 10.1.1.1\n")
+    assert resolve_settings(settings).broker_url == "amqp://10.1.1.1//"
+
+
+def test_no_broker_anywhere_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[Daemon\] rpchost = '': expected a broker host or URL"):
+        resolve_settings(parse_settings("[Daemon]\nplugins = Dump\n"))
+    neutron = _write(tmp_path / "neutron.conf", "[keystone_authtoken]\nauth_url = http://k\nusername = u\n"
+                     "password = p\nproject_name = s\n")
+    conf = _write(tmp_path / "rpcdaemon.conf",
+                  "[Daemon]\nplugins = DHCPAgent Dump\n[DHCPAgent]\nconffile = neutron.conf\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve_settings(load_settings(conf))
+    assert str(caught.value) == (f"{neutron}: [DEFAULT] transport_url: not set, and rpcdaemon.conf [Daemon] rpchost "
+                                 "is empty: set one of them")

@@ -1,0 +1,351 @@
+"""rpcdaemon.conf: every key's good and bad values, the error format, the example file."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from rpcdaemon.settings import (
+    SECTIONS,
+    ConfigError,
+    DaemonSettings,
+    Settings,
+    load_settings,
+    override,
+    parse_settings,
+    render_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "rpcdaemon.conf.example"
+AGENT_SECTIONS = ("L3Agent", "DHCPAgent")
+
+
+def one(section: str, key: str, value: str) -> Settings:
+    return parse_settings(f"[{section}]\n{key} = {value}\n")
+
+
+def value_of(settings: Settings, section: str, key: str) -> object:
+    return getattr(settings.section(section), key)
+
+
+# (section, key, text, parsed value)
+GOOD = [
+    ("Daemon", "plugins", "L3Agent", ("L3Agent",)),
+    ("Daemon", "plugins", "DHCPAgent  L3Agent Dump", ("DHCPAgent", "L3Agent", "Dump")),
+    ("Daemon", "plugins", "l3agent, dump l3agent", ("L3Agent", "Dump")),
+    ("Daemon", "rpchost", "10.0.0.5", "amqp://10.0.0.5//"),
+    ("Daemon", "rpchost", "rabbit.example.org:5673", "amqp://rabbit.example.org:5673//"),
+    ("Daemon", "rpchost", "amqp://u:p@h1:5672//;amqp://u:p@h2:5672//", "amqp://u:p@h1:5672//;amqp://u:p@h2:5672//"),
+    ("Daemon", "rpchost", "rabbit://u:p@h1,u:p@h2/", "rabbit://u:p@h1,u:p@h2/"),
+    ("Daemon", "rpchost", "", None),
+    ("Daemon", "pidfile", "/run/rpcdaemon/rpcdaemon.pid", Path("/run/rpcdaemon/rpcdaemon.pid")),
+    ("Daemon", "logfile", "/tmp/r.log", Path("/tmp/r.log")),
+    ("Daemon", "loglevel", "warning", "WARNING"),
+    ("Daemon", "loglevel", "", None),
+    ("Daemon", "check_interval", "0.5", 0.5),
+    ("Daemon", "dry_run", "yes", True),
+    ("Daemon", "dry_run", "Off", False),
+    ("Daemon", "metrics_port", "9127", 9127),
+    ("Daemon", "metrics_port", "0", 0),
+    ("Daemon", "metrics_address", "0.0.0.0", "0.0.0.0"),
+    ("Daemon", "metrics_address", "::1", "::1"),
+    ("Daemon", "metrics_address", "localhost", "localhost"),
+    ("L3Agent", "skip_ha_routers", "false", False),
+    ("DHCPAgent", "agents_per_network", "ALL", None),
+    ("DHCPAgent", "agents_per_network", "2", 2),
+    ("Dump", "loglevel", "info", "INFO"),
+    ("Dump", "queue", "nova", "nova"),
+    ("Dump", "filter", "method == 'report_state'", "method == 'report_state'"),
+    ("Dump", "filter", "", None),
+    ("Dump", "verbose", "1", True),
+]
+# Keys shared by both agent plugins.
+GOOD_AGENT = [
+    ("conffile", "/etc/neutron/other.conf", Path("/etc/neutron/other.conf")),
+    ("loglevel", "Error", "ERROR"),
+    ("timeout", "2.5", 2.5),
+    ("queue_expire", "0", 0.0),
+    ("queue_expire", "3600", 3600.0),
+    ("cloud", "mycloud", "mycloud"),
+    ("cloud", "", None),
+    ("endpoint", "http://127.0.0.1:9696/", "http://127.0.0.1:9696"),
+    ("agent_down_time", "10", 10.0),
+    ("agent_down_time", "", None),
+    ("api_second_opinion", "no", False),
+    ("revive_hold", "0", 0.0),
+    ("max_dead_fraction", "1", 1.0),
+    ("max_dead_fraction", "0.25", 0.25),
+    ("max_dead_agents", "0", 0),
+    ("max_dead_agents", "3", 3),
+    ("max_moves_per_cycle", "1", 1),
+    ("workers", "1", 1),
+    ("reconcile_interval", "300", 300.0),
+    ("retry_attempts", "1", 1),
+    ("startup_grace", "0", 0.0),
+    ("startup_grace", "", None),
+]
+
+# (section, key, bad text, fragment of the error message)
+BAD = [
+    ("Daemon", "plugins", "L3Agent Bogus", "unknown plugin 'Bogus'"),
+    ("Daemon", "plugins", "", "no plugin listed"),
+    ("Daemon", "rpchost", "http://h/", "unsupported URL"),
+    ("Daemon", "rpchost", "bad host", "a host, host:port or amqp:// URL"),
+    ("Daemon", "pidfile", "", "a file path"),
+    ("Daemon", "logfile", "", "a file path"),
+    ("Daemon", "loglevel", "verbose", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("Daemon", "check_interval", "0", "a number of seconds > 0"),
+    ("Daemon", "check_interval", "-1", "a number of seconds > 0"),
+    ("Daemon", "check_interval", "nan", "a number of seconds > 0"),
+    ("Daemon", "check_interval", "inf", "a number of seconds > 0"),
+    ("Daemon", "dry_run", "maybe", "a boolean"),
+    ("Daemon", "metrics_port", "65536", "a TCP port"),
+    ("Daemon", "metrics_port", "http", "a TCP port"),
+    ("Daemon", "metrics_address", "not an address!", "an IP address or host name"),
+    ("L3Agent", "skip_ha_routers", "2", "a boolean"),
+    ("DHCPAgent", "agents_per_network", "0", "'all' or an integer >= 1"),
+    ("DHCPAgent", "agents_per_network", "some", "'all' or an integer >= 1"),
+    ("Dump", "loglevel", "loud", "one of DEBUG"),
+    ("Dump", "queue", "", "a name"),
+    ("Dump", "filter", "a[", "a JMESPath expression"),
+    ("Dump", "filter", "`bad", "a JMESPath expression"),
+    ("Dump", "verbose", "very", "a boolean"),
+]
+BAD_AGENT = [
+    ("conffile", "", "a file path"),
+    ("loglevel", "chatty", "one of DEBUG"),
+    ("timeout", "abc", "a number of seconds > 0"),
+    ("timeout", "0", "a number of seconds > 0"),
+    ("queue_expire", "-5", "a number of seconds >= 0"),
+    ("endpoint", "127.0.0.1:9696", "an http:// or https:// URL"),
+    ("agent_down_time", "0", "a number of seconds > 0"),
+    ("api_second_opinion", "sometimes", "a boolean"),
+    ("revive_hold", "-1", "a number of seconds >= 0"),
+    ("max_dead_fraction", "0", "a fraction > 0 and <= 1"),
+    ("max_dead_fraction", "1.5", "a fraction > 0 and <= 1"),
+    ("max_dead_agents", "-1", "an integer >= 0"),
+    ("max_dead_agents", "1.5", "an integer >= 0"),
+    ("max_moves_per_cycle", "0", "an integer >= 1"),
+    ("workers", "0", "an integer 1-256"),
+    ("workers", "1000", "an integer 1-256"),
+    ("reconcile_interval", "never", "a number of seconds > 0"),
+    ("retry_attempts", "0", "an integer >= 1"),
+    ("startup_grace", "soon", "a number of seconds >= 0"),
+]
+
+
+def _agent_cases(table: list[tuple[str, str, object]]) -> list[tuple[str, str, str, object]]:
+    return [(section, key, text, result) for section in AGENT_SECTIONS for key, text, result in table]
+
+
+@pytest.mark.parametrize(("section", "key", "text", "expected"), GOOD + _agent_cases(GOOD_AGENT))
+def test_good_value_is_parsed(section: str, key: str, text: str, expected: object) -> None:
+    settings = one(section, key, text)
+    assert value_of(settings, section, key) == expected
+    assert settings.warnings == ()
+
+
+@pytest.mark.parametrize(("section", "key", "text", "fragment"), BAD + _agent_cases(BAD_AGENT))
+def test_bad_value_names_section_key_value_and_what_is_allowed(section: str, key: str, text: str,
+                                                              fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        one(section, key, text)
+    message = str(caught.value)
+    assert message.startswith(f"rpcdaemon.conf: [{section}] {key} = {text!r}: expected ")
+    assert fragment in message
+    assert "\n" not in message
+    assert (caught.value.section, caught.value.key, caught.value.value) == (section, key, text)
+
+
+def test_every_declared_key_has_a_good_and_a_bad_case() -> None:
+    good = {(s, k) for s, k, _, _ in GOOD + _agent_cases(GOOD_AGENT)}
+    bad = {(s, k) for s, k, _, _ in BAD + _agent_cases(BAD_AGENT)}
+    declared = {(name, f.name) for name, (_, cls) in SECTIONS.items() for f in fields(cls)}
+    assert declared - good == set()
+    # Free-form names (cloud) have no bad value; everything else must.
+    assert declared - bad == {("L3Agent", "cloud"), ("DHCPAgent", "cloud")}
+
+
+def test_error_message_is_exactly_one_clear_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings("[L3Agent]\ntimeout = abc\n")
+    assert str(caught.value) == "rpcdaemon.conf: [L3Agent] timeout = 'abc': expected a number of seconds > 0"
+
+
+def test_plugin_error_lists_the_valid_names() -> None:
+    with pytest.raises(ConfigError, match="L3Agent DHCPAgent Dump") as caught:
+        parse_settings("[Daemon]\nplugins = L3Agent Firewall\n")
+    assert "unknown plugin 'Firewall'" in str(caught.value)
+
+
+def test_jmespath_error_says_where_the_expression_breaks() -> None:
+    with pytest.raises(ConfigError, match=r"at character 2\)$"):
+        parse_settings("[Dump]\nfilter = a[\n")
+
+
+def test_broker_password_never_appears_in_an_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings("[Daemon]\nrpchost = http://admin:hunter2@broker/\n")
+    assert "hunter2" not in str(caught.value)
+    assert "admin:***@broker" in str(caught.value)
+
+
+def test_seed_config_keeps_its_meaning() -> None:
+    seed = """
+[Daemon]
+plugins = DHCPAgent L3Agent
+rpchost = 192.168.1.10
+pidfile = /var/run/rpcdaemon.pid
+logfile = /var/log/rpcdaemon.log
+loglevel = INFO
+check_interval = 1
+
+[L3Agent]
+conffile = /etc/neutron/neutron.conf
+loglevel = DEBUG
+timeout = 30
+queue_expire = 60
+
+[DHCPAgent]
+conffile = /etc/neutron/neutron.conf
+loglevel = DEBUG
+timeout = 30
+queue_expire = 60
+
+[Dump]
+loglevel = DEBUG
+queue = neutron
+"""
+    settings = parse_settings(seed)
+    assert settings.daemon == DaemonSettings(plugins=("DHCPAgent", "L3Agent"), rpchost="amqp://192.168.1.10//",
+                                             loglevel="INFO", check_interval=1.0)
+    assert (settings.l3.loglevel, settings.l3.timeout, settings.l3.queue_expire) == ("DEBUG", 30.0, 60.0)
+    assert settings.dhcp.queue_expire == 60.0
+    assert (settings.dump.loglevel, settings.dump.queue) == ("DEBUG", "neutron")
+    assert [name for name, _ in settings.agent_plugins()] == ["DHCPAgent", "L3Agent"]
+    assert settings.warnings == ()
+
+
+def test_missing_sections_mean_defaults_and_unlisted_sections_are_fine() -> None:
+    settings = parse_settings("[Daemon]\nplugins = Dump\n\n[L3Agent]\ntimeout = 5\n")
+    assert settings.dhcp == Settings().dhcp
+    assert settings.dump == Settings().dump
+    assert settings.l3.timeout == 5.0
+    assert settings.agent_plugins() == []
+    assert settings.warnings == ()
+
+
+def test_unknown_keys_and_sections_are_warnings_listing_them() -> None:
+    settings = parse_settings("[Daemon]\nplugins = Dump\nfrobnicate = 1\ncolour = red\n[l3agent]\n[Extra]\n")
+    assert settings.daemon.plugins == ("Dump",)
+    assert settings.warnings == (
+        "rpcdaemon.conf: [Daemon] unknown keys ignored: frobnicate, colour",
+        "rpcdaemon.conf: unknown section [l3agent] ignored (did you mean [L3Agent]?)",
+        "rpcdaemon.conf: unknown section [Extra] ignored (known: Daemon L3Agent DHCPAgent Dump)",
+    )
+
+
+def test_percent_signs_are_literal() -> None:
+    settings = parse_settings("[Daemon]\nrpchost = amqp://u:50%off@h//\n")
+    assert settings.daemon.rpchost == "amqp://u:50%off@h//"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[Daemon]\nplugins = Dump\nplugins = L3Agent\n", "rpcdaemon.conf, line 3: [Daemon] plugins: duplicate key"),
+        ("[Dump]\nqueue = a\n[Dump]\n", "rpcdaemon.conf, line 3: [Dump]: duplicate section"),
+        ("plugins = Dump\n", "rpcdaemon.conf, line 1: expected a [Section] header before 'plugins = Dump'"),
+        ("[Daemon]\nplugins = Dump\njust words\n", "rpcdaemon.conf, line 3: cannot parse 'just words'"),
+    ],
+)
+def test_unparsable_files_are_one_line_with_the_line_number(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text)
+    assert str(caught.value).startswith(expected)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "nope.conf")
+    assert str(caught.value) == f"{tmp_path / 'nope.conf'}: no such file"
+    with pytest.raises(ConfigError, match="cannot read: Is a directory"):
+        load_settings(tmp_path)
+    binary = tmp_path / "binary.conf"
+    binary.write_bytes(b"\xff\xfe[Daemon]\n")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_settings(binary)
+
+
+def test_load_checks_conffile_of_listed_plugins_only(tmp_path: Path) -> None:
+    conf = tmp_path / "rpcdaemon.conf"
+    conf.write_text("[Daemon]\nplugins = L3Agent\n[L3Agent]\nconffile = missing.conf\n"
+                    "[DHCPAgent]\nconffile = also-missing.conf\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(conf)
+    assert str(caught.value) == (f"{conf}: [L3Agent] conffile = '{tmp_path / 'missing.conf'}': "
+                                 "expected a readable neutron.conf (No such file or directory)")
+    (tmp_path / "missing.conf").write_text("[DEFAULT]\n")
+    settings = load_settings(conf)
+    assert settings.l3.conffile == tmp_path / "missing.conf"
+
+
+def test_load_makes_relative_paths_absolute_from_the_config_directory(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "rpcdaemon.conf"
+    conf.parent.mkdir()
+    conf.write_text("[Daemon]\nplugins = Dump\npidfile = run/r.pid\nlogfile = /var/log/r.log\n")
+    settings = load_settings(conf)
+    assert settings.daemon.pidfile == tmp_path / "etc" / "run" / "r.pid"
+    assert settings.daemon.logfile == Path("/var/log/r.log")
+    assert settings.source == str(conf)
+
+
+def test_override_parses_like_the_file_and_names_its_source() -> None:
+    settings = override(Settings(), "Dump", "filter", "host == 'a'", source="--filter")
+    assert settings.dump.filter == "host == 'a'"
+    assert settings.daemon == Settings().daemon
+    with pytest.raises(ConfigError) as caught:
+        override(settings, "Dump", "filter", "a[", source="--filter")
+    assert str(caught.value).startswith("--filter: [Dump] filter = 'a[': expected a JMESPath expression")
+
+
+def test_effective_down_time_and_grace() -> None:
+    default = Settings().l3
+    assert default.effective_agent_down_time(75.0) == 75.0
+    assert default.effective_startup_grace(75.0) == 75.0
+    tuned = one("L3Agent", "agent_down_time", "20").l3
+    assert tuned.effective_agent_down_time(75.0) == 20.0
+    assert tuned.effective_startup_grace(75.0) == 20.0
+    assert parse_settings("[L3Agent]\nagent_down_time = 20\nstartup_grace = 5\n").l3.effective_startup_grace(75) == 5
+
+
+def test_example_file_is_in_sync_and_loads_to_the_defaults() -> None:
+    text = EXAMPLE.read_text()
+    assert text == render_config(), "regenerate: rpcdaemon --print-example-config > etc/rpcdaemon.conf.example"
+    settings = parse_settings(text, str(EXAMPLE))
+    assert settings == Settings()
+    assert settings.warnings == ()
+
+
+def test_example_documents_every_key_with_reason_and_allowed_values() -> None:
+    text = render_config()
+    for name, (_, cls) in SECTIONS.items():
+        assert f"[{name}]" in text
+        for f in fields(cls):
+            assert f.metadata["doc"].split()[0] in text
+            assert f"\n{f.name} =" in text
+
+
+def test_rendered_non_default_settings_parse_back_to_themselves() -> None:
+    chosen: dict[str, dict[str, str]] = {}
+    for section, key, text, _ in GOOD + _agent_cases(GOOD_AGENT):
+        chosen.setdefault(section, {})[key] = text  # the last good value of each key
+    conf = "\n".join(f"[{section}]\n" + "\n".join(f"{k} = {t}" for k, t in keys.items())
+                     for section, keys in chosen.items())
+    changed = parse_settings(conf)
+    assert changed != Settings()
+    assert parse_settings(render_config(changed)) == changed
+    assert parse_settings(render_config(changed, docs=False)) == changed
