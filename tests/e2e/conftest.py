@@ -1,0 +1,69 @@
+"""Fixtures for the end-to-end tests: a real Neutron for the session, fake agents and a REST client per test.
+
+``neutron`` (session): a ``NeutronServer`` with agent_down_time=10 s and report_interval=2 s, its own
+database and RabbitMQ vhost. ``fleet`` (per test): a ``Fleet`` whose hosts get a unique prefix, and
+whose agents are deleted from Neutron afterwards. ``rest`` (per test): a ``SeedClient`` that deletes
+the routers and networks it created. If the harness cannot start (no package index to build the
+Neutron venv, RabbitMQ or MariaDB down) every e2e test fails with the reason; set
+``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.harness.fleet import Fleet
+from tests.harness.neutron_server import HarnessError, NeutronServer
+from tests.harness.neutron_venv import VenvUnavailable
+from tests.harness.seed import SeedClient
+from tests.harness.services import ServiceUnavailable
+
+SKIP_ENV = "RPCDAEMON_SKIP_E2E"
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = os.environ.get(SKIP_ENV) == "1"
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+            if skip:
+                item.add_marker(pytest.mark.skip(reason=f"{SKIP_ENV}=1"))
+
+
+@pytest.fixture(scope="session")
+def neutron() -> Iterator[NeutronServer]:
+    server = NeutronServer(agent_down_time=10, report_interval=2)
+    try:
+        server.start()
+    except (VenvUnavailable, ServiceUnavailable, HarnessError) as exc:
+        pytest.fail(f"the e2e harness could not start Neutron ({SKIP_ENV}=1 skips e2e tests): {exc}",
+                    pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def rest(neutron: NeutronServer) -> Iterator[SeedClient]:
+    client = SeedClient(neutron.url)
+    yield client
+    neutron.start_api()  # a test that stopped the API and failed must not break the cleanup
+    client.cleanup()
+
+
+@pytest.fixture
+def fleet(neutron: NeutronServer, rest: SeedClient) -> Iterator[Fleet]:
+    prefix = f"e2e-{uuid.uuid4().hex[:6]}-"
+    fleet = Fleet.for_server(neutron, prefix=prefix)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+        neutron.start_api()
+        rest.delete_agents_of_hosts(prefix)
