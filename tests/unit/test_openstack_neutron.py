@@ -40,6 +40,7 @@ class Seen:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
+    client_port: int
 
 
 @dataclass
@@ -85,6 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
             urllib.parse.parse_qs(split.query),
             {k.lower(): v for k, v in self.headers.items()},
             json.loads(raw) if raw else None,
+            self.client_address[1],
         )
         status, body, headers = self.server.stub.answer(seen)
         payload = b"" if status == 204 else json.dumps(body).encode()
@@ -143,6 +145,17 @@ def test_noauth_sends_no_auth_headers_and_closes_connections(api: OpenStackNeutr
     assert "x-auth-token" not in seen.headers
     assert "x-project-id" not in seen.headers
     assert seen.headers["connection"] == "close"
+
+
+def test_no_connection_is_reused(api: OpenStackNeutron, stub: Stub) -> None:
+    # Like uWSGI's http-socket, this server closes after each answer without saying so; a reused
+    # pooled connection would fail now and then with "Remote end closed connection".
+    stub.on("GET", "/v2.0/agents", 200, {"agents": []})
+    for _ in range(20):
+        api.list_agents()
+    ports = [s.client_port for s in stub.seen]
+    assert len(ports) == 21  # version discovery + 20 calls
+    assert len(set(ports)) == len(ports)
 
 
 @pytest.mark.parametrize(
@@ -338,7 +351,10 @@ def _keystone(stub: Stub) -> None:
         return 200, {"version": {"id": "v3.14", "status": "stable", "links": [link]}}, {}
 
     def token(seen: Seen) -> Answer:
-        assert seen.body["auth"]["identity"]["password"]["user"]["password"] == PASSWORD
+        user = seen.body["auth"]["identity"]["password"]["user"]
+        assert user["password"] == PASSWORD
+        assert user["domain"] == {"id": "d-users"}
+        assert seen.body["auth"]["scope"]["project"] == {"name": "service", "domain": {"name": "Default"}}
         endpoint = {
             "id": "e1",
             "interface": "internal",
@@ -372,6 +388,7 @@ def test_keystone_password_auth_sends_token_and_logs_no_secret(stub: Stub, caplo
         username="rpcdaemon",
         password=PASSWORD,
         project_name="service",
+        user_domain_id="d-users",
         region_name="RegionOne",
         timeout=5.0,
     )

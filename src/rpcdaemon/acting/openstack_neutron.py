@@ -8,8 +8,9 @@ that imports openstacksdk or keystoneauth1, and the one place where failures are
 Every request goes through ``proxy.request`` with ``raise_exc=False`` so the exact status and Neutron
 error body are seen here; with no retries of its own (the executor owns retries and their schedule), a
 per-call timeout, keystoneauth's request logging off (bodies and headers never reach a log), and by
-default ``Connection: close``: neutron-server under uWSGI closes the socket after each answer without
-saying so, and a keep-alive client then sees ``ECONNRESET`` on its next request.
+default one TCP connection per request: neutron-server under uWSGI (``http-socket``) closes the socket
+after each answer without saying so, and a client that reuses a pooled connection then intermittently
+gets ``ECONNRESET`` or "Remote end closed connection" on its next request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import openstack
 import openstack.connection
+import requests
+import requests.adapters
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as sdk_exc
 
@@ -163,7 +166,14 @@ class OpenStackNeutron:
         self._timeout = timeout
         self._authenticated = authenticated
         self._page_size = page_size
-        self._headers = dict(_JSON_HEADERS) if keep_alive else {**_JSON_HEADERS, "Connection": "close"}
+        self._headers = dict(_JSON_HEADERS)
+        if not keep_alive:
+            # The header asks the server to close; closing on our side as well covers servers that
+            # close without echoing it (urllib3 would otherwise pool the connection and reuse it).
+            self._headers["Connection"] = "close"
+            for scheme, inner in list(connection.session.adapters.items()):
+                if not isinstance(inner, _OneRequestPerConnection):
+                    connection.session.mount(scheme, _OneRequestPerConnection(inner))
         self._proxy: Any = None
         self._proxy_lock = threading.Lock()
 
@@ -192,16 +202,24 @@ class OpenStackNeutron:
             elif access.cloud:
                 connection = openstack.connect(cloud=access.cloud, **common)
             else:
+                auth: dict[str, Any] = {
+                    "auth_url": access.auth_url,
+                    "username": access.username,
+                    "password": access.password,
+                    "project_name": access.project_name,
+                }
+                # A domain id, when given, names the domain; the name is then not sent at all.
+                if access.user_domain_id:
+                    auth["user_domain_id"] = access.user_domain_id
+                else:
+                    auth["user_domain_name"] = access.user_domain_name
+                if access.project_domain_id:
+                    auth["project_domain_id"] = access.project_domain_id
+                else:
+                    auth["project_domain_name"] = access.project_domain_name
                 connection = openstack.connection.Connection(
                     auth_type="password",
-                    auth={
-                        "auth_url": access.auth_url,
-                        "username": access.username,
-                        "password": access.password,
-                        "project_name": access.project_name,
-                        "user_domain_name": access.user_domain_name,
-                        "project_domain_name": access.project_domain_name,
-                    },
+                    auth=auth,
                     identity_api_version="3",
                     region_name=access.region_name,
                     interface=access.interface,
@@ -338,6 +356,25 @@ class OpenStackNeutron:
                 raise NeutronError(ErrorKind.PERMANENT, f"GET /{collection}: pagination repeats {marker}")
             seen.add(marker)
             params = [*base, ("marker", marker)]
+
+
+class _OneRequestPerConnection(requests.adapters.BaseAdapter):
+    """Wraps the session's transport adapter; closes each connection once its answer is read."""
+
+    def __init__(self, inner: requests.adapters.BaseAdapter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        response = self._inner.send(request, *args, **kwargs)
+        connection = getattr(response.raw, "connection", None)
+        _ = response.content  # read it all now; the connection then goes back to urllib3's pool...
+        if connection is not None:
+            connection.close()  # ...closed, so its next user opens a fresh one
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def _decode(response: Any) -> Any:
