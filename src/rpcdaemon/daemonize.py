@@ -111,7 +111,7 @@ def _supervise(run: Callable[[threading.Event], int], stop: threading.Event, sig
             if signals:
                 log.info("received %s, stopping", signal.Signals(signals[0]).name)
         if worker.is_alive() and deadline is not None and (len(signals) > 1 or time.monotonic() > deadline):
-            why = "a second signal" if len(signals) > 1 else f"{shutdown_timeout:g} s after the stop request"
+            why = "after a second signal" if len(signals) > 1 else f"{shutdown_timeout:g} s after the stop request"
             log.error("still running %s; exiting now", why)
             cleanup()
             logging.shutdown()
