@@ -71,15 +71,6 @@ class Invalid(ValueError):
     """Raised by a ``Kind.parse`` with a detail worth showing (a plain ValueError shows none)."""
 
 
-@dataclass(frozen=True)
-class Kind:
-    """How one key is read: ``parse`` raises ValueError (``Invalid`` to add a detail) for bad text."""
-
-    expected: str
-    parse: Callable[[str], Any]
-    render: Callable[[Any], str] = str
-
-
 def _render(value: Any) -> str:
     if value is None:
         return ""
@@ -92,6 +83,15 @@ def _render(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Kind:
+    """How one key is read: ``parse`` raises ValueError (``Invalid`` to add a detail) for bad text."""
+
+    expected: str
+    parse: Callable[[str], Any]
+    render: Callable[[Any], str] = _render
+
+
 def _number(minimum: float, *, strict: bool, maximum: float | None = None, what: str) -> Kind:
     def parse(text: str) -> float:
         value = float(text)
@@ -101,7 +101,7 @@ def _number(minimum: float, *, strict: bool, maximum: float | None = None, what:
             raise ValueError
         return value
 
-    return Kind(what, parse, _render)
+    return Kind(what, parse)
 
 
 def _integer(minimum: int, maximum: int | None = None, *, what: str) -> Kind:
@@ -111,11 +111,11 @@ def _integer(minimum: int, maximum: int | None = None, *, what: str) -> Kind:
             raise ValueError
         return value
 
-    return Kind(what, parse, _render)
+    return Kind(what, parse)
 
 
 def _optional(kind: Kind, empty_means: str) -> Kind:
-    return Kind(f"{kind.expected}, or empty for {empty_means}", lambda t: kind.parse(t) if t else None, _render)
+    return Kind(f"{kind.expected}, or empty for {empty_means}", lambda t: kind.parse(t) if t else None)
 
 
 def _parse_bool(text: str) -> bool:
@@ -202,9 +202,10 @@ def _parse_per_network(text: str) -> int | None:
 
 SECONDS = _number(0, strict=True, what="a number of seconds > 0")
 SECONDS_OR_ZERO = _number(0, strict=False, what="a number of seconds >= 0")
-BOOL = Kind("a boolean (true/false, yes/no, on/off, 1/0)", _parse_bool, _render)
-LEVEL = _optional(Kind(f"one of {', '.join(LOG_LEVELS)}", _parse_level), "the [Daemon] loglevel")
-PATH = Kind("a file path", lambda t: Path(_parse_nonempty(t)), _render)
+BOOL = Kind("a boolean (true/false, yes/no, on/off, 1/0)", _parse_bool)
+LEVEL_NAME = Kind(f"one of {', '.join(LOG_LEVELS)}", _parse_level)
+LEVEL = _optional(LEVEL_NAME, "the [Daemon] loglevel")
+PATH = Kind("a file path", lambda t: Path(_parse_nonempty(t)))
 TEXT = _optional(Kind("a name", _parse_nonempty), "none")
 
 
@@ -219,7 +220,7 @@ class DaemonSettings:
         (L3AGENT, DHCPAGENT),
         "Plugins to run: L3Agent (routers off dead L3 agents), DHCPAgent (DHCP networks onto live DHCP "
         "agents), Dump (log bus traffic, for troubleshooting).",
-        Kind(f"space-separated names from: {' '.join(PLUGIN_NAMES)}", _parse_plugins, _render),
+        Kind(f"space-separated names from: {' '.join(PLUGIN_NAMES)}", _parse_plugins),
     )
     rpchost: str | None = setting(
         None,
@@ -234,7 +235,7 @@ class DaemonSettings:
         DEFAULT_LOGFILE, "Log file of the detached daemon; with -d logs go to stderr.", PATH)
     loglevel: str | None = setting(
         None, "Log level; empty means INFO when detached and DEBUG with -d.",
-        _optional(Kind(f"one of {', '.join(LOG_LEVELS)}", _parse_level), "INFO (DEBUG with -d)"))
+        _optional(LEVEL_NAME, "INFO (DEBUG with -d)"))
     check_interval: float = setting(
         2.0, "Seconds between checks of liveness and bindings; failover waits at most this long extra.", SECONDS)
     dry_run: bool = setting(
