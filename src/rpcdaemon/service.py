@@ -31,6 +31,7 @@ from rpcdaemon.plugins.l3agent import L3AgentPlugin
 
 if TYPE_CHECKING:
     from rpcdaemon.plugins.dump import DumpPlugin
+    from rpcdaemon.settings import Settings
 
 log = logging.getLogger("rpcdaemon")
 
@@ -187,7 +188,7 @@ class Service:
             p.executor.close()
 
 
-def run(settings: object, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
+def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
     """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
     from rpcdaemon.wiring import build_service  # settings -> Service; kept apart to keep this file small
 

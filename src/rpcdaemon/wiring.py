@@ -8,6 +8,7 @@ disagree on ``agent_down_time`` the larger wins (the safer choice) and a WARNING
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -18,33 +19,31 @@ from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
-from rpcdaemon.neutronconf import NeutronConf, kombu_url, load_neutron_conf, neutron_access
-from rpcdaemon.observing.bus import normalise_url, url_for_log
+from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
+from rpcdaemon.observing.bus import url_for_log
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
 from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
-from rpcdaemon.settings import AgentPluginSettings, ConfigError, DHCPAgentSettings, L3AgentSettings, Settings
+from rpcdaemon.settings import AgentPluginSettings, DHCPAgentSettings, L3AgentSettings, Settings
 
 log = logging.getLogger("rpcdaemon")
 
-AGENT_PLUGINS = ("L3Agent", "DHCPAgent")
-
-
-def plugin_config(ps: AgentPluginSettings, nconf: NeutronConf, down_time: float, dry_run: bool) -> AgentPluginConfig:
+def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, dry_run: bool) -> AgentPluginConfig:
     """Map one plugin section (plus its neutron.conf) onto the deciders' and executor's policies."""
+    report_interval = pn.conf.report_interval
     return AgentPluginConfig(
         liveness=LivenessPolicy(
             down_time=down_time,
-            startup_grace=ps.startup_grace if ps.startup_grace is not None else down_time,
+            startup_grace=max(pn.startup_grace, down_time),
             revive_hold=ps.revive_hold,
             api_second_opinion=ps.api_second_opinion,
         ),
         timing=Timing(
             reconcile_interval=ps.reconcile_interval,
-            retry_reconcile_after=min(ps.reconcile_interval, max(5.0, nconf.report_interval)),
-            target_fresh=max(2.5 * nconf.report_interval, 1.0),
-            opinion_interval=max(1.0, min(nconf.report_interval, 5.0)),
+            retry_reconcile_after=min(ps.reconcile_interval, max(5.0, report_interval)),
+            target_fresh=max(2.5 * report_interval, 1.0),
+            opinion_interval=max(1.0, min(report_interval, 5.0)),
         ),
         executor=ExecutorPolicy(workers=ps.workers, attempts=ps.retry_attempts, dry_run=dry_run),
         brake=BrakePolicy(max_dead_fraction=ps.max_dead_fraction, max_dead_agents=ps.max_dead_agents),
@@ -52,6 +51,19 @@ def plugin_config(ps: AgentPluginSettings, nconf: NeutronConf, down_time: float,
         skip_ha_routers=ps.skip_ha_routers if isinstance(ps, L3AgentSettings) else True,
         agents_per_network=ps.agents_per_network if isinstance(ps, DHCPAgentSettings) else None,
     )
+
+
+class _LogStream(io.TextIOBase):
+    """Where Dump writes when detached: the log file, at DEBUG, as the original daemon did."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self._log.debug("%s", line)
+        return len(text)
 
 
 def build_service(
@@ -63,32 +75,33 @@ def build_service(
     api_factory: type[OpenStackNeutron] | None = None,
 ) -> Service:
     d = settings.daemon
-    names = [n for n in d.plugins if n in AGENT_PLUGINS]
-    sections: dict[str, AgentPluginSettings] = {"L3Agent": settings.l3, "DHCPAgent": settings.dhcp}
-    nconfs = {n: load_neutron_conf(sections[n].conffile) for n in names}
-    down_times = {n: sections[n].effective_agent_down_time(nconfs[n].agent_down_time) for n in names}
+    resolved = resolve_settings(settings)
+    found: dict[str, PluginNeutron | None] = {"L3Agent": resolved.l3, "DHCPAgent": resolved.dhcp}
+    wanted = {name: pn for name, pn in found.items() if pn is not None}
+    down_times = {name: pn.agent_down_time for name, pn in wanted.items()}
     down_time = max(down_times.values(), default=75.0)
     if len(set(down_times.values())) > 1:
         log.warning("plugins disagree on agent_down_time (%s); using the larger, %.0fs", down_times, down_time)
 
-    bus_url = _bus_url(settings, nconfs)
+    bus_url = resolved.broker_url
     log.info("bus %s; agent_down_time %.0fs", url_for_log(bus_url), down_time)
     registry = AgentRegistry(down_time)
     factory = api_factory or OpenStackNeutron
     holder: dict[str, Service] = {}
     plugins: list[FailoverPlugin] = []
-    for name in names:
-        ps, nconf = sections[name], nconfs[name]
-        access = neutron_access(ps, nconf)
-        log.info("%s: Neutron via %s", name, access.describe())
-        api: NeutronAPI = factory.from_access(access)
-        cfg = plugin_config(ps, nconf, down_time, d.dry_run)
+    for name, pn in wanted.items():
+        ps = settings.section(name)
+        assert isinstance(ps, AgentPluginSettings)
+        log.info("%s: Neutron via %s", name, pn.access.describe())
+        api: NeutronAPI = factory.from_access(pn.access)
+        cfg = plugin_config(ps, pn, down_time, d.dry_run)
         plugins.append(build_plugin(name, api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
                                     stop=stop, clock=time.monotonic))
     dump = None
     if "Dump" in d.plugins:
-        dump = DumpPlugin(settings.dump.queue, settings.dump.filter, out=out, verbose=settings.dump.verbose)
-    queue_expire = max((sections[n].queue_expire for n in names), default=600.0) or None
+        sink: TextIO = out if foreground else _LogStream(logging.getLogger("rpcdaemon.dump"))  # type: ignore[assignment]
+        dump = DumpPlugin(settings.dump.queue, settings.dump.filter, out=sink, verbose=settings.dump.verbose)
+    queue_expire = max((settings.section(n).queue_expire for n in wanted), default=600.0) or None
     metrics = Metrics()
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
                   queue_expire=queue_expire, stop=stop, metrics=metrics)
@@ -99,13 +112,3 @@ def build_service(
     if d.dry_run:
         log.warning("DRY RUN: actions are planned and logged, Neutron is never changed")
     return svc
-
-
-def _bus_url(settings: Settings, nconfs: dict[str, NeutronConf]) -> str:
-    if settings.daemon.rpchost:
-        return normalise_url(settings.daemon.rpchost)
-    for name, nconf in nconfs.items():
-        if nconf.transport_url:
-            return kombu_url(nconf.transport_url)
-        log.debug("%s: neutron.conf has no transport_url", name)
-    raise ConfigError("Daemon", "rpchost", "", "a broker host or URL (neutron.conf has no transport_url either)")
