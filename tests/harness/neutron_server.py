@@ -28,7 +28,10 @@ from tests.harness import services
 from tests.harness.neutron_venv import NeutronVenv, ensure_neutron_venv
 
 _PROCESSES = ("rpc", "periodic", "api")
-_STOP_GRACE_S = 10.0
+# stop_api() lets in-flight API calls finish; stop() need not be gentle (the database is dropped next),
+# and oslo.service would take about 4 s to shut the RPC and periodic workers down gracefully.
+_API_GRACE_S = 10.0
+_STOP_GRACE_S = 2.0
 
 
 class HarnessError(RuntimeError):
@@ -168,7 +171,7 @@ class NeutronServer:
 
     def stop(self) -> None:
         """Kill every process (SIGTERM, SIGKILL after a grace), drop the database and the vhost."""
-        self._terminate(list(self._procs))
+        self._terminate(list(self._procs), grace=_STOP_GRACE_S)
         for handle in self._logs.values():
             handle.close()
         self._logs.clear()
@@ -183,7 +186,7 @@ class NeutronServer:
 
     def stop_api(self) -> None:
         """Stop only the API (uWSGI), for "Neutron API outage" tests; RPC and periodic keep running."""
-        self._terminate(["api"])
+        self._terminate(["api"], grace=_API_GRACE_S)
 
     def start_api(self) -> None:
         """Start the API again on the same port and wait until it answers."""
@@ -312,11 +315,11 @@ class NeutronServer:
             time.sleep(0.3)
         raise self._failure("neutron-rpc-server never consumed q-reports-plugin")
 
-    def _terminate(self, names: list[str]) -> None:
+    def _terminate(self, names: list[str], grace: float) -> None:
         procs = {name: self._procs.pop(name) for name in names if name in self._procs}
         for proc in procs.values():
             services.signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
+        deadline = time.monotonic() + grace
         for proc in procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
