@@ -42,7 +42,11 @@ _DRAIN_TIMEOUT = 0.5  # how long one drain waits: bounds how quickly ``stop`` is
 _HEARTBEAT_EVERY = 1.0  # seconds between kombu heartbeat checks (AMQP heartbeats every 10 s)
 _AMQP_HEARTBEAT = 20  # seconds; detects a silently dead broker or network within ~40 s
 _CONNECT_TIMEOUT = 1.5  # per host and attempt, so a black-holed broker does not delay shutdown
-_PREFETCH = 256  # enough in flight for thousands of messages per second with per-message acks
+_PREFETCH = 256  # enough in flight for thousands of messages per second
+# On AMQP, one basic.ack(multiple) per batch instead of one per message: the per-message ack
+# frame was half the cost of the whole path. A batch is flushed when full or _ACK_DELAY old.
+_ACK_BATCH = 64
+_ACK_DELAY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,10 @@ class LinkState:
 
 @dataclass(slots=True)
 class BusCounts:
-    """Delivery counters, written by the listener thread only (int updates are atomic to readers)."""
+    """Delivery counters, written by the listener thread only (int updates are atomic to readers).
+
+    ``acked`` may trail ``received`` by up to one ack batch for _ACK_DELAY seconds.
+    """
 
     received: int = 0
     acked: int = 0
@@ -129,6 +136,10 @@ class BusListener(threading.Thread):
         self.subscriptions = tuple(subscriptions)
         self.counts = BusCounts()
         self.queue_name = ""
+        self._batch_acks = False  # set per connection: the virtual transports ignore multiple=True
+        self._unacked: Any = None  # the newest delivered-but-unacked message (batched mode)
+        self._unacked_count = 0
+        self._unacked_since = 0.0
         self._on_message = on_message
         self._stop_event = stop
         self._clock = clock
@@ -211,6 +222,8 @@ class BusListener(threading.Thread):
             on_decode_error=self._undecodable,
             accept=["application/json"],
         )
+        self._batch_acks = conn.transport.driver_type == "amqp"
+        self._unacked, self._unacked_count = None, 0  # those of a lost channel are gone with it
         consumer.consume()
         return channel, consumer
 
@@ -218,11 +231,16 @@ class BusListener(threading.Thread):
         """Deliver until ``stop`` (returns) or the link fails (raises)."""
         next_beat = time.monotonic() + _HEARTBEAT_EVERY
         while not self._stop_event.is_set():
+            timeout = _ACK_DELAY if self._unacked is not None else _DRAIN_TIMEOUT
             with contextlib.suppress(TimeoutError):  # idle: time to check stop and heartbeats
-                conn.drain_events(timeout=_DRAIN_TIMEOUT)
-            if time.monotonic() >= next_beat:
+                conn.drain_events(timeout=timeout)
+            now = time.monotonic()
+            if self._unacked is not None and now - self._unacked_since >= _ACK_DELAY:
+                self._flush_acks()
+            if now >= next_beat:
                 conn.heartbeat_check()
-                next_beat = time.monotonic() + _HEARTBEAT_EVERY
+                next_beat = now + _HEARTBEAT_EVERY
+        self._flush_acks()
         # A clean stop: the memory transport knows no auto-delete, so drop the queue ourselves.
         _quietly(consumer.cancel)
         _quietly(channel.queue_delete, self.queue_name)
@@ -270,16 +288,32 @@ class BusListener(threading.Thread):
         except Exception:
             self.counts.failed += 1
             log.exception("bus %s: message handler failed on %s/%s", self._label, raw.exchange, raw.routing_key)
-        message.ack()
-        self.counts.acked += 1
+        self._ack(message)
+
+    def _ack(self, message: Any) -> None:
+        if not self._batch_acks:
+            message.ack()
+            self.counts.acked += 1
+            return
+        if self._unacked is None:
+            self._unacked_since = time.monotonic()
+        self._unacked = message
+        self._unacked_count += 1
+        if self._unacked_count >= _ACK_BATCH:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        if self._unacked is not None:
+            self._unacked.ack(multiple=True)  # this delivery tag and every earlier one
+            self.counts.acked += self._unacked_count
+            self._unacked, self._unacked_count = None, 0
 
     def _undecodable(self, message: Any, exc: Exception) -> None:
         # Only reachable for transport-level problems (e.g. a bad compression header).
         self.counts.received += 1
         self.counts.failed += 1
         log.warning("bus %s: dropping a message kombu could not unpack: %s", self._label, exc)
-        message.ack()
-        self.counts.acked += 1
+        self._ack(message)
 
     # -- link state ------------------------------------------------------------------------------
 
@@ -308,7 +342,7 @@ class BusListener(threading.Thread):
         expected = isinstance(exc, (*conn.connection_errors, *conn.channel_errors, OSError))
         log.log(
             logging.WARNING if expected else logging.ERROR,
-            "bus %s: %s %s: %s: %s; retrying with backoff (%.0f..%.0f s)",
+            "bus %s: %s %s: %s: %s; retrying in %g s, backing off to %g s",
             self._label,
             what,
             _describe(conn),

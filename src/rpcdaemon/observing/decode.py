@@ -40,6 +40,7 @@ _ENVELOPE_KEY = "oslo.message"
 _VERSION_KEY = "oslo.version"
 _CONTEXT_PREFIX = "_context_"
 _RENDER_LIMIT = 4000
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,14 +244,16 @@ def _check_tree(value: Any, depth: int) -> None:
     if depth > _MAX_CONFIG_DEPTH:
         raise _Bad("bad heartbeat", "configurations nested too deeply", "report_state")
     if isinstance(value, Mapping):
-        for item in value.values():
-            if isinstance(item, (Mapping, list, float)):
-                _check_tree(item, depth + 1)
+        items: Any = value.values()
     elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, (Mapping, list, float)):
-                _check_tree(item, depth + 1)
-    elif isinstance(value, float) and not math.isfinite(value):
+        items = value
+    else:
+        items = ()
+    for item in items:
+        # Scalars other than floats need no look; the exact-type test keeps this cheap per message.
+        if type(item) not in _SCALARS:
+            _check_tree(item, depth + 1)
+    if isinstance(value, float) and not math.isfinite(value):
         raise _Bad("bad heartbeat", "configurations contain a non-finite number", "report_state")
 
 
