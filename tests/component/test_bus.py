@@ -91,6 +91,7 @@ def test_oslo_heartbeats_arrive_decoded_on_both_keys(start_listener: Start, send
     assert hb.sent_at is not None
     assert hb.sent_at.startswith(time.strftime("%Y-", time.gmtime()))
     assert hb.received_at >= 1000.0  # stamped on the injected clock, not the agent's
+    assert 1000.0 <= listener.link().since < hb.received_at  # link state on the same clock
     raw, hb = found[dhcp]
     assert raw.routing_key == "q-plugin"
     assert (hb.agent_type, hb.agent_mode, hb.start_flag) == ("DHCP agent", None, False)

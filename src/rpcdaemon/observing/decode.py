@@ -317,7 +317,7 @@ def describe_message(
 def _decode_quietly(msg: dict[str, Any], routing_key: str) -> Heartbeat | NetworkDeleted | NetworkChanged | None:
     try:
         return _decode(msg, routing_key, 0.0)
-    except _Bad:
+    except (_Bad, RecursionError):
         return None
 
 
