@@ -134,8 +134,9 @@ class Action:
     source_dead: bool = False
 
     def describe(self) -> str:
-        what = "router" if self.kind in (ActionKind.MOVE_ROUTER, ActionKind.BIND_ROUTER) else "network"
-        parts = [f"{self.kind.value} {what} {self.resource_id}"]
+        """One readable phrase for the log: "move router R from host (id) to host (id) (reason)"."""
+        verb = _VERBS[self.kind]
+        parts = [f"{verb} {self.resource_id}"]
         if self.source is not None:
             parts.append(f"from {self.source.describe()}")
         if self.target is not None:
@@ -143,6 +144,14 @@ class Action:
         if self.reason:
             parts.append(f"({self.reason})")
         return " ".join(parts)
+
+
+_VERBS = {
+    ActionKind.MOVE_ROUTER: "move router",
+    ActionKind.BIND_ROUTER: "schedule router",
+    ActionKind.UNBIND_NETWORK: "remove network",
+    ActionKind.BIND_NETWORK: "add network",
+}
 
 
 class OutcomeStatus(StrEnum):

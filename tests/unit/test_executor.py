@@ -129,7 +129,7 @@ def test_one_log_line_per_action(
         make_executor(fake).run([move(fake), bind(fake, "r2", "l3-c")])
     lines = [r.getMessage() for r in caplog.records if r.name == "rpcdaemon.executor"]
     assert len(lines) == 2
-    assert any(line.startswith("move-router router r1 from net-a (l3-a) to net-b (l3-b)") for line in lines)
+    assert any(line.startswith("move router r1 from net-a (l3-a) to net-b (l3-b)") for line in lines)
     assert all(": done in " in line for line in lines)
 
 
