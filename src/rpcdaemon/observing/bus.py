@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import threading
 import time
@@ -28,6 +27,22 @@ from typing import Any
 from kombu import entity as _entity
 from kombu import messaging as _messaging
 from kombu.connection import Connection
+
+from rpcdaemon.observing.amqpurl import normalise_url, url_for_log
+
+__all__ = [
+    "BusCounts",
+    "BusListener",
+    "LinkState",
+    "RawMessage",
+    "Subscription",
+    "fanout_subscription",
+    "make_connection",
+    "neutron_subscription",
+    "normalise_url",
+    "publish_raw",
+    "url_for_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -414,88 +429,6 @@ def publish_raw(
         headers=headers or {},
         expiration=expiration,
     )
-
-
-_DEFAULT_PORT = 5672
-
-
-def normalise_url(rpchost: str) -> str:
-    """The kombu URL for ``[Daemon] rpchost`` (or an oslo ``transport_url``).
-
-    A bare host or IP means ``amqp://guest:guest@HOST:5672//``; ``rabbit://`` becomes ``amqp://``;
-    oslo's several hosts (``rabbit://u:p@h1:5672,u:p@h2:5672/vhost``) become kombu's failover list
-    ``amqp://u:p@h1:5672/vhost;amqp://u:p@h2:5672/vhost``.
-    """
-    text = rpchost.strip()
-    if not text:
-        raise ValueError("rpchost is empty: give a host name, an IP address or an amqp:// URL")
-    if "://" not in text:
-        host, port = _split_bare(text)
-        return f"amqp://guest:guest@{host}:{port}//"
-    scheme, rest = text.split("://", 1)
-    scheme = {"rabbit": "amqp", "kombu": "amqp"}.get(scheme.lower(), scheme.lower())
-    netloc, slash, tail = _split_netloc(rest)
-    hosts = [h for h in netloc.split(",") if h]
-    if not hosts:
-        return f"{scheme}://{rest}"
-    path = f"{slash}{tail}" if slash else "//"
-    if path == "/":
-        path = "//"  # kombu: an empty vhost after a single slash is ambiguous; be explicit
-    return ";".join(f"{scheme}://{host}{path}" for host in hosts)
-
-
-def _split_bare(text: str) -> tuple[str, int]:
-    if text.startswith("["):  # [v6]:port
-        host, _, port = text[1:].partition("]")
-        return f"[{host}]", _port(port.lstrip(":"), text)
-    if text.count(":") > 1:  # a bare IPv6 address
-        return f"[{text}]", _DEFAULT_PORT
-    host, _, port = text.partition(":")
-    return host, _port(port, text)
-
-
-def _port(text: str, whole: str) -> int:
-    if not text:
-        return _DEFAULT_PORT
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"rpchost {whole!r}: port {text!r} is not a number between 1 and 65535")
-    return int(text)
-
-
-def _split_netloc(rest: str) -> tuple[str, str, str]:
-    """``user:pass@h1,user:pass@h2/vhost?q`` -> (netloc, "/", "vhost?q"); the password may hold '/'."""
-    at = rest.rfind("@")
-    slash = rest.find("/", at + 1 if at >= 0 else 0)
-    if slash < 0:
-        return rest, "", ""
-    return rest[:slash], "/", rest[slash + 1 :]
-
-
-_USERINFO = re.compile(r"(?P<user>[^:@/,;]*):(?P<password>.*)")
-
-
-def url_for_log(url: str) -> str:
-    """``url`` with every password replaced by ``***`` (also in failover lists and oslo host lists)."""
-    return ";".join(_mask_one(part) for part in url.split(";"))
-
-
-def _mask_one(url: str) -> str:
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    # Everything before the last '@' is credentials and hosts: "u:p" or "u:p@h1:5672,u:p".
-    pieces = rest[:at].split("@")
-    masked = []
-    for i, piece in enumerate(pieces):
-        head, comma, creds = ("", "", piece) if i == 0 else piece.rpartition(",")
-        match = _USERINFO.fullmatch(creds)
-        if match:
-            creds = f"{match['user']}:***"
-        masked.append(f"{head}{comma}{creds}")
-    return f"{scheme}://{'@'.join(masked)}{rest[at:]}"
 
 
 def _describe(conn: Any) -> str:
