@@ -243,6 +243,7 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
         after = wait_for(
             lambda: (link := listener.link()).connected and link.outages == 1 and link, 15, "the link to come back"
         )
+        wait_for(lambda: len(watcher.seen) >= 3, 2, "the watcher to sample the restored link")
     finally:
         watcher.done.set()
         watcher.join()
