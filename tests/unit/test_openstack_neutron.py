@@ -27,7 +27,8 @@ import pytest
 
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.acting.api import ErrorKind, NeutronError
-from rpcdaemon.acting.openstack_neutron import OpenStackNeutron, parse_retry_after
+from rpcdaemon.acting.neutron_errors import parse_retry_after
+from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 
 Answer = tuple[int, Any, dict[str, str]]
 Route = Callable[["Seen"], Answer]

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.acting.neutron_errors import neutron_error
 from rpcdaemon.model import (
     DHCP_AGENT,
     L3_AGENT,
@@ -305,11 +306,8 @@ class FakeNeutron:
             # Outside the lock: the real server blocks only this request while its RPC call times out.
             if self.dead_bind_delay > 0:
                 self._sleep(self.dead_bind_delay)
-            raise NeutronError(
-                ErrorKind.TEMPORARY,
-                "Request Failed: internal server error while processing your request.",
-                status=500,
-                neutron_type="HTTPInternalServerError",
+            raise _error(
+                500, "HTTPInternalServerError", "Request Failed: internal server error while processing your request."
             )
 
     def unbind_router(self, agent_id: str, router_id: str) -> None:
@@ -336,18 +334,14 @@ class FakeNeutron:
         if agent.agent_type != L3_AGENT:
             raise _invalid_l3_agent(agent_id)
         if agent.agent_mode in _DVR_ONLY_MODES:
-            raise NeutronError(
-                ErrorKind.INVALID_TARGET,
-                "Not allowed to manually assign a router to an agent in 'dvr' mode.",
-                status=409,
-                neutron_type="DVRL3CannotAssignToDvrAgent",
+            raise _error(
+                409, "DVRL3CannotAssignToDvrAgent", "Not allowed to manually assign a router to an agent in 'dvr' mode."
             )
         if router.distributed and (agent.agent_mode or MODE_LEGACY) == MODE_LEGACY:
-            raise NeutronError(
-                ErrorKind.INVALID_TARGET,
+            raise _error(
+                409,
+                "RouterL3AgentMismatch",
                 f"Cannot host distributed router {router_id} on legacy L3 agent {agent_id}.",
-                status=409,
-                neutron_type="RouterL3AgentMismatch",
             )
         if not agent.admin_state_up:
             raise _invalid_l3_agent(agent_id)
@@ -355,11 +349,10 @@ class FakeNeutron:
         if agent_id in hosts:
             return None
         if hosts and not router.ha:
-            raise NeutronError(
-                ErrorKind.CONFLICT,
+            raise _error(
+                409,
+                "RouterHostedByL3Agent",
                 f"The router {router_id} has been already hosted by the L3 Agent {hosts[0]}.",
-                status=409,
-                neutron_type="RouterHostedByL3Agent",
             )
         hosts.append(agent_id)
         return None if agent.alive else agent
@@ -367,11 +360,10 @@ class FakeNeutron:
     def _unbind_router(self, agent_id: str, router_id: str) -> None:
         agent = self._existing_agent(agent_id)
         if agent.agent_type == L3_AGENT and agent.agent_mode in _DVR_ONLY_MODES:
-            raise NeutronError(
-                ErrorKind.PERMANENT,
+            raise _error(
+                409,
+                "DVRL3CannotRemoveFromDvrAgent",
                 "Not allowed to manually remove a router from an agent in 'dvr' mode.",
-                status=409,
-                neutron_type="DVRL3CannotRemoveFromDvrAgent",
             )
         hosts = self._router_agents.get(router_id)
         if hosts is not None and agent_id in hosts:
@@ -381,20 +373,10 @@ class FakeNeutron:
 
     def _bind_network(self, agent_id: str, network_id: str) -> None:
         if network_id not in self._networks:
-            raise NeutronError(
-                ErrorKind.NOT_FOUND,
-                f"Network {network_id} could not be found.",
-                status=404,
-                neutron_type="NetworkNotFound",
-            )
+            raise _error(404, "NetworkNotFound", f"Network {network_id} could not be found.")
         agent = self._existing_agent(agent_id)
         if agent.agent_type != DHCP_AGENT or not agent.admin_state_up:
-            raise NeutronError(
-                ErrorKind.INVALID_TARGET,
-                f"Agent {agent_id} is not a valid DHCP Agent or has been disabled.",
-                status=404,
-                neutron_type="InvalidDHCPAgent",
-            )
+            raise _error(404, "InvalidDHCPAgent", f"Agent {agent_id} is not a valid DHCP Agent or has been disabled.")
         hosts = self._network_agents[network_id]
         if agent_id not in hosts:
             hosts.append(agent_id)
@@ -437,30 +419,20 @@ class FakeNeutron:
     def _existing_agent(self, agent_id: str) -> Agent:
         agent = self._agents.get(agent_id)
         if agent is None:
-            raise NeutronError(
-                ErrorKind.NOT_FOUND,
-                f"Agent {agent_id} could not be found.",
-                status=404,
-                neutron_type="AgentNotFound",
-            )
+            raise _error(404, "AgentNotFound", f"Agent {agent_id} could not be found.")
         return agent
 
     def _existing_router(self, router_id: str) -> Router:
         router = self._routers.get(router_id)
         if router is None:
-            raise NeutronError(
-                ErrorKind.NOT_FOUND,
-                f"Router {router_id} could not be found",
-                status=404,
-                neutron_type="RouterNotFound",
-            )
+            raise _error(404, "RouterNotFound", f"Router {router_id} could not be found")
         return router
 
 
 def _invalid_l3_agent(agent_id: str) -> NeutronError:
-    return NeutronError(
-        ErrorKind.INVALID_TARGET,
-        f"Agent {agent_id} is not a L3 Agent or has been disabled",
-        status=404,
-        neutron_type="InvalidL3Agent",
-    )
+    return _error(404, "InvalidL3Agent", f"Agent {agent_id} is not a L3 Agent or has been disabled")
+
+
+def _error(status: int, neutron_type: str, message: str) -> NeutronError:
+    # Classified exactly as the real adapter classifies Neutron's answer.
+    return neutron_error(status, neutron_type, message, "FakeNeutron")

@@ -2,8 +2,8 @@
 
 Built by the service from a ``NeutronAccess`` (``OpenStackNeutron.from_access``) and used by the
 executor and the plugins; tests inject an ``openstack.connection.Connection``. This is the only module
-that imports openstacksdk or keystoneauth1, and the one place where failures are classified into
-``NeutronError`` kinds (see ``classify_response`` and ``classify_exception``).
+that imports openstacksdk or keystoneauth1; failures are classified here, once: answers by
+``neutron_errors.classify_response``, requests that got no answer by ``classify_exception``.
 
 Every request goes through ``proxy.request`` with ``raise_exc=False`` so the exact status and Neutron
 error body are seen here; with no retries of its own (the executor owns retries and their schedule), a
@@ -15,14 +15,11 @@ gets ``ECONNRESET`` or "Remote end closed connection" on its next request.
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
 import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import openstack
@@ -34,63 +31,21 @@ from openstack import exceptions as sdk_exc
 
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.acting.neutron_errors import (
+    NETWORK_ALREADY_HOSTED,
+    NETWORK_NOT_HOSTED,
+    ROUTER_NOT_HOSTED,
+    classify_response,
+)
 from rpcdaemon.model import L3_AGENT, Agent, Network, Router
 
 LOG = logging.getLogger(__name__)
-
-# Neutron error types (the body's NeutronError.type) that mean something other than PERMANENT.
-_NOT_FOUND = frozenset({"AgentNotFound", "RouterNotFound", "NetworkNotFound"})
-_INVALID_TARGET = frozenset(
-    {
-        "InvalidL3Agent",  # 404: disabled agent, or not an L3 agent
-        "InvalidDHCPAgent",  # 404: disabled agent, or not a DHCP agent
-        "DVRL3CannotAssignToDvrAgent",  # 409: target runs in dvr / dvr_no_external mode
-        "RouterL3AgentMismatch",  # 409: distributed router onto a legacy agent
-    }
-)
-_CONFLICT = frozenset({"RouterHostedByL3Agent"})
-# Answers that mean "already as wanted": bind_network to its own agent, unbind_network of a network
-# the agent does not host. (A router unbind of something unbound is a plain 204.)
-_NETWORK_ALREADY_HOSTED = "NetworkHostedByDHCPAgent"
-_NETWORK_NOT_HOSTED = "NetworkNotHostedByDhcpAgent"
 
 _JSON_HEADERS = {"Accept": "application/json"}
 _ROUTER_FIELDS = ("id", "name", "distributed", "ha", "availability_zone_hints", "admin_state_up")
 _NETWORK_FIELDS = ("id", "name", "availability_zone_hints")
 # ``id`` is the pagination sort key: Neutron needs it in every page to build the next marker.
 _SUBNET_FIELDS = ("id", "network_id", "enable_dhcp")
-
-
-def classify_response(
-    status: int,
-    body: Any,
-    headers: Mapping[str, str],
-    what: str,
-    *,
-    now: float | None = None,
-) -> NeutronError:
-    """The ``NeutronError`` for a non-2xx answer to ``what`` (e.g. ``"POST /agents/A/l3-routers"``)."""
-    neutron_type, message = _error_body(body)
-    text = f"{what}: {message or f'HTTP {status}'}"
-    if status == 429:
-        return NeutronError(
-            ErrorKind.TEMPORARY,
-            text,
-            status=status,
-            neutron_type=neutron_type,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
-        )
-    if status >= 500 or status == 408:
-        kind = ErrorKind.TEMPORARY
-    elif neutron_type in _NOT_FOUND:
-        kind = ErrorKind.NOT_FOUND
-    elif neutron_type in _INVALID_TARGET:
-        kind = ErrorKind.INVALID_TARGET
-    elif neutron_type in _CONFLICT:
-        kind = ErrorKind.CONFLICT
-    else:
-        kind = ErrorKind.PERMANENT
-    return NeutronError(kind, text, status=status, neutron_type=neutron_type)
 
 
 def classify_exception(exc: Exception, what: str) -> NeutronError:
@@ -106,43 +61,6 @@ def classify_exception(exc: Exception, what: str) -> NeutronError:
         # all things a restarting API (or load balancer) does.
         return NeutronError(ErrorKind.TEMPORARY, text)
     return NeutronError(ErrorKind.PERMANENT, text)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        current = datetime.now(UTC).timestamp() if now is None else now
-        seconds = when.timestamp() - current
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _error_body(body: Any) -> tuple[str | None, str]:
-    if isinstance(body, Mapping):
-        err = body.get("NeutronError")
-        if isinstance(err, Mapping):
-            kind = err.get("type")
-            return (str(kind) if kind else None), str(err.get("message") or "")
-        if isinstance(err, str):
-            return None, err
-        message = body.get("message") or body.get("title")
-        if message:
-            return None, str(message)
-    if isinstance(body, str):
-        return None, body.strip()[:200]
-    return None, ""
 
 
 class OpenStackNeutron:
@@ -270,22 +188,21 @@ class OpenStackNeutron:
         self._request("POST", f"/agents/{_quote(agent_id)}/l3-routers", body={"router_id": router_id})
 
     def unbind_router(self, agent_id: str, router_id: str) -> None:
-        # Neutron answers 204 when the router is not on this agent.
-        self._request("DELETE", f"/agents/{_quote(agent_id)}/l3-routers/{_quote(router_id)}")
+        self._request("DELETE", f"/agents/{_quote(agent_id)}/l3-routers/{_quote(router_id)}", done_if=ROUTER_NOT_HOSTED)
 
     def bind_network(self, agent_id: str, network_id: str) -> None:
         self._request(
             "POST",
             f"/agents/{_quote(agent_id)}/dhcp-networks",
             body={"network_id": network_id},
-            done_if=_NETWORK_ALREADY_HOSTED,
+            done_if=NETWORK_ALREADY_HOSTED,
         )
 
     def unbind_network(self, agent_id: str, network_id: str) -> None:
         self._request(
             "DELETE",
             f"/agents/{_quote(agent_id)}/dhcp-networks/{_quote(network_id)}",
-            done_if=_NETWORK_NOT_HOSTED,
+            done_if=NETWORK_NOT_HOSTED,
         )
 
     # ----------------------------------------------------------------- plumbing
