@@ -28,6 +28,14 @@ _HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "disruptive: restarts the shared broker or closes every connection on it; deselect with"
+        " -m 'not disruptive' while other suites (e2e) use the same RabbitMQ",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in item.path.resolve().parents:

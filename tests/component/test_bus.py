@@ -232,6 +232,7 @@ class LinkWatcher(threading.Thread):
                 self.seen.append(connected)
 
 
+@pytest.mark.disruptive
 def test_survives_close_all_connections(start_listener: Start) -> None:
     got = Collector()
     listener, _ = start_listener(HEARTBEATS, got, name="closeall", reconnect_backoff=(0.5, 2.0))
@@ -258,6 +259,7 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
         s.close()
 
 
+@pytest.mark.disruptive
 def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCaptureFixture) -> None:
     """rabbitmqctl stop_app / start_app: non-durable exchanges vanish too and must be redeclared."""
     caplog.set_level(logging.INFO, logger="rpcdaemon.observing.bus")
