@@ -12,9 +12,11 @@ independent restatement of "who may host what" that the properties check against
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from rpcdaemon.deciding.l3 import Plan
@@ -36,6 +38,13 @@ AZS = ("az1", "az2", "az3")
 STRANGER = "stranger-agent"
 
 Bindings = dict[str, frozenset[str]]
+
+# Sized for a fast unit suite; RPCD_PROPERTY_EXAMPLES=2000 for a thorough run.
+PROPS = settings(
+    max_examples=int(os.environ.get("RPCD_PROPERTY_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.strategies import Bindings, DhcpWorld, apply_plan, dhcp_worlds, judged_of
+from tests.unit.strategies import PROPS, Bindings, DhcpWorld, apply_plan, dhcp_worlds, judged_of
 
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, Verdict, brake_reason
 from rpcdaemon.model import DHCP_AGENT, ActionKind, Agent, Network
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 per_network = st.one_of(st.none(), st.integers(1, 3))
 
 
@@ -161,7 +160,7 @@ def test_nothing_to_do_when_nothing_is_wrong(world: DhcpWorld, n: int | None) ->
             if n is None:
                 hosts |= set(candidates)
             else:
-                hosts |= set(candidates[: max(0, n - len(hosts))])
+                hosts |= set([c for c in candidates if c not in hosts][: max(0, n - len(hosts))])
         if hosts:
             bindings[nid] = frozenset(hosts)
     plan = plan_dhcp(judged, world.networks, bindings, DhcpPolicy(agents_per_network=n))

@@ -10,15 +10,14 @@ import math
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.strategies import L3World, apply_plan, is_central, judged_of, l3_worlds, may_host
+from tests.unit.strategies import PROPS, L3World, apply_plan, is_central, judged_of, l3_worlds, may_host
 
 from rpcdaemon.deciding.l3 import L3Policy, Plan, plan_l3
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, Verdict, brake_reason
 from rpcdaemon.model import L3_AGENT, MODE_DVR, MODE_DVR_SNAT, MODE_LEGACY, ActionKind, Agent, Router
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 POLICY = L3Policy()
 
 

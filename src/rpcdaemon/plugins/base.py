@@ -32,7 +32,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 @dataclass(frozen=True, slots=True)
 class Timing:
     reconcile_interval: float = 60.0
-    # After a failed action or API error, reconcile again this soon (not every check).
+    # After a failed or skipped action or an API error, reconcile again this soon (not every check).
     retry_reconcile_after: float = 10.0
     # A target must have been heard this recently right before a bind (roughly 2.5 reports).
     target_fresh: float = 75.0
@@ -248,7 +248,9 @@ class FailoverPlugin:
         counts = Counter(o.status for o in outcomes)
         for status, n in counts.items():
             self.totals[status.value] += n
-        if counts[OutcomeStatus.FAILED]:
+        if counts[OutcomeStatus.FAILED] or counts[OutcomeStatus.SKIPPED]:
+            # A skipped move may have unbound its router already (the veto came after the unbind):
+            # the cache still shows it on the source, so only a fresh read lets the next pass bind it.
             self.request_reconcile(self.timing.retry_reconcile_after)
         self.log.info(
             "%s pass: %d actions in %.2fs: %s", self.name, len(outcomes), seconds,

@@ -30,7 +30,9 @@ class DHCPAgentPlugin(FailoverPlugin):
 
     # -- bus events (called from the bus thread: only flag, never call the API here) ------------
     def on_network_deleted(self, network_id: str) -> None:
-        self.networks.pop(network_id, None)
+        # Replace, never mutate: a check on the loop thread may be iterating the current dict.
+        if network_id in self.networks:
+            self.networks = {nid: n for nid, n in self.networks.items() if nid != network_id}
         self.log.info("network %s deleted; removing it from every DHCP agent", network_id)
 
     def on_network_changed(self) -> None:
