@@ -6,6 +6,8 @@ whose agents are deleted from Neutron afterwards. ``rest`` (per test): a ``SeedC
 the routers and networks it created. If the harness cannot start (no package index to build the
 Neutron venv, RabbitMQ or MariaDB down) every e2e test fails with the reason; set
 ``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
+``RPCDAEMON_E2E_KEEP_STATE=1`` keeps Neutron's config and logs (and the fake agents' logs) in the
+printed state directory after the session.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.harness.seed import SeedClient
 from tests.harness.services import ServiceUnavailable
 
 SKIP_ENV = "RPCDAEMON_SKIP_E2E"
+KEEP_STATE_ENV = "RPCDAEMON_E2E_KEEP_STATE"
 _HERE = Path(__file__).parent
 
 
@@ -37,7 +40,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def neutron() -> Iterator[NeutronServer]:
-    server = NeutronServer(agent_down_time=10, report_interval=2)
+    server = NeutronServer(agent_down_time=10, report_interval=2,
+                           keep_state=os.environ.get(KEEP_STATE_ENV) == "1")
     try:
         server.start()
     except (VenvUnavailable, ServiceUnavailable, HarnessError) as exc:
@@ -47,6 +51,8 @@ def neutron() -> Iterator[NeutronServer]:
         yield server
     finally:
         server.stop()
+        if server.keep_state:
+            print(f"\nNeutron state and logs kept in {server.state_dir}")
 
 
 @pytest.fixture

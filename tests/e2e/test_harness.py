@@ -140,22 +140,26 @@ def test_stop_api_and_start_api(neutron: NeutronServer, fleet: Fleet, rest: Seed
     assert not neutron.api_running
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{neutron.url}/v2.0/agents", timeout=5)
-    time.sleep(neutron.report_interval + 1)  # heartbeats keep flowing to the RPC server meanwhile
+    reports_before = fleet.status(host, "l3").reports
+    time.sleep(2 * neutron.report_interval + 1)
+    # Only the API is out: the RPC server still answers heartbeats.
+    assert fleet.status(host, "l3").reports > reports_before
     neutron.start_api()
 
     assert neutron.api_running
     assert rest.agent(l3)["alive"] is True
-    assert fleet.status(host, "l3").failures == 0
 
 
-def test_fleet_of_ten_hosts_registers_quickly(neutron: NeutronServer, fleet: Fleet) -> None:
-    began = time.monotonic()
+def test_fleet_of_ten_hosts_registers(neutron: NeutronServer, fleet: Fleet) -> None:
     for i in range(10):
         fleet.add_host(f"h{i}")
+
     ids = fleet.wait_registered(neutron.url, timeout=30)
 
     assert len(ids) == 30
-    assert time.monotonic() - began < 15
+    assert len(set(ids.values())) == 30
+    fleet.wait_reported(timeout=10)
+    assert {status.last_reply for status in fleet.agents()} <= {"new", "alive"}
 
 
 def test_fake_agents_die_with_the_process_that_started_them(neutron: NeutronServer) -> None:
