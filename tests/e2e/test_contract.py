@@ -88,8 +88,10 @@ def test_contract(case: Case, neutron: NeutronServer, fleet: Fleet, rest: SeedCl
 
 
 def test_lists_page_through_the_servers_own_links(
-    neutron: NeutronServer, rest: SeedClient, caplog: pytest.LogCaptureFixture
+    neutron: NeutronServer, fleet: Fleet, rest: SeedClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fleet.add_host("paged")  # L3, DHCP and OVS agents: 3 of them at least
+    fleet.wait_registered(neutron.url)
     routers = set(rest.create_routers_bulk(7, prefix="contract-page"))
     networks = {rest.create_network(f"contract-page-{i}", dhcp=i % 2 == 0).id: i % 2 == 0 for i in range(5)}
     paged = OpenStackNeutron.from_access(NeutronAccess(endpoint=neutron.url, timeout=30.0), page_size=2)
@@ -105,6 +107,7 @@ def test_lists_page_through_the_servers_own_links(
         assert router_pages >= 4  # 7 routers or more, 2 per page: the server really paged
         assert {nid: paged_networks[nid] for nid in networks} == networks
         assert paged_networks == {n.id: n.dhcp_enabled for n in whole.list_networks()}
+        assert sorted(a.id for a in paged.list_agents()) == sorted(a.id for a in whole.list_agents())
     finally:
         paged.close()
         whole.close()
