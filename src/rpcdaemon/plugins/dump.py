@@ -25,7 +25,7 @@ import jmespath.exceptions
 from rpcdaemon.observing.bus import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.observing.decode import describe_message
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 
 # The fanout exchanges Neutron casts to agents on (network_delete_end goes to dhcp_agent_fanout):
 # dumping the "neutron" exchange alone would never show them.
