@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer
+from tests.harness.neutron_server import NeutronServer, free_port
 from tests.harness.seed import SeedClient
+from tests.harness.services import MySQL, ServiceUnavailable
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, OVS_AGENT
 
@@ -194,3 +195,10 @@ def test_fake_agents_die_with_the_process_that_started_them(neutron: NeutronServ
             return
         time.sleep(0.1)
     pytest.fail(f"fake agents process {child} outlived its parent")
+
+
+def test_unreachable_database_is_a_clear_error(neutron: NeutronServer) -> None:
+    server = NeutronServer(mysql=MySQL(port=free_port()), venv=neutron.venv)
+
+    with pytest.raises(ServiceUnavailable, match=r"MariaDB is not reachable at 127\.0\.0\.1"):
+        server.start()
