@@ -1,0 +1,183 @@
+"""(a) Seconds from an L3 agent's death until all of its routers are bound to live agents.
+
+rpcdaemon (the real ``rpcdaemon -d -c FILE`` process, as shipped: check_interval 2 s) against
+Neutron's own rescheduler (``allow_automatic_l3agent_failover = True``), with the same
+``agent_down_time``, on the same neutron-server build, one after the other in one run: each side gets
+a fresh ``NeutronServer`` (its own database and vhost), fake L3 agents on ``1 + live_hosts`` hosts
+heartbeating every 2 s, and ``routers`` routers bound to the host that then dies. The death is
+``Fleet.crash`` (heartbeats and RPC stop at once); from then on a poller reads each live agent's
+routers once a second, as the project's Neutron notes did, until every router is on a live agent.
+
+    python -m bench.bench_failover [--routers 100] [--down-times 10,75] [--live-hosts 2]
+
+Called by ``bench.run``; ``timeline`` (pure) is smoke-tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.daemon import RpcDaemon, render_config
+from tests.harness.fleet import Fleet
+from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.seed import SeedClient, SeedError
+
+from bench import Figure, fmt_seconds, load_average
+from rpcdaemon.model import L3_AGENT
+
+SIDES = ("rpcdaemon", "neutron")
+REPORT_INTERVAL = 2
+# rpcdaemon's own summary line after a pass that acted (plugins.base._summarise).
+PASS_LINE = re.compile(r"L3Agent pass: (\d+) actions in ([\d.]+)s")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """When the routers of the dead agent were seen on live agents, in seconds after the death."""
+
+    total: int
+    first: float | None  # the first router on a live agent
+    half: float | None
+    all: float | None  # every router on a live agent (None: not within the time allowed)
+    neutron_dead: float | None  # Neutron's ``alive`` flag first read false
+
+
+def timeline(samples: Sequence[tuple[float, int]], total: int, neutron_dead: float | None = None) -> Timeline:
+    """From poll samples ``(seconds after death, routers on live agents)`` to the first/half/all times."""
+
+    def first_at(wanted: int) -> float | None:
+        return next((t for t, n in samples if n >= wanted), None)
+
+    return Timeline(total, first_at(1), first_at((total + 1) // 2), first_at(total), neutron_dead)
+
+
+@dataclass(frozen=True, slots=True)
+class SideResult:
+    side: str
+    down_time: int
+    timeline: Timeline
+    detail: str = ""  # e.g. rpcdaemon's own "pass: N actions in X s"
+
+
+def poll_rebound(
+    rest: SeedClient,
+    dying: str,
+    live: Sequence[str],
+    routers: set[str],
+    *,
+    started: float,
+    timeout: float,
+    interval: float = 1.0,
+) -> Timeline:
+    """Read the live agents' routers every ``interval`` until all ``routers`` are on them."""
+    samples: list[tuple[float, int]] = []
+    neutron_dead: float | None = None
+    tick = started
+    while True:
+        tick += interval
+        time.sleep(max(0.0, tick - time.monotonic()))
+        try:
+            rebound = set().union(*(rest.routers_on_agent(aid) for aid in live)) & routers
+            if neutron_dead is None and not rest.agent(dying)["alive"]:
+                neutron_dead = time.monotonic() - started
+        except (SeedError, OSError):
+            continue  # a busy API is no reason to stop measuring; the sample is simply missing
+        now = time.monotonic() - started
+        samples.append((now, len(rebound)))
+        if len(rebound) == len(routers) or now > timeout:
+            return timeline(samples, len(routers), neutron_dead)
+        tick = max(tick, time.monotonic() - interval)  # a slow read must not cause a burst of reads
+
+
+def run_side(side: str, *, down_time: int, routers: int, live_hosts: int, workdir: Path) -> SideResult:
+    """One failover on a fresh Neutron: rpcdaemon's (``side="rpcdaemon"``) or Neutron's own."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}")
+    server = NeutronServer(agent_down_time=down_time, report_interval=REPORT_INTERVAL,
+                           allow_automatic_l3agent_failover=side == "neutron")
+    with server, Fleet.for_server(server, prefix=f"fo{down_time}-") as fleet:
+        names = ["dying", *(f"live{i}" for i in range(live_hosts))]
+        hosts = {name: fleet.add_host(name, l3=True, dhcp=False, ovs=False) for name in names}
+        ids = fleet.wait_registered(server.url, timeout=60)
+        agent = {name: ids[(host, L3_AGENT)] for name, host in hosts.items()}
+        rest = SeedClient(server.url)
+        created = rest.create_routers_bulk(routers, prefix="failover")
+        rest.bind_routers_bulk(agent["dying"], created)
+        daemon: RpcDaemon | None = None
+        try:
+            if side == "rpcdaemon":
+                config = workdir / f"failover-{down_time}.conf"
+                config.write_text(render_config(server, plugins=("L3Agent",), metrics_port=free_port(),
+                                                daemon={"check_interval": 2, "loglevel": "INFO"}))
+                daemon = RpcDaemon(workdir, f"rpcdaemon-failover-{down_time}", config).start()
+                daemon.wait_ready(timeout=60)
+                # A daemon in steady state: past its start-up window (one agent_down_time).
+                time.sleep(down_time + 2)
+            fleet.crash("dying")
+            started = time.monotonic()
+            budget = (2 * down_time + 60) if side == "rpcdaemon" else (3.5 * down_time + 60)
+            line = poll_rebound(rest, agent["dying"], [agent[n] for n in names[1:]], set(created),
+                                started=started, timeout=budget)
+            detail = ""
+            if daemon is not None:
+                passes = PASS_LINE.findall(daemon.log())
+                detail = "; ".join(f"pass of {n} actions took {s} s" for n, s in passes)
+            return SideResult(side, down_time, line, detail)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+
+
+def figures(*, routers: int = 100, down_times: Sequence[int] = (10,), live_hosts: int = 2,
+            verbose: bool = True) -> list[Figure]:
+    rows: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="rpcd-bench-failover-") as tmp:
+        for down_time in down_times:
+            results = {}
+            for side in SIDES:
+                results[side] = run_side(side, down_time=down_time, routers=routers, live_hosts=live_hosts,
+                                         workdir=Path(tmp))
+                if verbose:
+                    print(describe(results[side]), flush=True)
+            ours, theirs = results["rpcdaemon"].timeline, results["neutron"].timeline
+            size = f"{routers} routers of a dead L3 agent, agent_down_time {down_time} s"
+            rows.append(Figure(
+                "(a) failover", f"{size}: all on live agents",
+                f"rpcdaemon {fmt_seconds(ours.all)}", f"Neutron {fmt_seconds(theirs.all)}",
+                "faster than Neutron's rescheduler",
+                ours.all is not None and (theirs.all is None or ours.all < theirs.all),
+            ))
+            rows.append(Figure(
+                "(a) failover", f"{size}: first router moved",
+                f"rpcdaemon {fmt_seconds(ours.first)}", f"Neutron {fmt_seconds(theirs.first)}",
+            ))
+    return rows
+
+
+def describe(result: SideResult) -> str:
+    t = result.timeline
+    text = (f"{result.side:>9} agent_down_time {result.down_time:>3} s: Neutron says dead at "
+            f"{fmt_seconds(t.neutron_dead)}, first router at {fmt_seconds(t.first)}, half at "
+            f"{fmt_seconds(t.half)}, all {t.total} at {fmt_seconds(t.all)} (load {load_average()})")
+    return f"{text}; {result.detail}" if result.detail else text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routers", type=int, default=100, help="routers on the agent that dies (default 100)")
+    parser.add_argument("--down-times", default="10", help="agent_down_time values, comma-separated (default 10)")
+    parser.add_argument("--live-hosts", type=int, default=2, help="live L3 agents that take the routers (default 2)")
+    args = parser.parse_args(argv)
+    down_times = [int(v) for v in args.down_times.split(",") if v.strip()]
+    for row in figures(routers=args.routers, down_times=down_times, live_hosts=args.live_hosts):
+        print(f"{row.measure}: {row.value} vs {row.reference}")
+
+
+if __name__ == "__main__":
+    main()
