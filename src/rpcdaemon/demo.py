@@ -234,6 +234,7 @@ class Demo:
         holder: dict[str, Service] = {}
         plugins = [
             build_plugin(name, self.neutron, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
+                                    bus_outages=lambda: holder["svc"].bus_outages(),
                          stop=self.stop)
             for name in ("L3Agent", "DHCPAgent")
         ]

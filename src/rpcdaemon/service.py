@@ -71,10 +71,11 @@ def build_plugin(
     bus_since: Callable[[], float | None],
     stop: threading.Event,
     clock: Callable[[], float] = time.monotonic,
+    bus_outages: Callable[[], int] = lambda: 0,
 ) -> FailoverPlugin:
     logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
     executor = Executor(api, cfg.executor, stop=stop, clock=clock, logger=logger)
-    common = {"bus_since": bus_since, "clock": clock}
+    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock}
     if name == "L3Agent":
         policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
         return L3AgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=policy, **common)
@@ -111,6 +112,7 @@ class Service:
         self.on_pass = on_pass
         self.listeners: list[BusListener] = []
         self.link_since: float | None = None
+        self.link_outages = 0
         if self.plugins:
             subs = list(HEARTBEAT_SUBSCRIPTIONS)
             if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
@@ -127,6 +129,9 @@ class Service:
 
     def bus_since(self) -> float | None:
         return self.link_since
+
+    def bus_outages(self) -> int:
+        return self.link_outages
 
     def handle(self, raw: RawMessage) -> None:
         """Bus thread: decode, record, return. Never calls Neutron."""
@@ -151,6 +156,7 @@ class Service:
             return
         link = self.listeners[0].link()
         self.link_since = link.since if link.connected else None
+        self.link_outages = link.outages
         self.registry.set_listening(self.link_since)
         self.metrics.observe_bus(link.connected)
 

@@ -96,6 +96,7 @@ def build_service(
         api: NeutronAPI = factory.from_access(pn.access)
         cfg = plugin_config(ps, pn, down_time, d.dry_run)
         plugins.append(build_plugin(name, api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
+                                    bus_outages=lambda: holder["svc"].bus_outages(),
                                     stop=stop, clock=time.monotonic))
     dump = None
     if "Dump" in d.plugins:

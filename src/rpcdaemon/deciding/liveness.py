@@ -9,7 +9,8 @@ An agent is DEAD only when all of these hold:
 - with ``api_second_opinion``, Neutron's own ``alive`` flag agrees (until it does, the agent is
   SUSPECT: nothing moves, and the plugin asks Neutron again).
 Inside the start-up window an agent is DEAD only when Neutron's API already says it is dead and we
-have not heard it since we began listening. An agent that speaks again after a silence we witnessed
+have not heard it since we began listening - but never in the window that follows a bus outage,
+when Neutron's view is as stale as ours. An agent that speaks again after a silence we witnessed
 is WARMING (alive, keeps what it hosts, but is not a move target) until it has stayed alive for
 ``revive_hold``: a flapping agent neither receives nor loses work every cycle.
 """
@@ -52,8 +53,20 @@ class Judged:
         return self.verdict is Verdict.ALIVE and self.agent.admin_state_up
 
 
-def judge(obs: Observation, listening_since: float | None, policy: LivenessPolicy, now: float) -> Judged:
-    """The verdict on one agent. ``listening_since`` is None while the bus or the API is down."""
+def judge(
+    obs: Observation,
+    listening_since: float | None,
+    policy: LivenessPolicy,
+    now: float,
+    *,
+    early_ok: bool = True,
+) -> Judged:
+    """The verdict on one agent. ``listening_since`` is None while the bus or the API is down.
+
+    ``early_ok`` allows the early verdict inside the first window (Neutron already says dead). The
+    caller clears it after a bus outage: neutron-server lost the same bus, so its ``alive`` flags are
+    as stale as our silence, and an agent that is slow to reconnect must not lose its routers.
+    """
     agent = obs.agent
     if listening_since is None:
         return Judged(agent, Verdict.UNKNOWN, "not listening (bus or API down)", obs.last_heard)
@@ -73,7 +86,7 @@ def judge(obs: Observation, listening_since: float | None, policy: LivenessPolic
     silence = f"silent {silent_for:.0f}s" if silent_for is not None else "never heard"
     if listened < policy.startup_grace or listened < policy.down_time:
         # Our own window is too short to know. Only Neutron's verdict can settle it early.
-        if not heard_while_listening and not agent.alive:
+        if early_ok and not heard_while_listening and not agent.alive:
             return Judged(agent, Verdict.DEAD, f"{silence}; Neutron agrees it is dead", obs.last_heard)
         return Judged(
             agent, Verdict.UNKNOWN, f"{silence}; listening only {listened:.0f}s", obs.last_heard
@@ -88,8 +101,10 @@ def judge_all(
     listening_since: float | None,
     policy: LivenessPolicy,
     now: float,
+    *,
+    early_ok: bool = True,
 ) -> dict[str, Judged]:
-    return {o.agent.id: judge(o, listening_since, policy, now) for o in observations}
+    return {o.agent.id: judge(o, listening_since, policy, now, early_ok=early_ok) for o in observations}
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class FailoverPlugin:
         timing: Timing,
         *,
         bus_since: Callable[[], float | None],
+        bus_outages: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -79,6 +80,7 @@ class FailoverPlugin:
         self.liveness = liveness
         self.timing = timing
         self._bus_since = bus_since
+        self._bus_outages = bus_outages
         self.clock = clock
         self.log = logger or logging.getLogger(f"rpcdaemon.{self.name.lower()}")
         self.started_at = clock()
@@ -119,7 +121,13 @@ class FailoverPlugin:
         return max(bus, self.api_ok_since, self.started_at)
 
     def judge(self, now: float) -> dict[str, Judged]:
-        return judge_all(self.registry.observations(self.agent_type), self.listening_since(), self.liveness, now)
+        return judge_all(
+            self.registry.observations(self.agent_type),
+            self.listening_since(),
+            self.liveness,
+            now,
+            early_ok=self._bus_outages() == 0,
+        )
 
     def request_reconcile(self, delay: float = 0.0) -> None:
         self._next_reconcile = min(self._next_reconcile, self.clock() + delay)

@@ -1,0 +1,30 @@
+"""After a bus outage Neutron's alive flags are as stale as our silence: no early verdicts then."""
+
+from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict, judge
+from rpcdaemon.model import L3_AGENT, Agent
+from rpcdaemon.observing.registry import Observation
+
+POLICY = LivenessPolicy(down_time=10.0, startup_grace=10.0, revive_hold=30.0)
+
+
+def _obs(*, alive: bool, last_heard: float | None) -> Observation:
+    return Observation(Agent("a1", L3_AGENT, "host-a", alive=alive), last_heard=last_heard)
+
+
+def test_neutron_dead_flag_settles_early_only_when_no_bus_outage_preceded() -> None:
+    # Heard last at t=0, bus reconnected at t=50 after an outage, now t=52: inside the new window.
+    obs = _obs(alive=False, last_heard=0.0)
+    assert judge(obs, 50.0, POLICY, 52.0, early_ok=True).verdict is Verdict.DEAD
+    after_outage = judge(obs, 50.0, POLICY, 52.0, early_ok=False)
+    assert after_outage.verdict is Verdict.UNKNOWN
+    assert "listening only" in after_outage.why
+
+
+def test_after_a_full_window_past_the_outage_silence_counts_again() -> None:
+    obs = _obs(alive=False, last_heard=0.0)
+    assert judge(obs, 50.0, POLICY, 61.0, early_ok=False).verdict is Verdict.DEAD
+
+
+def test_agent_heard_after_reconnect_is_alive_whatever_neutron_said() -> None:
+    obs = _obs(alive=False, last_heard=51.0)
+    assert judge(obs, 50.0, POLICY, 52.0, early_ok=False).verdict is Verdict.ALIVE
