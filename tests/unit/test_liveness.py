@@ -92,6 +92,17 @@ def test_heard_since_listening_is_not_dead_inside_a_long_grace_even_if_neutron_s
     assert judge(obs(LISTENING + 10, alive=False), LISTENING, policy, LISTENING + 200).verdict is Verdict.DEAD
 
 
+def test_no_early_verdict_after_a_bus_outage() -> None:
+    # neutron-server lost the same bus: its "dead" is as stale as our silence (early_ok=False).
+    dead_in_neutron = obs(LISTENING - 500, alive=False)
+    j = judge(dead_in_neutron, LISTENING, POLICY, LISTENING + 10, early_ok=False)
+    assert j.verdict is Verdict.UNKNOWN
+    assert judge(dead_in_neutron, LISTENING, POLICY, LISTENING + DOWN, early_ok=False).verdict is Verdict.DEAD
+    assert judge_all([dead_in_neutron], LISTENING, POLICY, LISTENING + 10, early_ok=False)["a1"].verdict is (
+        Verdict.UNKNOWN
+    )
+
+
 @pytest.mark.parametrize("grace", [0.0, 10.0, DOWN, 3 * DOWN])
 def test_window_is_the_longer_of_grace_and_down_time(grace: float) -> None:
     policy = LivenessPolicy(down_time=DOWN, startup_grace=grace, revive_hold=0.0, api_second_opinion=False)

@@ -187,6 +187,22 @@ def test_each_pick_is_least_loaded(initial: list[int], k: int, az: str | None) -
         assert final[aid] <= lowest + 1, (initial, dict(final))
 
 
+@PROPS
+@given(world=l3_worlds(max_routers=40))
+def test_each_target_is_the_least_loaded_eligible_agent(world: L3World) -> None:
+    # A naive oracle: scan every target, counting the picks made so far in the pass (mixed zones
+    # and router kinds make the planner's per-class heaps share, and update, one load count).
+    plan = plan_l3(world.judged, world.routers, world.bindings, POLICY)
+    load = loads(world.bindings)
+    targets = [j.agent for j in world.judged.values() if j.is_target]
+    for a in plan.actions:
+        router = world.routers[a.resource_id]
+        hosts = world.bindings.get(router.id, frozenset())
+        eligible = [t for t in targets if may_host(t, router) and t.id not in hosts]
+        assert a.target == min(eligible, key=lambda t: (load[t.id], t.host, t.id))
+        load[a.target.id] += 1
+
+
 # -- the rules, one by one ------------------------------------------------------------------------
 
 

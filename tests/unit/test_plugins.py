@@ -13,13 +13,16 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, judged_of, l3_worlds
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.fake_neutron import FakeNeutron
-from rpcdaemon.deciding.dhcp import DhcpPolicy
-from rpcdaemon.deciding.l3 import L3Policy
+from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
+from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict
-from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Heartbeat, OutcomeStatus
+from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Agent, Heartbeat, Network, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
@@ -88,7 +91,8 @@ class Rig:
         self.spoke: dict[str, float] = {}
         self.silent: set[str] = set()
         self.reports: list[PassReport] = []
-        common = {"bus_since": lambda: self.bus, "clock": self.clock}
+        self.bus_outages = 0
+        common = {"bus_since": lambda: self.bus, "bus_outages": lambda: self.bus_outages, "clock": self.clock}
         args = (self.api, self.registry, self.executor, liveness, timing)
         self.plugin: FailoverPlugin
         if agent_type == L3_AGENT:
@@ -286,6 +290,26 @@ def test_bus_outage_then_a_full_window(make_rig: Callable[..., Rig]) -> None:
     assert len(rig.done()) == 6
 
 
+def test_after_a_bus_outage_neutrons_dead_flag_is_not_enough(make_rig: Callable[..., Rig]) -> None:
+    rig = l3_rig(make_rig)  # Neutron's view played too: it lost the same bus
+    rig.run(100)
+    rig.bus = None
+    rig.registry.set_listening(None)
+    rig.bus_outages += 1
+    rig.silent |= {"a", "b", "c"}
+    rig.run(200)
+    assert rig.api.agent("a").alive is False, "Neutron, too, thinks everyone is dead"
+    rig.bus = rig.clock()
+    rig.registry.set_listening(rig.bus)
+    rig.silent -= {"b", "c"}  # a is slow to reconnect
+    back = rig.bus
+    while not rig.done():
+        rig.tick()
+        assert rig.clock() - back < DOWN + 2 * TICK, "never moved"
+    assert rig.clock() - back >= DOWN, "moved on Neutron's stale word inside the window"
+    assert len(rig.done(ActionKind.MOVE_ROUTER)) == 6
+
+
 def test_brake_holds_and_costs_no_calls(make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
     rig = l3_rig(make_rig)
     rig.api.add_router(router_id="rb")
@@ -478,3 +502,52 @@ def test_network_deleted_from_the_bus_thread_never_mutates_what_a_pass_holds(mak
     assert "n1" not in plugin.networks
     plugin.on_network_deleted("not-a-network")  # unknown ids are fine
     assert rig.tick().outcomes[0].action.resource_id == "n1"
+
+
+# -- the idle shortcut never hides work ----------------------------------------------------------
+
+
+@PROPS
+@given(world=l3_worlds(), schedule=st.booleans())
+def test_l3_wants_action_whenever_the_planner_would_act(world: L3World, schedule: bool) -> None:
+    policy = L3Policy(schedule_unhosted=schedule)
+    rig = Rig(L3_AGENT, l3=policy)
+    try:
+        plugin = rig.plugin
+        assert isinstance(plugin, L3AgentPlugin)
+        plugin.routers, plugin.bindings = world.routers, world.bindings
+        if plan_l3(world.judged, world.routers, world.bindings, policy).actions:
+            assert plugin.wants_action(world.judged)
+    finally:
+        rig.close()
+
+
+@PROPS
+@given(world=dhcp_worlds(), n=st.one_of(st.none(), st.integers(1, 3)))
+def test_dhcp_wants_action_whenever_the_planner_would_act(world: DhcpWorld, n: int | None) -> None:
+    policy = DhcpPolicy(agents_per_network=n)
+    rig = Rig(DHCP_AGENT, dhcp=policy)
+    try:
+        plugin = rig.plugin
+        assert isinstance(plugin, DHCPAgentPlugin)
+        plugin.networks, plugin.bindings = world.networks, world.bindings
+        if plan_dhcp(world.judged, world.networks, world.bindings, policy).actions:
+            assert plugin.wants_action(world.judged)
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("per_network", [None, 2])
+def test_dhcp_idle_when_the_only_missing_agent_is_outside_the_zone(
+    make_rig: Callable[..., Rig], per_network: int | None
+) -> None:
+    rig = make_rig(DHCP_AGENT, dhcp=DhcpPolicy(agents_per_network=per_network))
+    plugin = rig.plugin
+    assert isinstance(plugin, DHCPAgentPlugin)
+    zone = [Agent(f"d{i}", DHCP_AGENT, f"h{i}", availability_zone=az) for i, az in enumerate(["az1", "az2"])]
+    judged = {a.id: judged_of(a, Verdict.ALIVE) for a in zone}
+    plugin.networks = {"n": Network("n", dhcp_enabled=True, availability_zone_hints=("az1",))}
+    plugin.bindings = {"n": frozenset({"d0"})}
+    assert not plugin.wants_action(judged), "d1 may not host n: nothing to do"
+    plugin.networks = {"n": Network("n", dhcp_enabled=True)}
+    assert plugin.wants_action(judged)

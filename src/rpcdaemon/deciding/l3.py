@@ -16,8 +16,10 @@ Rules (each is a test in tests/unit/test_plan_l3.py):
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, Verdict, brake_reason
 from rpcdaemon.model import (
@@ -62,50 +64,47 @@ def can_host(agent: Agent, router: Router) -> bool:
 
 
 class _LoadBook:
-    """Least-loaded choice among targets, counting what this pass already planned."""
+    """Least-loaded choice among targets, counting what this pass already planned.
+
+    The choice is the minimum of (load, host, id) over the targets that can host the router and do
+    not host it yet. One heap per eligibility class (distributed or not, zone hints), built on first
+    use; all classes share one load count, so an entry whose load went up through another class is
+    stale: it is re-pushed with the current load when it surfaces (loads only grow, so the first
+    entry that is current is the true minimum). O(log n) a pick instead of a scan of every target.
+    """
 
     def __init__(self, targets: Sequence[Agent], load: Mapping[str, int]) -> None:
+        self._targets = targets
         self._load = {a.id: load.get(a.id, 0) for a in targets}
-        self._targets = sorted(targets, key=lambda a: (self._load[a.id], a.host, a.id))
+        self._heaps: dict[tuple[bool, tuple[str, ...]], list[tuple[int, str, str, Agent]]] = {}
 
-    def pick(self, ok: set[str] | None, exclude: frozenset[str], router: Router) -> Agent | None:
-        best: Agent | None = None
-        best_key: tuple[int, str, str] | None = None
-        for agent in self._targets:
-            if agent.id in exclude or (ok is not None and agent.id not in ok):
-                continue
-            if not can_host(agent, router):
-                continue
-            key = (self._load[agent.id], agent.host, agent.id)
-            if best_key is None or key < best_key:
-                best, best_key = agent, key
-        if best is not None:
-            self._load[best.id] += 1
-        return best
-
-
-class _FastBook:
-    """The common case at scale: every router can go to every target. A heap, O(log n) a pick."""
-
-    def __init__(self, targets: Sequence[Agent], load: Mapping[str, int]) -> None:
-        self._heap = [(load.get(a.id, 0), a.host, a.id, a) for a in targets]
-        heapq.heapify(self._heap)
-
-    def pick(self, exclude: frozenset[str]) -> Agent | None:
+    def pick(self, router: Router, exclude: frozenset[str]) -> Agent | None:
+        cls = (router.distributed, router.availability_zone_hints)
+        heap = self._heaps.get(cls)
+        if heap is None:
+            heap = [(self._load[a.id], a.host, a.id, a) for a in self._targets if can_host(a, router)]
+            heapq.heapify(heap)
+            self._heaps[cls] = heap
+        load = self._load
         skipped = []
         chosen = None
-        while self._heap:
-            entry = heapq.heappop(self._heap)
+        while heap:
+            entry = heapq.heappop(heap)
+            current = load[entry[2]]
+            if entry[0] != current:
+                heapq.heappush(heap, (current, entry[1], entry[2], entry[3]))
+                continue
             if entry[2] in exclude:
                 skipped.append(entry)
                 continue
             chosen = entry
             break
         for entry in skipped:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(heap, entry)
         if chosen is None:
             return None
-        heapq.heappush(self._heap, (chosen[0] + 1, chosen[1], chosen[2], chosen[3]))
+        load[chosen[2]] += 1
+        heapq.heappush(heap, (chosen[0] + 1, chosen[1], chosen[2], chosen[3]))
         return chosen[3]
 
 
@@ -119,26 +118,28 @@ def plan_l3(
     dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
     held: list[str] = []
 
-    # What needs a new home: (router, dead source or None).
-    homeless: list[tuple[Router, Agent | None]] = []
-    for rid in sorted(bindings.keys() | routers.keys()):
-        router = routers.get(rid)
-        if router is None:
-            continue  # deleted since the bindings were read: nothing to do
+    # Set operations per router, not Python loops over its hosts: this runs over every router.
+    central_ids = {aid for aid, j in judged.items() if hosts_snat(j.agent)}
+    live_central_ids = central_ids - dead
+    nobody: frozenset[str] = frozenset()
+
+    # What needs a new home: (router id, router, dead source or None), in router id order.
+    homeless: list[tuple[str, Router, Agent | None]] = []
+    for rid, router in routers.items():  # a binding of a router not listed: deleted meanwhile, ignored
         if router.ha and policy.skip_ha_routers:
             continue
-        hosts = bindings.get(rid, frozenset())
-        central = [h for h in hosts if h in judged and hosts_snat(judged[h].agent)]
-        if not central:
-            unknown_hosts = [h for h in hosts if h not in judged]
-            if policy.schedule_unhosted and not router.distributed and not unknown_hosts:
-                homeless.append((router, None))
-            continue
-        live_central = [h for h in central if h not in dead]
-        if live_central:
+        hosts = bindings.get(rid, nobody)
+        if hosts & live_central_ids:
             continue  # still hosted by an agent that is not dead
+        central = hosts & central_ids
+        if not central:
+            known = all(h in judged for h in hosts)  # a host we do not know may be hosting it
+            if policy.schedule_unhosted and not router.distributed and known:
+                homeless.append((rid, router, None))
+            continue
         # Every central host is dead: move from the first (non-HA routers have exactly one).
-        homeless.append((router, judged[sorted(central)[0]].agent))
+        homeless.append((rid, router, judged[min(central)].agent))
+    homeless.sort(key=lambda item: item[0])
 
     if not homeless:
         return Plan()
@@ -152,28 +153,19 @@ def plan_l3(
     if not targets:
         return Plan(held=(f"{len(homeless)} routers need a home but no live eligible L3 agent exists",))
 
-    load: dict[str, int] = {}
-    for hosts in bindings.values():
-        for h in hosts:
-            load[h] = load.get(h, 0) + 1
-
-    simple = all(a.agent_mode in (None, MODE_LEGACY) and not a.availability_zone for a in targets) and all(
-        not r.distributed and not r.availability_zone_hints for r, _ in homeless
-    )
-    fast = _FastBook(targets, load) if simple else None
-    book = None if simple else _LoadBook(targets, load)
+    load = Counter(chain.from_iterable(bindings.values()))
+    book = _LoadBook(targets, load)
 
     actions: list[Action] = []
     no_target = 0
-    for router, source in homeless:
+    for _, router, source in homeless:
         if len(actions) >= policy.max_moves:
             held.append(
                 f"per-cycle limit max_moves_per_cycle={policy.max_moves} reached;"
                 f" {len(homeless) - len(actions) - no_target} routers wait for the next check"
             )
             break
-        exclude = bindings.get(router.id, frozenset())
-        target = fast.pick(exclude) if fast is not None else book.pick(None, exclude, router)  # type: ignore[union-attr]
+        target = book.pick(router, bindings.get(router.id, nobody))
         if target is None:
             no_target += 1
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
+from rpcdaemon.deciding.dhcp import DhcpPolicy, _eligible, plan_dhcp
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import Judged, Verdict
 from rpcdaemon.model import DHCP_AGENT, ActionKind, Agent, Network, Outcome, OutcomeStatus
@@ -50,22 +50,28 @@ class DHCPAgentPlugin(FailoverPlugin):
 
     def wants_action(self, judged: dict[str, Judged]) -> bool:
         dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
-        if any(nid not in self.networks for nid in self.bindings):
-            return True
+        if not self.bindings.keys() <= self.networks.keys():
+            return True  # a network was deleted: clean-up
         if dead and any(hosts & dead for hosts in self.bindings.values()):
             return True
-        targets = [j.agent for j in judged.values() if j.is_target]
+        targets = {j.agent.id: j.agent for j in judged.values() if j.is_target}
         if not targets:
             return False
+        target_ids = targets.keys()
         want = self.policy.agents_per_network
+        nobody: frozenset[str] = frozenset()
+        # Every idle check scans every network: set operations, and the per-target test only for the
+        # targets missing from a network (with "all", that is usually none).
         for nid, net in self.networks.items():
             if not net.dhcp_enabled:
                 continue
-            keeping = {h for h in self.bindings.get(nid, frozenset()) if h not in dead}
-            if want is None:
-                if any(t.id not in keeping for t in targets):
-                    return True
-            elif len(keeping) < want and any(t.id not in keeping for t in targets):
+            hosts = self.bindings.get(nid, nobody)
+            keeping = hosts - dead if dead else hosts
+            if want is not None and len(keeping) >= want:
+                continue
+            if target_ids <= keeping:
+                continue
+            if any(_eligible(targets[t], net) for t in target_ids - keeping):
                 return True
         return False
 

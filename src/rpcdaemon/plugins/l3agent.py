@@ -42,7 +42,13 @@ class L3AgentPlugin(FailoverPlugin):
             return True
         if not self.policy.schedule_unhosted:
             return False
-        return any(self._unhosted(r, judged) for r in self.routers.values())
+        # Every idle check scans every router: skip the hosted ones with one set operation each.
+        central = {aid for aid, j in judged.items() if hosts_snat(j.agent)}
+        nobody: frozenset[str] = frozenset()
+        return any(
+            not (self.bindings.get(r.id, nobody) & central) and self._unhosted(r, judged)
+            for r in self.routers.values()
+        )
 
     def _unhosted(self, router: Router, judged: dict[str, Judged]) -> bool:
         if router.distributed or (router.ha and self.policy.skip_ha_routers):
