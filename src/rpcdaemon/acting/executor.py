@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -135,8 +135,9 @@ class Executor:
                 raise
             # The unbind took time: is the target still worth binding to? (A bind to an agent that
             # does not answer RPC blocks inside Neutron for minutes.) If not, the router is now
-            # hosted nowhere and the next pass schedules it.
-            self._check(action, still_valid)
+            # hosted nowhere and the next pass schedules it. The source is not asked again: the
+            # router has left it, and binding it somewhere live beats leaving it nowhere.
+            self._check(replace(action, source_dead=False), still_valid)
         try:
             self._retry(api.bind_router, action.target.id, rid)
         except NeutronError as err:
@@ -177,7 +178,8 @@ class Executor:
 
     # -- read-back ----------------------------------------------------------------------------------
     def _verify(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """One read per target agent confirms every reported bind (and unbind source for networks)."""
+        """One read per target agent confirms every reported bind (unbinds are not read back: an
+        unbind that did not stick is seen, and planned again, at the next reconcile)."""
         needs: dict[tuple[str, str], set[str]] = {}
         for o in outcomes:
             a = o.action

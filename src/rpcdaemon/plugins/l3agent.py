@@ -59,8 +59,10 @@ class L3AgentPlugin(FailoverPlugin):
     def refresh_for(self, dead: list[Agent]) -> None:
         for agent in dead:
             fresh = set(self.api.routers_on_agent(agent.id))
-            for rid in fresh - self.routers.keys():
-                self.routers[rid] = Router(rid)  # bound but unknown to our cache: details on reconcile
+            if fresh - self.routers.keys():
+                # Routers newer than our cache: without their details (HA? distributed?) the planner
+                # leaves them alone; a reconcile now brings them into the next pass.
+                self.request_reconcile()
             for rid, hosts in list(self.bindings.items()):
                 if agent.id in hosts and rid not in fresh:
                     self.bindings[rid] = hosts - {agent.id}
