@@ -3,9 +3,10 @@
 ``neutron`` (session): a ``NeutronServer`` with agent_down_time=10 s and report_interval=2 s, its own
 database and RabbitMQ vhost. ``fleet`` (per test): a ``Fleet`` whose hosts get a unique prefix, and
 whose agents are deleted from Neutron afterwards. ``rest`` (per test): a ``SeedClient`` that deletes
-the routers and networks it created. If the harness cannot start (no package index to build the
-Neutron venv, RabbitMQ or MariaDB down) every e2e test fails with the reason; set
-``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
+the routers and networks it created. ``rpcdaemon`` (per test): ``tests.e2e.daemon.Daemons``, which
+starts the real daemon process against this Neutron and stops it before the fleet's agents are deleted.
+If the harness cannot start (no package index to build the Neutron venv, RabbitMQ or MariaDB down)
+every e2e test fails with the reason; set ``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
 ``RPCDAEMON_E2E_KEEP_STATE=1`` keeps Neutron's config and logs (and the fake agents' logs) in the
 printed state directory after the session.
 """
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.e2e.daemon import Daemons, daemons_for
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import HarnessError, NeutronServer
 from tests.harness.neutron_venv import VenvUnavailable
@@ -27,6 +29,11 @@ from tests.harness.services import ServiceUnavailable
 SKIP_ENV = "RPCDAEMON_SKIP_E2E"
 KEEP_STATE_ENV = "RPCDAEMON_E2E_KEEP_STATE"
 _HERE = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared by tests/component: the e2e broker-outage test restarts the shared RabbitMQ.
+    config.addinivalue_line("markers", "disruptive: restarts the shared broker; deselect with -m 'not disruptive'")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -73,3 +80,10 @@ def fleet(neutron: NeutronServer, rest: SeedClient) -> Iterator[Fleet]:
         fleet.close()
         neutron.start_api()
         rest.delete_agents_of_hosts(prefix)
+
+
+@pytest.fixture
+def rpcdaemon(tmp_path: Path, neutron: NeutronServer, fleet: Fleet) -> Iterator[Daemons]:
+    # Needs the fleet so that the daemon stops before the fleet's agents are deleted.
+    with daemons_for(tmp_path, neutron) as daemons:
+        yield daemons
