@@ -10,7 +10,9 @@ live agents. Then, through one real ``OpenStackNeutron`` adapter (no-auth endpoi
 3. **executor**: the daemon's own executor, as ``service.build_plugin`` builds it from the shipped
    settings (``workers``, retries), runs the same actions with the L3 plugin's ``still_valid`` veto
    (fed by a thread that records the live agents' heartbeats every second, as the bus would), its
-   read-back and its INFO line per action (to a log file, as when detached).
+   read-back and its INFO line per action (to a log file, through the daemon's masking formatter);
+4. restore, then **direct** again: the executor is compared with the mean of the two direct runs
+   around it, so a drift of the server's speed during the run cancels out.
 
 The goal is executor <= 1.2 x direct. A timing wrapper around the adapter splits the executor's time
 into the API calls, the read-back, and the rest (veto checks, logging, bookkeeping).
@@ -44,6 +46,7 @@ from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
+from rpcdaemon.logs import FORMAT, MaskingFormatter
 from rpcdaemon.model import L3_AGENT, Action, Agent, Heartbeat, Network, Router
 from rpcdaemon.neutronconf import NeutronConf, PluginNeutron
 from rpcdaemon.observing.registry import AgentRegistry
@@ -128,13 +131,14 @@ class TimedAPI:
 class MoveResult:
     routers: int
     workers: int
-    direct: float  # seconds, plain pool
+    direct: float  # seconds, plain pool: the mean of the runs before and after the executor's
     executor: float  # seconds, Executor.run (calls + read-back + logging)
-    restore: float  # seconds to put the routers back (not part of the comparison)
+    restore: float  # seconds to put the routers back, both times (not part of the comparison)
     executor_calls: float  # from the run's start to the end of its last unbind/bind
     readback: float  # the read-back's calls
     veto: float  # time spent in still_valid, summed over the workers (CPU, not wall)
     statuses: dict[str, int] = field(default_factory=dict)
+    direct_runs: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -196,12 +200,12 @@ def l3_plugin(api: NeutronAPI, registry: AgentRegistry, *, workers: int, down_ti
 def measure_moves(api: NeutronAPI, dying: Agent, live: Sequence[Agent], router_ids: Sequence[str], *,
                   workers: int = 8, down_time: float = 10.0, report_interval: float = 2.0,
                   log_file: Path | None = None) -> MoveResult:
-    """Direct pool, restore, then ``Executor.run``: the same moves, through the same ``api``."""
+    """direct, restore, ``Executor.run``, restore, direct: the same moves through the same ``api``.
+
+    The executor's run is bracketed by two direct runs and compared with their mean, so a drift of the
+    server's speed during the benchmark (another process, a growing database) cancels out."""
     timed = TimedAPI(api)
     actions = plan_moves(dying, live, router_ids, down_time)
-    direct = run_direct(timed, actions, workers)
-    restored = restore(timed, actions, workers)
-
     stop = threading.Event()
     registry = AgentRegistry(down_time)
     registry.replace_agents([dying, *live], time.monotonic())
@@ -227,18 +231,23 @@ def measure_moves(api: NeutronAPI, dying: Agent, live: Sequence[Agent], router_i
             veto_seconds += time.monotonic() - began
         return why
 
+    # The INFO line per action goes where a detached daemon's goes: a file, through the masking formatter.
     logger = logging.getLogger("rpcdaemon")
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(MaskingFormatter(FORMAT))
     saved_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        time.sleep(0.05)  # the first heartbeats are in
+        first = run_direct(timed, actions, workers)
+        restored = restore(timed, actions, workers)
         timed.reset()
         began = time.monotonic()
         outcomes = plugin.executor.run(actions, still_valid)
         ended = time.monotonic()
+        calls_end, readback = timed.last_mutation_end(), timed.seconds.get("routers_on_agent", 0.0)
+        restored += restore(timed, actions, workers)
+        second = run_direct(timed, actions, workers)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved_level)
@@ -247,9 +256,9 @@ def measure_moves(api: NeutronAPI, dying: Agent, live: Sequence[Agent], router_i
         beater.join()
         plugin.executor.close()
     return MoveResult(
-        routers=len(actions), workers=workers, direct=direct, executor=ended - began, restore=restored,
-        executor_calls=timed.last_mutation_end() - began, readback=timed.seconds.get("routers_on_agent", 0.0),
-        veto=veto_seconds, statuses=dict(Counter(o.status.value for o in outcomes)),
+        routers=len(actions), workers=workers, direct=(first + second) / 2, executor=ended - began,
+        restore=restored, executor_calls=calls_end - began, readback=readback, veto=veto_seconds,
+        statuses=dict(Counter(o.status.value for o in outcomes)), direct_runs=(first, second),
     )
 
 
@@ -281,7 +290,9 @@ def run_real(*, routers: int = 1000, workers: int = 8, live_hosts: int = 2, verb
 
 def describe(r: MoveResult) -> str:
     other = r.executor - r.executor_calls - r.readback
-    return (f"{r.routers} moves, {r.workers} workers: direct {r.direct:.2f} s ({r.routers / r.direct:.1f}/s), "
+    runs = " and ".join(f"{d:.2f}" for d in r.direct_runs)
+    return (f"{r.routers} moves, {r.workers} workers: direct {r.direct:.2f} s (mean of {runs}; "
+            f"{r.routers / r.direct:.1f}/s), "
             f"executor {r.executor:.2f} s = calls {r.executor_calls:.2f} + read-back {r.readback:.2f} "
             f"+ other {other:.2f} (veto checks {r.veto * 1000:.0f} ms CPU in all); ratio {r.ratio:.3f} "
             f"(goal <= {GOAL_RATIO}); outcomes {r.statuses}; restore {r.restore:.2f} s; load {load_average()}")

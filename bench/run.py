@@ -9,14 +9,18 @@
 vs Neutron's own rescheduler; (b) ``moves``: ``Executor.run`` vs the same calls from a plain pool;
 (c) ``calls``: Neutron API calls per hour in steady state vs the original design; (d) ``decode``:
 heartbeats per second through bus + decode + registry (``bench/bench_decode.py``); (e) ``plan``: one
-full plan at scale (``bench/bench_plan.py``). (d) and (e) run as child processes and their printed
-figures are read back. A benchmark that fails gives an error row; the others still run.
+full plan at scale (``bench/bench_plan.py``). (d) and (e) run in child processes (their memory and
+CPU figures are then their own): (d)'s printed rate is read back, (e) is ``bench_plan.figures`` run by
+``bench.run --child plan``, which prints its figures as one JSON line. A benchmark that fails gives an
+error row; the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import platform
 import re
@@ -35,55 +39,62 @@ if __package__ in (None, ""):  # ``python bench/run.py``: make ``bench`` and ``t
 
 from bench import Figure, load_average  # noqa: E402
 
-# -- (d) and (e): child processes whose output is read back -----------------------------------------
+# -- (d) and (e): child processes, so their memory and CPU figures are their own ----------------------
 
 DECODE_RATE = re.compile(r"consume\+decode\+record.*?([\d,]+) msg/s")
 DECODE_ONLY = re.compile(r"decode only:\s*([\d,]+) msg/s")
-MILLIS = re.compile(r"([\d][\d,]*(?:\.\d+)?)\s*ms\b")
-MEMORY = re.compile(r"([\d][\d,]*(?:\.\d+)?)\s*(MiB|MB|GiB|KiB)\b")
+FIGURES_TAG = "BENCH-FIGURES "
 
 
-def _number(text: str) -> float:
-    return float(text.replace(",", ""))
-
-
-def run_child(script: str, args: Sequence[str], timeout: float) -> str:
-    """Run ``bench/<script>`` with this interpreter; its stdout, or RuntimeError with its last lines."""
-    done = subprocess.run([sys.executable, str(BENCH_DIR / script), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=BENCH_DIR.parent)
+def run_child(args: Sequence[str], timeout: float) -> str:
+    """``python -m <args>`` from the repository root; its stdout (echoed), or RuntimeError with its last lines."""
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, cwd=BENCH_DIR.parent)
+    for line in done.stdout.splitlines():
+        if not line.startswith(FIGURES_TAG):
+            print(f"   {line}", flush=True)
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"{script} exited with {done.returncode}: {tail}")
+        raise RuntimeError(f"python -m {args[0]} exited with {done.returncode}: {tail}")
     return done.stdout
 
 
 def decode_figures(output: str) -> list[Figure]:
-    """Figures from ``bench_decode.py``'s output."""
+    """Figures from ``bench/bench_decode.py``'s printed output."""
     rate = DECODE_RATE.search(output)
     if rate is None:
-        raise RuntimeError(f"no 'consume+decode+record ... msg/s' line in bench_decode.py's output: {output!r}")
+        raise RuntimeError(f"no 'consume+decode+record ... msg/s' line in bench_decode's output: {output!r}")
     only = DECODE_ONLY.search(output)
-    value = _number(rate.group(1))
+    value = float(rate.group(1).replace(",", ""))
     return [Figure("(d) decode", "heartbeats through RabbitMQ -> decode -> registry, one listener",
                    f"{value:,.0f} msg/s", f"decode alone {only.group(1)} msg/s" if only else "",
                    ">= 5,000 msg/s", value >= 5000)]
 
 
-def plan_figures(output: str) -> list[Figure]:
-    """Figures from ``bench_plan.py``'s output: the plan time (ms) and the memory it reports."""
-    lines = output.splitlines()
-    timed = [ln for ln in lines if MILLIS.search(ln)]
-    # Prefer the line that states the goal, then any line about the plan.
-    best = next((ln for ln in timed if "goal" in ln.lower()), None) or next(
-        (ln for ln in timed if "plan" in ln.lower()), None) or (timed[0] if timed else None)
-    if best is None:
-        raise RuntimeError(f"no '... ms' figure in bench_plan.py's output: {output!r}")
-    millis = _number(MILLIS.findall(best)[0])
-    memory = next((m for m in (MEMORY.search(ln) for ln in lines) if m), None)
-    size = next((ln.strip() for ln in lines if re.search(r"\bagents?\b", ln) and re.search(r"\brouters?\b", ln)),
-                "1,000 agents, 50,000 routers, 20,000 networks")
-    return [Figure("(e) plan", f"one full plan: {size[:80]}", f"{millis:,.1f} ms",
-                   f"memory {memory.group(1)} {memory.group(2)}" if memory else "", "<= 100 ms", millis <= 100)]
+def emit_figures(rows: Sequence[Figure]) -> str:
+    """The line a child prints so that the parent reads its figures back (``read_figures``)."""
+    return FIGURES_TAG + json.dumps([dataclasses.asdict(r) for r in rows])
+
+
+def read_figures(output: str) -> list[Figure]:
+    for line in reversed(output.splitlines()):
+        if line.startswith(FIGURES_TAG):
+            return [Figure(**row) for row in json.loads(line[len(FIGURES_TAG):])]
+    raise RuntimeError("the child printed no figures")
+
+
+def plan_child(args: argparse.Namespace) -> list[Figure]:
+    """In the child process: ``bench_plan.figures`` at the requested size, relabelled (e)."""
+    from bench import bench_plan
+
+    given = {"l3_agents": args.plan_l3_agents, "dhcp_agents": args.plan_dhcp_agents,
+             "routers": args.plan_routers, "networks": args.plan_networks}
+    size = dataclasses.replace(bench_plan.Size(), **{k: v for k, v in given.items() if v is not None})
+    if args.plan_per_network is not None:
+        per = None if args.plan_per_network == "all" else int(args.plan_per_network)
+        size = dataclasses.replace(size, per_network=per)
+    rows = bench_plan.figures(size, runs=args.plan_runs)
+    return [dataclasses.replace(r, bench="(e) plan") for r in rows]
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -132,9 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--routers", type=int, default=2000)
     c.add_argument("--networks", type=int, default=200)
     c.add_argument("--no-real", action="store_true", help="skip the count on the real server (~3 min)")
-    d = parser.add_argument_group("(d) decode and (e) plan")
-    d.add_argument("--decode-n", type=int, default=20000)
-    d.add_argument("--plan-args", default="", help="arguments passed to bench_plan.py, e.g. '--routers 5000'")
+    d = parser.add_argument_group("(d) decode")
+    d.add_argument("--decode-n", type=int, default=20000, help="heartbeats to publish")
+    e = parser.add_argument_group("(e) plan (defaults: bench_plan's own, 1,000 agents / 50,000 routers)")
+    e.add_argument("--plan-l3-agents", type=int)
+    e.add_argument("--plan-dhcp-agents", type=int)
+    e.add_argument("--plan-routers", type=int)
+    e.add_argument("--plan-networks", type=int)
+    e.add_argument("--plan-per-network", help="DHCP agents per network: a number or 'all'")
+    e.add_argument("--plan-runs", type=int, default=7)
+    parser.add_argument("--child", choices=("plan",), help=argparse.SUPPRESS)
     return parser
 
 
@@ -171,16 +189,24 @@ def plan_runs(args: argparse.Namespace) -> dict[str, Callable[[], list[Figure]]]
         return calls_bench.figures(size, real=not args.no_real)
 
     def decode() -> list[Figure]:
-        return decode_figures(run_child("bench_decode.py", ["-n", str(2000 if quick else args.decode_n)], 600))
+        n = 2000 if quick else args.decode_n
+        return decode_figures(run_child(["bench.bench_decode", "-n", str(n)], 600))
 
     def plan() -> list[Figure]:
-        return plan_figures(run_child("bench_plan.py", args.plan_args.split(), 600))
+        sizes = ["--plan-l3-agents", "60", "--plan-dhcp-agents", "40", "--plan-routers", "5000",
+                 "--plan-networks", "2000", "--plan-runs", "3"] if quick else []
+        passed = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
+                  if key.startswith("plan_") and value is not None]
+        return read_figures(run_child(["bench.run", "--child", "plan", *passed, *sizes], 600))
 
     return {"failover": failover, "moves": moves, "calls": calls, "decode": decode, "plan": plan}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.child == "plan":
+        print(emit_figures(plan_child(args)))
+        return 0
     names = selected(args)
     runs = plan_runs(args)
     began = time.monotonic()
@@ -194,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             got = runs[name]()
         except Exception as exc:  # one broken benchmark must not hide the others' figures
-            got = [Figure(name, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", met=False)]
+            got = [Figure(name, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}", met=False)]
         rows += got
         print(f"== {name}: {time.monotonic() - started:.0f} s, load {load_average()}", flush=True)
     print(f"\nAll done in {time.monotonic() - began:.0f} s (load {load_average()}).\n")

@@ -21,7 +21,15 @@ from bench.bench_api_calls import (
 )
 from bench.bench_failover import timeline
 from bench.bench_moves import measure_moves, plan_moves
-from bench.run import build_parser, decode_figures, plan_figures, render_markdown, render_table, selected
+from bench.run import (
+    build_parser,
+    decode_figures,
+    emit_figures,
+    read_figures,
+    render_markdown,
+    render_table,
+    selected,
+)
 
 from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, ActionKind
@@ -114,13 +122,14 @@ def test_the_move_benchmark_runs_both_sides_on_the_fake() -> None:
     assert result.direct > 0
     assert result.executor > 0
     assert result.executor_calls > 0
-    # Direct moves, restore, executor moves: every router ends on exactly one live agent.
+    assert len(result.direct_runs) == 2
+    # Direct, restore, executor, restore, direct: every router ends on exactly one live agent.
     bindings = fake.router_bindings()
     assert {rid: len(hosts) for rid, hosts in bindings.items()} == dict.fromkeys(routers, 1)
     assert set().union(*bindings.values()) == {"live0", "live1"}
-    # 24 unbind+bind of the direct pool, 24 of the restore, 24 of the executor, plus its read-back.
-    assert fake.calls["bind_router"] == 72
-    assert fake.calls["unbind_router"] == 72
+    # 24 unbind+bind in each of the five phases, plus the executor's read-back (one per target agent).
+    assert fake.calls["bind_router"] == 5 * 24
+    assert fake.calls["unbind_router"] == 5 * 24
     assert fake.calls["routers_on_agent"] == 2
 
 
@@ -156,16 +165,13 @@ def test_the_runner_reads_the_decode_benchmark() -> None:
         decode_figures("nothing useful")
 
 
-def test_the_runner_reads_the_plan_benchmark() -> None:
-    output = ("1000 agents, 50000 routers, 20000 networks\n"
-              "built the state in 2.1 s\n"
-              "full plan: 42.5 ms median of 5 (goal <= 100 ms), peak memory 61.2 MiB\n")
-    (row,) = plan_figures(output)
-    assert row.value == "42.5 ms"
-    assert row.reference == "memory 61.2 MiB"
-    assert row.met is True
-    (slow,) = plan_figures(output.replace("42.5 ms", "180.0 ms"))
-    assert slow.met is False
+def test_a_child_benchmark_hands_its_figures_back_in_one_line() -> None:
+    rows = [Figure("(e) plan", "one full plan", "42 ms", "", "<= 100 ms", True),
+            Figure("(e) plan", "idle check", "3 ms, 0 API calls", "", "0 API calls", None)]
+    output = "world: ...\none full plan     42.0   goal <= 100\n" + emit_figures(rows) + "\n"
+    assert read_figures(output) == rows
+    with pytest.raises(RuntimeError, match="no figures"):
+        read_figures("world: ...\n")
 
 
 def test_the_runner_prints_one_table_and_checks_names() -> None:
