@@ -270,13 +270,11 @@ def measure_real(*, hosts: int = 4, routers: int = 250, networks: int = 20, reco
             list(pool.map(lambda ir: rest.bind_router(l3[ir[0] % len(l3)], ir[1]), enumerate(created)))
             nets = list(pool.map(lambda i: rest.create_network(f"calls-{i}", cidr=f"10.{i // 256}.{i % 256}.0/24",
                                                                settle=0).id, range(networks)))
-            # One network's agents one after the other: Neutron 29 numbers a network's DHCP bindings
-            # (binding_index), and two concurrent binds of one network collide on it (500).
-            def bind_everywhere(network_id: str) -> None:
-                for agent_id in dhcp:
-                    rest.bind_network(agent_id, network_id)
-
-            list(pool.map(bind_everywhere, nets))
+        # One bind at a time: Neutron 29 answers concurrent network binds with 500s (a deadlock on the
+        # agents' load column, or two binds of one network colliding on its binding_index).
+        for network_id in nets:
+            for agent_id in dhcp:
+                rest.bind_network(agent_id, network_id)
         if verbose:
             print(f"real set-up: {size.describe()} seeded in {time.monotonic() - began:.1f} s", flush=True)
         config = Path(tmp) / "calls.conf"
@@ -318,6 +316,8 @@ def figures(size: Size = Size(), *, real: bool = True, real_hosts: int = 4, real
     http_h = sim.per_hour(sim.http_requests())
     per_pass = original_calls_per_pass(size)
     original_h = per_pass * 3600 / ORIGINAL_CHECK_INTERVAL
+    # A pass cannot finish in a second: the calls are serial, so passes run back to back at the API's pace.
+    original_real_h = min(original_h, ORIGINAL_SERIAL_RATE * 3600)
     if verbose:
         print(f"simulated {sim.seconds / 3600:g} h, {sim.checks} checks per plugin: {sim.method_calls} adapter "
               f"calls ({dict(sim.calls)}), {sim.http_requests()} HTTP requests, {sim.passes_with_calls} passes "
@@ -327,9 +327,10 @@ def figures(size: Size = Size(), *, real: bool = True, real_hosts: int = 4, real
     rows = [Figure(
         "(c) API calls", f"per hour, steady state, {size.describe()}",
         f"rpcdaemon {http_h:,.0f} requests ({methods_h:,.0f} adapter calls)",
-        f"original {original_h:,.0f} ({per_pass:,}/pass x 3600)",
+        f"original {per_pass:,}/pass due every 1 s = {original_h / 1e6:,.0f} M/h; serially "
+        f"~{original_real_h:,.0f}/h, API never idle",
         "O(agents) per reconcile, 0 per idle check",
-        sim.actions == 0 and sim.passes_with_calls == sim.reconciles_expected and http_h < original_h,
+        sim.actions == 0 and sim.passes_with_calls == sim.reconciles_expected and http_h < original_real_h,
     )]
     if real:
         r = measure_real(hosts=real_hosts, routers=real_routers, networks=real_networks, verbose=verbose)
