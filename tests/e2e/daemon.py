@@ -123,7 +123,6 @@ class RpcDaemon:
         self.out_path = workdir / f"{name}.out"
         self.metrics_port = _metrics_port(config)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
         self._files: list[IO[bytes]] = []
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -138,13 +137,7 @@ class RpcDaemon:
             [str(RPCDAEMON), "-d", "-c", str(self.config), *self.args],
             stdin=subprocess.DEVNULL, stdout=out, stderr=log, cwd=self.config.parent, env=env,
         )
-        self.started_at = time.monotonic()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "the daemon was never started"
-        return self.proc.pid
 
     @property
     def running(self) -> bool:
@@ -198,9 +191,6 @@ class RpcDaemon:
             return self.out_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
 
     def hint(self) -> str:
         """Appended to failure messages: the end of the log without the per-request DEBUG lines,

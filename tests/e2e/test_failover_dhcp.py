@@ -123,8 +123,10 @@ def test_policy_two_per_network_replaces_the_dead_host_by_the_least_loaded(
           "after the crash")
     for i, net in enumerate(networks):
         assert dhcp[others[i % 3]] in hosts[net]  # the live host it had is kept
+    # Least-loaded first, one network at a time: 12 bindings end 4/4/4 or, in an unlucky order of the
+    # networks, 5/4/3 (greedy, not optimal); a planner that ignored load would give 6/4/2 or worse.
     load = {name: sum(dhcp[name] in hosts[n] for n in networks) for name in others}
-    assert max(load.values()) - min(load.values()) <= 1, f"unbalanced {load}{daemon.hint()}"
+    assert max(load.values()) - min(load.values()) <= 2, f"unbalanced {load}{daemon.hint()}"
 
     check_new_and_deleted_network(rest, dhcp, daemon, expect_hosts=2, live=others)
     assert daemon.actions(statuses={"failed"}) == []
