@@ -122,6 +122,7 @@ def test_the_move_benchmark_runs_both_sides_on_the_fake() -> None:
     assert result.direct > 0
     assert result.executor > 0
     assert result.executor_calls > 0
+    assert 0 <= result.overhead < result.executor
     assert len(result.direct_runs) == 2
     # Direct, restore, executor, restore, direct: every router ends on exactly one live agent.
     bindings = fake.router_bindings()
