@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.daemon import RpcDaemon, render_config
+from tests.e2e.rpcd import RpcDaemon, render_config
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer, free_port
 from tests.harness.seed import SeedClient

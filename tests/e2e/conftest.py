@@ -3,7 +3,7 @@
 ``neutron`` (session): a ``NeutronServer`` with agent_down_time=10 s and report_interval=2 s, its own
 database and RabbitMQ vhost. ``fleet`` (per test): a ``Fleet`` whose hosts get a unique prefix, and
 whose agents are deleted from Neutron afterwards. ``rest`` (per test): a ``SeedClient`` that deletes
-the routers and networks it created. ``rpcdaemon`` (per test): ``tests.e2e.daemon.Daemons``, which
+the routers and networks it created. ``rpcdaemon`` (per test): ``tests.e2e.rpcd.Daemons``, which
 starts the real daemon process against this Neutron and stops it before the fleet's agents are deleted.
 If the harness cannot start (no package index to build the Neutron venv, RabbitMQ or MariaDB down)
 every e2e test fails with the reason; set ``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.daemon import Daemons, daemons_for
+from tests.e2e.rpcd import Daemons, daemons_for
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import HarnessError, NeutronServer
 from tests.harness.neutron_venv import VenvUnavailable

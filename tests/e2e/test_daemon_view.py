@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.e2e.daemon import Daemons, RpcDaemon, seed_routers, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon, seed_routers, wait_until
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient

@@ -11,7 +11,7 @@ import re
 import uuid
 
 import pytest
-from tests.e2e.daemon import Daemons, RpcDaemon, broker_url, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon, broker_url, wait_until
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.e2e.daemon import (
+from tests.e2e.rpcd import (
     Daemons,
     add_hosts,
     hosts_of,

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from tests.e2e.daemon import (
+from tests.e2e.rpcd import (
     ActionLine,
     Daemons,
     RpcDaemon,
