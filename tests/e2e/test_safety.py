@@ -97,10 +97,6 @@ def test_half_the_agents_dying_at_once_trips_the_brake_and_nothing_moves(
     assert daemon.actions_total() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the brake counts only agents already judged dead, so when the "
-                   "silences of agents that fail together start a few seconds apart (heartbeat phases differ; "
-                   "up to report_interval = 30 s in a real cloud) the first one's routers move before the "
-                   "second is judged dead")
 def test_the_brake_holds_when_the_silences_start_seconds_apart(
     neutron: NeutronServer, fleet: Fleet, rest: SeedClient, rpcdaemon: Daemons
 ) -> None:

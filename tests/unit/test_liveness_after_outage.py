@@ -28,3 +28,21 @@ def test_after_a_full_window_past_the_outage_silence_counts_again() -> None:
 def test_agent_heard_after_reconnect_is_alive_whatever_neutron_said() -> None:
     obs = _obs(alive=False, last_heard=51.0)
     assert judge(obs, 50.0, POLICY, 52.0, early_ok=False).verdict is Verdict.ALIVE
+
+
+def test_brake_sees_agents_that_go_quiet_seconds_apart() -> None:
+    from rpcdaemon.deciding.liveness import BrakePolicy, brake_reason
+
+    agents = [Agent(f"a{i}", L3_AGENT, f"h{i}", alive=i > 1) for i in range(4)]
+    # Listening since t=0. At t=30: h0 silent since 19 (dead), h1 silent since 22 (not yet dead, failing),
+    # h2/h3 heard a second ago.
+    heard = {0: 19.0, 1: 22.0, 2: 29.0, 3: 29.0}
+    judged = [judge(Observation(a, last_heard=heard[i]), 0.0, POLICY, 30.0) for i, a in enumerate(agents)]
+    assert [j.verdict for j in judged] == [Verdict.DEAD, Verdict.ALIVE, Verdict.ALIVE, Verdict.ALIVE]
+    assert [j.failing for j in judged] == [True, True, False, False]
+    reason = brake_reason(judged, BrakePolicy(max_dead_fraction=0.5))
+    assert reason is not None
+    assert "2 of 4" in reason
+    # The same dead agent alone, with the others speaking: no brake, its routers may move.
+    judged[1] = judge(Observation(agents[1], last_heard=29.0), 0.0, POLICY, 30.0)
+    assert brake_reason(judged, BrakePolicy(max_dead_fraction=0.5)) is None

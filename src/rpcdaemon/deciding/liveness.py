@@ -18,7 +18,7 @@ is WARMING (alive, keeps what it hosts, but is not a move target) until it has s
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from rpcdaemon.model import Agent
@@ -39,6 +39,14 @@ class LivenessPolicy:
     startup_grace: float
     revive_hold: float
     api_second_opinion: bool = True
+    # An agent silent this long (default: half of down_time) counts toward the mass-failure brake
+    # before it is judged dead, so agents that fail together with their heartbeat phases a few
+    # seconds apart are seen together, not one by one.
+    failing_after: float | None = None
+
+    @property
+    def failing_threshold(self) -> float:
+        return self.failing_after if self.failing_after is not None else self.down_time / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class Judged:
     verdict: Verdict
     why: str
     last_heard: float | None = None
+    # Missing heartbeats for longer than failing_after (witnessed while listening): counts for the brake.
+    failing: bool = False
 
     @property
     def is_target(self) -> bool:
@@ -54,6 +64,24 @@ class Judged:
 
 
 def judge(
+    obs: Observation,
+    listening_since: float | None,
+    policy: LivenessPolicy,
+    now: float,
+    *,
+    early_ok: bool = True,
+) -> Judged:
+    """The verdict on one agent (see ``_verdict``), plus whether it counts as failing for the brake."""
+    judged = _verdict(obs, listening_since, policy, now, early_ok=early_ok)
+    if listening_since is None or judged.verdict is Verdict.WARMING:
+        return judged
+    witnessed_from = max(obs.last_heard if obs.last_heard is not None else listening_since, listening_since)
+    if judged.verdict in (Verdict.DEAD, Verdict.SUSPECT) or now - witnessed_from > policy.failing_threshold:
+        return replace(judged, failing=True)
+    return judged
+
+
+def _verdict(
     obs: Observation,
     listening_since: float | None,
     policy: LivenessPolicy,
@@ -116,20 +144,22 @@ class BrakePolicy:
 def brake_reason(judged: Iterable[Judged], policy: BrakePolicy) -> str | None:
     """Why the mass-failure brake holds, or None.
 
-    A single dead agent never trips the share limit (that is the ordinary failure we exist for, even
-    in a two-agent cloud); two or more dead agents trip it when they are at least ``max_dead_fraction``
-    of the agents of that type. ``max_dead_agents`` adds an absolute limit.
+    It looks only when at least one agent is DEAD, and counts every agent that is dead or failing
+    (silent past ``failing_after``, or suspect), so agents that go quiet together are seen together.
+    A single failing agent never trips the share limit (that is the ordinary failure we exist for,
+    even in a two-agent cloud); two or more trip it when they are at least ``max_dead_fraction`` of
+    the agents of that type. ``max_dead_agents`` adds an absolute limit.
     """
     items = list(judged)
     total = len(items)
-    dead = sum(1 for j in items if j.verdict is Verdict.DEAD)
-    if total == 0 or dead == 0:
+    if total == 0 or not any(j.verdict is Verdict.DEAD for j in items):
         return None
-    if policy.max_dead_agents and dead > policy.max_dead_agents:
-        return f"{dead} of {total} agents dead, more than max_dead_agents={policy.max_dead_agents}"
-    if dead >= 2 and dead >= policy.max_dead_fraction * total:
+    down = sum(1 for j in items if j.verdict is Verdict.DEAD or j.failing)
+    if policy.max_dead_agents and down > policy.max_dead_agents:
+        return f"{down} of {total} agents dead or failing, more than max_dead_agents={policy.max_dead_agents}"
+    if down >= 2 and down >= policy.max_dead_fraction * total:
         return (
-            f"{dead} of {total} agents dead, at least max_dead_fraction={policy.max_dead_fraction:g}"
+            f"{down} of {total} agents dead or failing, at least max_dead_fraction={policy.max_dead_fraction:g}"
             " of them: this looks like a network or bus problem, not agent failures"
         )
     return None
