@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("rpcdaemon")
 
 NEUTRON_EXCHANGE = "neutron"
+# Reconnect to the broker quickly once it is back: every second off the bus is a second in which
+# the daemon cannot judge (the window restarts at reconnection); 5 s between tries is cheap.
+RECONNECT_BACKOFF = (0.5, 5.0)
 # Where agents' report_state calls go: q-reports-plugin since Neutron 8.0, q-plugin before.
 HEARTBEAT_SUBSCRIPTIONS = (
     Subscription(NEUTRON_EXCHANGE, "q-reports-plugin"),
@@ -119,12 +122,12 @@ class Service:
                 subs += DHCP_SUBSCRIPTIONS
             self.listeners.append(
                 BusListener(bus_url, subs, self.handle, clock=clock, stop=stop, queue_expire=queue_expire,
-                            name="agents")
+                            name="agents", reconnect_backoff=RECONNECT_BACKOFF)
             )
         if dump is not None:
             self.listeners.append(
                 BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
-                            queue_expire=queue_expire, name="dump")
+                            queue_expire=queue_expire, name="dump", reconnect_backoff=RECONNECT_BACKOFF)
             )
 
     def bus_since(self) -> float | None:

@@ -84,7 +84,10 @@ def build_service(
         log.warning("plugins disagree on agent_down_time (%s); using the larger, %.0fs", down_times, down_time)
 
     bus_url = resolved.broker_url
-    log.info("bus %s; agent_down_time %.0fs", url_for_log(bus_url), down_time)
+    if wanted:
+        log.info("bus %s; agent_down_time %.0fs", url_for_log(bus_url), down_time)
+    else:
+        log.info("bus %s", url_for_log(bus_url))
     registry = AgentRegistry(down_time)
     factory = api_factory or OpenStackNeutron
     holder: dict[str, Service] = {}

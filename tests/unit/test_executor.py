@@ -104,6 +104,19 @@ def test_dry_run_calls_nothing(fake: FakeNeutron, make_executor: MakeExecutor) -
     assert fake.router_bindings()["r1"] == {"l3-a"}
 
 
+def test_dry_run_says_each_planned_action_once(
+    fake: FakeNeutron, make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    ex = make_executor(fake, ExecutorPolicy(dry_run=True))
+    with caplog.at_level(logging.INFO, logger="rpcdaemon.executor"):
+        for _ in range(3):
+            ex.run([move(fake)])
+        ex.run([move(fake, dst="l3-c")])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DRY RUN")]
+    assert len(lines) == 2, lines
+    assert "to net-c" in lines[1]
+
+
 def test_no_actions_no_calls(fake: FakeNeutron, make_executor: MakeExecutor) -> None:
     assert make_executor(fake).run([]) == []
     assert api_calls(fake) == 0

@@ -60,6 +60,7 @@ class Executor:
         self._stop = stop
         self._clock = clock
         self._log = logger or log
+        self._dry_said: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=max(1, policy.workers), thread_name_prefix="rpcd-act")
 
     def close(self) -> None:
@@ -70,20 +71,28 @@ class Executor:
             return []
         if self._policy.dry_run:
             out = [Outcome(a, OutcomeStatus.DRY_RUN, 0.0, "dry run: not called") for a in actions]
+            # Nothing changes in a dry run, so the same plan comes back every check: say each once.
             for o in out:
-                self._log.info("DRY RUN would %s", o.action.describe())
+                line = o.action.describe()
+                if line not in self._dry_said:
+                    self._log.info("DRY RUN would %s", line)
+            self._dry_said = {o.action.describe() for o in out}
             return out
-        futures = [self._pool.submit(self._apply, a, still_valid) for a in actions]
+        futures = [self._pool.submit(self._apply_and_log, a, still_valid) for a in actions]
         outcomes = [f.result() for f in futures]
         if self._policy.verify:
             outcomes = self._verify(outcomes)
-        for o in outcomes:
-            level = logging.WARNING if o.status is OutcomeStatus.FAILED else logging.INFO
-            self._log.log(
-                level, "%s: %s in %.2fs%s", o.action.describe(), o.status.value, o.seconds,
-                f" ({o.detail})" if o.detail else "",
-            )
         return outcomes
+
+    def _apply_and_log(self, action: Action, still_valid: Validator | None) -> Outcome:
+        # One line per action as soon as it ends, so a crash mid-batch still leaves a record.
+        o = self._apply(action, still_valid)
+        level = logging.WARNING if o.status is OutcomeStatus.FAILED else logging.INFO
+        self._log.log(
+            level, "%s: %s in %.2fs%s", o.action.describe(), o.status.value, o.seconds,
+            f" ({o.detail})" if o.detail else "",
+        )
+        return o
 
     # -- one action ------------------------------------------------------------------------------
     def _apply(self, action: Action, still_valid: Validator | None) -> Outcome:
@@ -206,5 +215,6 @@ class Executor:
                 got = seen.get((kind, a.target.id))
                 if got is not None and a.resource_id not in got:
                     o = Outcome(a, OutcomeStatus.FAILED, o.seconds, "not hosted by the target on read-back")
+                    self._log.warning("%s: failed on read-back: not hosted by the target", a.describe())
             checked.append(o)
         return checked
