@@ -19,7 +19,7 @@ from bench.bench_api_calls import (
     requests_per_reconcile,
     simulate,
 )
-from bench.bench_failover import timeline
+from bench.bench_failover import OUTAGE_LINE, timeline
 from bench.bench_moves import measure_moves, plan_moves
 from bench.run import (
     build_parser,
@@ -143,6 +143,20 @@ def test_the_failover_timeline_reads_first_half_and_all() -> None:
     assert (line.first, line.half, line.all, line.neutron_dead) == (3.1, 4.0, 6.0, 2.5)
     unfinished = timeline(samples[:4], 100)
     assert (unfinished.first, unfinished.half, unfinished.all) == (3.1, 4.0, None)
+
+
+def test_a_failover_run_disturbed_by_an_outage_is_recognised_from_the_daemon_log() -> None:
+    log = (
+        "2026-11-25 12:00:51,292 WARNING rpcdaemon.observing.bus: bus agents: lost the link to "
+        "amqp://guest:***@127.0.0.1:5672/vh: ConnectionResetError: [Errno 104] Connection reset by peer\n"
+        "2026-11-25 12:01:06,309 WARNING rpcdaemon.l3agent: Neutron API call failed (temporary: GET /agents:"
+        " refused); no agent is judged dead until it is back\n"
+        "2026-11-25 12:02:23,114 INFO    rpcdaemon.l3agent: L3Agent pass: 10 actions in 0.99s: 10 done\n"
+    )
+    assert [m.group(0) for m in OUTAGE_LINE.finditer(log)] == [
+        "lost the link to amqp://guest:***@127.0.0.1:5672/vh: ConnectionResetError",
+        "Neutron API call failed (temporary: GET /agents: refused)",
+    ]
 
 
 # -- the runner --------------------------------------------------------------------------------------
