@@ -61,7 +61,10 @@ def test_routers_of_a_dead_agent_move_to_live_agents_by_load(
     moves = daemon.actions()
     assert [(a.kind, a.status) for a in moves] == [("move-router", "done")] * ROUTERS, daemon.hint()
     assert {a.resource_id for a in moves} == set(routers)
-    assert daemon.actions_total(plugin="L3Agent", kind="move-router", status="done") == ROUTERS
+    # Action lines are logged as each action ends; the metrics follow when the pass (with its
+    # read-back) is over.
+    wait_until(lambda: daemon.actions_total(plugin="L3Agent", kind="move-router", status="done") == ROUTERS,
+               10, "the metrics to count the moves", daemon.hint)
     assert daemon.tracebacks() == []
 
 

@@ -202,6 +202,7 @@ def test_dry_run_logs_the_plan_and_changes_nothing(
     time.sleep(2)  # two more checks: still nothing is changed
     assert {a.kind for a in planned} == {"move-router"}
     assert all(a.status == "dry-run" for a in daemon.actions())
+    assert len(daemon.actions()) == len(routers), "a dry run says each planned action once"
     assert all(f"from {fleet.host('dying')} " in a.line for a in planned)
     assert placement_of(rest, l3) == before
     assert daemon.actions_total(status="dry-run") >= len(routers)
