@@ -126,22 +126,12 @@ class Executor:
             return ""
         if action.kind is ActionKind.BIND_NETWORK:
             assert action.target is not None
-            try:
-                self._retry(api.bind_network, action.target.id, rid)
-            except NeutronError as err:
-                if err.kind is ErrorKind.NOT_FOUND:
-                    raise _Skip(f"gone: {err}") from err
-                raise
+            self._retry_unless_gone(api.bind_network, action.target.id, rid)
             return ""
         assert action.target is not None
         if action.kind is ActionKind.MOVE_ROUTER:
             assert action.source is not None
-            try:
-                self._retry(api.unbind_router, action.source.id, rid)
-            except NeutronError as err:
-                if err.kind is ErrorKind.NOT_FOUND:
-                    raise _Skip(f"gone: {err}") from err
-                raise
+            self._retry_unless_gone(api.unbind_router, action.source.id, rid)
             # The unbind took time: is the target still worth binding to? (A bind to an agent that
             # does not answer RPC blocks inside Neutron for minutes.) If not, the router is now
             # hosted nowhere and the next pass schedules it. The source is not asked again: the
@@ -159,6 +149,15 @@ class Executor:
                 raise _Skip(f"hosted meanwhile by {', '.join(hosts) or 'nobody'}") from err
             raise
         return ""
+
+    def _retry_unless_gone(self, fn: Callable[..., None], *args: str) -> None:
+        """A NOT_FOUND (router, network or agent deleted meanwhile) means: nothing left to do."""
+        try:
+            self._retry(fn, *args)
+        except NeutronError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                raise _Skip(f"gone: {err}") from err
+            raise
 
     def _retry(self, fn: Callable[..., T], *args: str) -> T:
         policy = self._policy
