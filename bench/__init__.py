@@ -8,9 +8,14 @@ results: ``BENCHMARKS.md``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from rpcdaemon.observing.bus import BusListener, neutron_subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,5 +39,21 @@ def fmt_seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start
+@contextlib.contextmanager
+def bus_canary(url: str) -> Iterator[BusListener]:
+    """A listener of our own on the broker: its ``link().outages`` tell whether the bus failed meanwhile
+    (on a shared machine another process may restart RabbitMQ)."""
+    stop = threading.Event()
+    listener = BusListener(url, [neutron_subscription("rpcd-bench-canary")], lambda raw: None, stop=stop,
+                           name="bench-canary")
+    listener.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not listener.link().connected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bench's canary could not connect to the bus at {url}")
+            time.sleep(0.05)
+        yield listener
+    finally:
+        stop.set()
+        listener.join(5)

@@ -40,12 +40,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.rpcd import RpcDaemon, render_config
+from tests.e2e.rpcd import RpcDaemon, broker_url, render_config
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer, free_port
 from tests.harness.seed import SeedClient
 
-from bench import Figure, load_average
+from bench import Figure, bus_canary, load_average
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat
@@ -233,6 +233,7 @@ class RealResult:
     kinds: dict[str, int]
     predicted_per_reconcile: int
     actions: int
+    disturbed: bool = False  # the bus was lost and came back during the window
 
     @property
     def per_reconcile(self) -> float:
@@ -258,6 +259,7 @@ def measure_real(*, hosts: int = 4, routers: int = 250, networks: int = 20, reco
     size = Size(hosts, hosts, routers, networks)
     with NeutronServer(agent_down_time=10, report_interval=2) as server, \
             Fleet.for_server(server, prefix="api-") as fleet, \
+            bus_canary(broker_url(server)) as canary, \
             tempfile.TemporaryDirectory(prefix="rpcd-bench-api-") as tmp:
         names = [fleet.add_host(f"h{i}", l3=True, dhcp=True, ovs=False) for i in range(hosts)]
         ids = fleet.wait_registered(server.url, timeout=60)
@@ -299,11 +301,13 @@ def measure_real(*, hosts: int = 4, routers: int = 250, networks: int = 20, reco
             time.sleep(window)
             kinds = request_kinds(api_log.lines_since(start))
             actions = len(daemon.actions())
+            # A bus outage makes the daemon reconcile again: extra requests that are not steady state.
+            disturbed = canary.link().outages > 0
         finally:
             daemon.stop()
     _, predicted = requests_per_reconcile(size)
     return RealResult(size, reconcile_interval, window, kinds["GET /v2.0/agents"] / 2, sum(kinds.values()),
-                      dict(kinds), predicted, actions)
+                      dict(kinds), predicted, actions, disturbed)
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -340,11 +344,12 @@ def figures(size: Size = Size(), *, real: bool = True, real_hosts: int = 4, real
                   f"{r.per_reconcile:.1f} (model {model_small}); {r.kinds}; actions {r.actions}; "
                   f"load {load_average()}", flush=True)
         _, model_big = requests_per_reconcile(size)
+        note = " (DISTURBED: bus outage mid-run)" if r.disturbed else ""
         rows.append(Figure(
-            "(c) API calls", f"real server, {r.size.describe()}, reconcile every {r.reconcile_interval:.0f} s",
+            "(c) API calls", f"real server, {r.size.describe()}, reconcile every {r.reconcile_interval:.0f} s{note}",
             f"{r.per_reconcile:.1f} requests per reconcile, none between",
             f"model {model_small}; at {size.l3_agents}+{size.dhcp_agents} agents {model_big} x 60/h",
-            "measured = model", r.per_reconcile == model_small and r.actions == 0,
+            "measured = model", None if r.disturbed else r.per_reconcile == model_small and r.actions == 0,
         ))
     return rows
 

@@ -19,12 +19,10 @@ Called by ``bench.run``; ``timeline`` (pure) is smoke-tested.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +31,8 @@ from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer, free_port
 from tests.harness.seed import SeedClient, SeedError
 
-from bench import Figure, fmt_seconds, load_average
+from bench import Figure, bus_canary, fmt_seconds, load_average
 from rpcdaemon.model import L3_AGENT
-from rpcdaemon.observing.bus import BusListener, neutron_subscription
 
 SIDES = ("rpcdaemon", "neutron")
 REPORT_INTERVAL = 2
@@ -102,26 +99,6 @@ def poll_rebound(
         if len(rebound) == len(routers) or now > timeout:
             return timeline(samples, len(routers), neutron_dead)
         tick = max(tick, time.monotonic() - interval)  # a slow read must not cause a burst of reads
-
-
-@contextlib.contextmanager
-def bus_canary(url: str) -> Iterator[BusListener]:
-    """A listener of our own on the broker: its ``link().outages`` tell whether the bus failed meanwhile
-    (on a shared machine another process may restart RabbitMQ)."""
-    stop = threading.Event()
-    listener = BusListener(url, [neutron_subscription("rpcd-bench-canary")], lambda raw: None, stop=stop,
-                           name="bench-canary")
-    listener.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not listener.link().connected:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the bench's canary could not connect to the bus at {url}")
-            time.sleep(0.05)
-        yield listener
-    finally:
-        stop.set()
-        listener.join(5)
 
 
 def run_side(side: str, *, down_time: int, routers: int, live_hosts: int, workdir: Path) -> SideResult:
