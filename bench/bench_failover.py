@@ -143,6 +143,10 @@ def run_side(side: str, *, down_time: int, routers: int, live_hosts: int, workdi
                 disturbances.append("live agents' report_state calls failed (bus trouble)")
             detail = ""
             if daemon is not None:
+                # The executor logs its summary after the read-back: a moment after the poller saw all.
+                deadline = time.monotonic() + 15
+                while not PASS_LINE.search(daemon.log()) and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 log = daemon.log()
                 detail = "; ".join(f"pass of {n} actions took {s} s" for n, s in PASS_LINE.findall(log))
                 disturbances += [m.group(0) for m in OUTAGE_LINE.finditer(log)][:1]
