@@ -1,6 +1,6 @@
 """Run every benchmark and print one table of figures and goals (method and results: BENCHMARKS.md).
 
-    python -m bench.run                       # all of them, default sizes (about 10-15 minutes)
+    python -m bench.run                       # all of them, default sizes (8-10 minutes on 2 cores)
     python bench/run.py --only calls,plan     # some of them
     python -m bench.run --quick               # small sizes, a few minutes: does everything still run?
     python -m bench.run --markdown            # the table as Markdown, for BENCHMARKS.md
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dhcp-agents", type=int, default=20)
     c.add_argument("--routers", type=int, default=2000)
     c.add_argument("--networks", type=int, default=200)
-    c.add_argument("--no-real", action="store_true", help="skip the count on the real server (~3 min)")
+    c.add_argument("--no-real", action="store_true", help="skip the count on the real server (~2 min)")
     d = parser.add_argument_group("(d) decode")
     d.add_argument("--decode-n", type=int, default=20000, help="heartbeats to publish")
     e = parser.add_argument_group("(e) plan (defaults: bench_plan's own, 1,000 agents / 50,000 routers)")
