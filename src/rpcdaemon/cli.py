@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Protocol
 
 from rpcdaemon import __version__
-from rpcdaemon.daemonize import SHUTDOWN_TIMEOUT, DaemonError, run_detached, run_foreground
-from rpcdaemon.logs import configure_logging, mask_secrets, reset_logging
+from rpcdaemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
+from rpcdaemon.logs import configure_logging, reset_logging
 from rpcdaemon.neutronconf import Resolved, resolve_settings
-from rpcdaemon.settings import ConfigError, Settings, load_settings, override, render_config
+from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
+from rpcdaemon.preflight import PreflightError, run_checks
+from rpcdaemon.redact import mask_text, redact_url, redact_value
+from rpcdaemon.settings import ConfigError, MissingConfigFile, Settings, load_settings, override, render_config
 
 log = logging.getLogger("rpcdaemon")
 
@@ -93,7 +96,17 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     try:
         settings = _settings(args)
         resolved = resolve_settings(settings)
+    except MissingConfigFile as exc:
+        # Most often a first run: say how to get a file (or a look at the daemon without one).
+        code = _fail(str(exc), EXIT_CONFIG)
+        print(f"rpcdaemon: write one with `rpcdaemon --print-example-config > {args.config}` and edit it, or "
+              "name another with -c FILE; `rpcdaemon demo` shows a failover without any setup", file=sys.stderr)
+        return code
     except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    try:  # what loading cannot see: kombu's view of the URL, clouds.yaml, the metrics address and port
+        run_checks(settings, resolved, starting=not args.check_config)
+    except PreflightError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     if args.check_config:
         for warning in settings.warnings:
@@ -110,7 +123,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"rpcdaemon: error: {mask_secrets(message)}", file=sys.stderr)
+    print(f"rpcdaemon: error: {mask_text(message)}", file=sys.stderr)
     return code
 
 
@@ -142,11 +155,17 @@ def _started(settings: Settings, *, foreground: bool) -> None:
     log.info("rpcdaemon %s starting (pid %d, %s, config %s)%s", __version__, os.getpid(), mode, settings.source, dry)
 
 
+def _shutdown_bound(settings: Settings) -> float:
+    # Long enough for a move past its unbind to finish its bind (daemonize.shutdown_bound).
+    return shutdown_bound((ps.timeout, ps.retry_attempts) for _, ps in settings.agent_plugins())
+
+
 def _run_foreground(settings: Settings, run: Runner) -> int:
     configure_logging(settings, foreground=True)
     try:
         _started(settings, foreground=True)
-        code = run_foreground(lambda stop: run(settings, stop, foreground=True), shutdown_timeout=SHUTDOWN_TIMEOUT)
+        code = run_foreground(lambda stop: run(settings, stop, foreground=True),
+                              shutdown_timeout=_shutdown_bound(settings))
         log.info("rpcdaemon exiting (status %d)", code)
         return code
     finally:
@@ -169,18 +188,27 @@ def _run_detached(settings: Settings, run: Runner) -> int:
         _started(settings, foreground=False)
 
     code = run_detached(lambda stop: run(settings, stop, foreground=False), pidfile=settings.daemon.pidfile,
-                        after_detach=after_detach, shutdown_timeout=SHUTDOWN_TIMEOUT)
+                        after_detach=after_detach, shutdown_timeout=_shutdown_bound(settings))
     log.info("rpcdaemon exiting (status %d)", code)
     return code
 
 
 def describe(settings: Settings, resolved: Resolved) -> str:
-    """``--check-config`` output: the effective settings as an ini file, then what neutron.conf added."""
-    lines = [f"# {settings.source}: valid. Effective settings:", render_config(settings, docs=False).rstrip(),
-             "", "# Resolved:", f"# broker: {resolved.broker_url}"]
+    """``--check-config`` output: the effective settings as an ini file, then what neutron.conf added.
+
+    Each ``key = value`` line is redacted knowing its key (rpchost's passwords, any secret-named key),
+    the broker URL is parsed and rebuilt without its passwords; the text filter then runs as a last resort."""
+    settings_lines = []
+    for line in render_config(settings, docs=False).rstrip().splitlines():
+        key, sep, value = line.partition(" = ")
+        settings_lines.append(f"{key}{sep}{redact_value(key, value)}" if sep else line)
+    lines = [f"# {settings.source}: valid. Effective settings:", *settings_lines,
+             "", "# Resolved:", f"# broker: {redact_url(resolved.broker_url)}"]
     for name, plugin in (("L3Agent", resolved.l3), ("DHCPAgent", resolved.dhcp)):
         if plugin is not None:
             timing = (f"agent_down_time {plugin.agent_down_time:g} s, "
                       f"report_interval {plugin.conf.report_interval:g} s, startup_grace {plugin.startup_grace:g} s")
             lines.append(f"# {name}: Neutron via {plugin.access.describe()}; {timing} ({plugin.conf.source})")
-    return mask_secrets("\n".join(lines)) + "\n"
+    if "Dump" in settings.daemon.plugins and settings.dump.filter:
+        lines += [f"# warning: {text}" for text in field_warnings(compile_filter(settings.dump.filter))]
+    return mask_text("\n".join(lines)) + "\n"

@@ -4,47 +4,33 @@
 the log file is opened by the daemon itself) and ``reset_logging`` when it returns. Foreground (-d):
 stderr, DEBUG unless the config names a level. Detached: the ``[Daemon] logfile`` (reopened when
 logrotate moves it). Each plugin logs through ``rpcdaemon.<plugin name in lower case>`` at its own level.
-``mask_secrets`` is also used for config error messages and ``--check-config`` output.
+Every record goes through ``MaskingFormatter``: ``redact.mask_text``, the linear last-resort filter
+(structural redaction of known secrets happens where they are known: see ``rpcdaemon.redact``).
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from rpcdaemon.settings import Settings
+from rpcdaemon.redact import mask_text
+from rpcdaemon.settings import PLUGIN_NAMES, Settings
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Libraries that log every connection or request at INFO/DEBUG; operators want only their trouble.
 NOISY_LOGGERS = ("kombu", "amqp", "urllib3", "keystoneauth", "openstack", "stevedore")
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
-_KEY_SECRET = re.compile(
-    r"(?P<key>[\w.-]*(?:password|passwd|secret|token)[\w.-]*)(?P<sep>['\"]?\s*[:=]\s*)"
-    r"(?:(?P<quote>['\"]).*?(?P=quote)|[^\s'\",;&})\]]+)",
-    re.IGNORECASE,
-)
-
-
-def _mask_value(match: re.Match[str]) -> str:
-    quote = match.group("quote") or ""
-    return f"{match.group('key')}{match.group('sep')}{quote}***{quote}"
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with passwords in URLs (``amqp://user:***@host``) and ``password=...``-like values hidden."""
-    return _KEY_SECRET.sub(_mask_value, _URL_PASSWORD.sub(r"\g<head>***@", text))
+# Kept for callers of the old name; the filter itself lives in rpcdaemon.redact.
+mask_secrets = mask_text
 
 
 class MaskingFormatter(logging.Formatter):
     """Masks secrets in the whole formatted record (message, arguments and traceback alike)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_secrets(super().format(record))
+        return mask_text(super().format(record))
 
 
 def plugin_logger_name(plugin: str) -> str:
@@ -64,8 +50,6 @@ _saved_levels: dict[str, int] = {}
 
 
 def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | None = None) -> None:
-    from rpcdaemon.settings import PLUGIN_NAMES  # settings imports this module for mask_secrets
-
     reset_logging()
     level = daemon_level(settings, foreground=foreground)
     handler: logging.Handler

@@ -2,14 +2,22 @@
 
 Owned by the service, which calls ``observe_pass`` after every plugin check and ``observe_bus`` every
 loop; served on ``[Daemon] metrics_address:metrics_port`` when the port is not 0. A private
-CollectorRegistry keeps tests and the demo independent of the global default registry.
+CollectorRegistry keeps tests and the demo independent of the global default registry. The service
+asks ``server_problem()`` every loop: a server thread that died is restarted once per death, and if it
+cannot be, the service exits non-zero.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from rpcdaemon.plugins.base import PassReport
+
+log = logging.getLogger("rpcdaemon")
 
 
 class Metrics:
@@ -36,7 +44,22 @@ class Metrics:
         self.brake = Gauge(
             "rpcdaemon_brake_engaged", "1 while the mass-failure brake holds", ["plugin"], registry=self.registry
         )
+        self.dropped = Counter(
+            "rpcdaemon_messages_dropped", "messages the broker dropped from the daemon's full (bounded) queue",
+            ["listener"], registry=self.registry,
+        )
         self._seen: dict[str, set[tuple[str, str, str, str]]] = {}
+        self._dropped_seen: dict[str, int] = {}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._where: tuple[str, int] | None = None
+
+    def observe_drops(self, listener: str, total: int) -> None:
+        """``total``: the listener's running count (the counter only ever grows by the difference)."""
+        delta = total - self._dropped_seen.get(listener, 0)
+        if delta > 0:
+            self.dropped.labels(listener).inc(delta)
+        self._dropped_seen[listener] = total
 
     def observe_bus(self, connected: bool) -> None:
         self.bus_connected.set(1 if connected else 0)
@@ -55,4 +78,30 @@ class Metrics:
             self.actions.labels(plugin, o.action.kind.value, o.status.value).inc()
 
     def serve(self, address: str, port: int) -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+        """Bind and serve in a thread. Raises OSError if the address cannot be bound."""
+        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        self._where = (address, port)
+
+    @property
+    def port(self) -> int | None:
+        return int(self._server.server_address[1]) if self._server is not None else None
+
+    def server_problem(self) -> str | None:
+        """None while the server thread runs (or none was asked for); after it died, one restart is
+        tried and None returned if it worked, else what is wrong."""
+        if self._thread is None or self._thread.is_alive() or self._where is None:
+            return None
+        address, port = self._where
+        log.error("metrics server on %s:%d stopped; restarting it", address, port)
+        try:
+            self._server.server_close()
+            self.serve(address, port)
+        except OSError as exc:
+            return f"metrics server on {address}:{port} stopped and cannot be restarted: {exc.strerror or exc}"
+        return None
+
+    def close(self) -> None:
+        self._where = None  # a stopped server is not a dead one
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

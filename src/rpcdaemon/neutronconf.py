@@ -3,8 +3,10 @@
 The L3Agent/DHCPAgent plugins take from it: ``[DEFAULT] agent_down_time`` (when an agent is dead),
 ``[AGENT] report_interval``, ``[DEFAULT] transport_url`` (the broker, unless ``[Daemon] rpchost`` is
 set) and the ``[keystone_authtoken]`` credentials (Keystone v3 keys, or the Havana-era ``admin_*`` and
-``auth_host`` keys). ``resolve_settings`` combines that with rpcdaemon.conf into the values the service
-wires up; ``cli.main`` calls it before detaching so a bad file is reported on the terminal.
+``auth_host`` keys). ``conffile`` may list several files and directories, read over each other as
+neutron-server's ``--config-file``/``--config-dir`` are (``osloini``); TLS to the broker is
+``brokertls``'s. ``resolve_settings`` combines all that with rpcdaemon.conf into the values the
+service wires up; ``cli.main`` calls it before detaching so a bad file is reported on the terminal.
 
 ``kombu_url`` is a pure function; ``observing.bus.normalise_url`` does a similar job for the bus
 listener (two implementations for now: this one is the one applied to configuration).
@@ -12,14 +14,13 @@ listener (two implementations for now: this one is the one applied to configurat
 
 from __future__ import annotations
 
-import configparser
-import math
-import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rpcdaemon.access import NeutronAccess
+from rpcdaemon.access import BrokerTLS, NeutronAccess
+from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls
+from rpcdaemon.osloini import OsloSections, check_readable, read_files, section_key
 from rpcdaemon.settings import AgentPluginSettings, ConfigError, Settings
 
 # Neutron's own defaults, used when neutron.conf does not set the key.
@@ -27,7 +28,6 @@ AGENT_DOWN_TIME = 75.0
 REPORT_INTERVAL = 30.0
 # keystonemiddleware's defaults for the Havana-era auth_host/auth_port/auth_protocol keys.
 LEGACY_AUTH = {"auth_host": "127.0.0.1", "auth_port": "35357", "auth_protocol": "https"}
-_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -38,97 +38,85 @@ class NeutronConf:
     report_interval: float = REPORT_INTERVAL
     transport_url: str | None = None
     access: NeutronAccess = field(default_factory=NeutronAccess)
+    # The files read (", "-separated); messages about a key name the file that set it (``origin``).
     source: str = "neutron.conf"
+    # [oslo_messaging_rabbit] ssl (or transport_url ?ssl=1) and the ssl_* files, as oslo.messaging reads them.
+    rabbit: RabbitTLS = field(default_factory=RabbitTLS)
+    origins: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, key: str, *sections: str) -> str:
+        """The file that set ``key`` in the first of ``sections`` that has it, else every file read."""
+        for section in sections:
+            found = self.origins.get((section_key(section), key))
+            if found:
+                return found
+        return self.source
 
 
-def _section_key(name: str) -> str:
-    # oslo.config lower-cases group names; DEFAULT is the one exception.
-    return "DEFAULT" if name.upper() == "DEFAULT" else name.lower()
-
-
-class _Template(string.Template):
-    # oslo.config's substitution syntax: $opt or ${opt} (DEFAULT) and $group.opt; $$ is a literal $.
-    idpattern = r"[_a-z][\._a-z0-9]*"
-
-
-class _Sections:
-    """Sections of an oslo ini file: names case-insensitive except DEFAULT, later values win, quotes and
-    ``$`` substitutions handled as oslo.config does."""
-
-    def __init__(self, text: str, source: str) -> None:
-        parser = configparser.ConfigParser(
-            interpolation=None, strict=False, default_section="\0", empty_lines_in_values=False
-        )
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # oslo option names keep their case
-        try:
-            parser.read_string(text, source)
-        except configparser.MissingSectionHeaderError as exc:
-            raise ConfigError(None, None, None, "expected a [section] header first", source=source,
-                              line=exc.lineno) from None
-        except configparser.ParsingError as exc:
-            raise ConfigError(None, None, None, "cannot parse: expected 'key = value'", source=source,
-                              line=exc.errors[0][0]) from None
-        self.source = source
-        self.data: dict[str, dict[str, str]] = {}
-        for section in parser.sections():
-            self.data.setdefault(_section_key(section), {}).update(parser.items(section))
-
-    def get(self, section: str, key: str) -> str | None:
-        raw = self.data.get(_section_key(section), {}).get(key)
-        if raw is None:
-            return None
-        raw = raw.strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-            raw = raw[1:-1]
-        return _Template(raw.replace(r"\$", "$$")).safe_substitute(_Lookup(self.data))
-
-    def number(self, section: str, key: str, default: float) -> float:
-        text = self.get(section, key)
-        if not text:
-            return default
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(section, key, text, "expected a number of seconds > 0", source=self.source)
-        return value
-
-    def boolean(self, section: str, key: str) -> bool | None:
-        text = self.get(section, key)
-        if not text:
-            return None
-        if text.lower() not in _BOOLEANS:
-            raise ConfigError(section, key, text, "expected true or false", source=self.source)
-        return _BOOLEANS[text.lower()]
-
-
-class _Lookup(Mapping[str, str]):
-    """``$opt`` -> [DEFAULT] opt, ``$group.opt`` -> [group] opt; unknown names stay as written."""
-
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
-        self.data = data
-
-    def __getitem__(self, name: str) -> str:
-        group, _, opt = name.rpartition(".")
-        return self.data[_section_key(group or "DEFAULT")][opt]
-
-    def __iter__(self) -> Iterator[str]:  # Template only looks names up
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _first(sections: _Sections, *keys: str) -> str | None:
+def _first(sections: OsloSections, *keys: str, section: str = "keystone_authtoken") -> str | None:
     for key in keys:
-        value = sections.get("keystone_authtoken", key)
+        value = sections.get(section, key)
         if value:
             return value
     return None
 
 
-def _legacy_auth_url(sections: _Sections) -> str | None:
+# v2-era and keystonemiddleware names of the password plugin's options, tried in this order.
+_ALIASES = {
+    "auth_url": ("auth_url", "identity_uri", "www_authenticate_uri", "auth_uri"),
+    "username": ("username", "admin_user"),
+    "password": ("password", "admin_password"),
+    "project_name": ("project_name", "admin_tenant_name", "tenant_name"),
+}
+
+
+def _keystone_access(sections: OsloSections) -> NeutronAccess:
+    """``[keystone_authtoken]`` as keystonemiddleware reads it: ``auth_section`` names the section holding
+    the plugin options, ``auth_type`` (default password) the keystoneauth plugin; session options
+    (``cafile``, ``certfile``, ``keyfile``, ``insecure``) are read there too, else in [keystone_authtoken]."""
+    home = "keystone_authtoken"
+    name = sections.get(home, "auth_section") or home
+    if name != home and not sections.has(name):
+        raise ConfigError(home, "auth_section", name, "names a section that is not in the file",
+                          source=sections.origin(home, "auth_section"))
+    options = sections.values(name)
+    for key, aliases in _ALIASES.items():
+        value = _first(sections, *aliases, section=name)
+        if key == "auth_url":
+            value = value or _legacy_auth_url(sections)
+        if value:
+            options.setdefault(key, value)
+    auth_type = options.get("auth_type") or options.get("auth_plugin") or "password"
+
+    def session(key: str) -> str | None:
+        return sections.get(name, key) or sections.get(home, key) or None
+
+    insecure = sections.boolean(name, "insecure")
+    if insecure is None:
+        insecure = sections.boolean(home, "insecure")
+    return NeutronAccess(
+        auth_type=auth_type,
+        auth_options=options,
+        auth_section=name,
+        auth_url=options.get("auth_url"),
+        username=options.get("username"),
+        password=options.get("password"),
+        project_name=options.get("project_name"),
+        user_domain_name=options.get("user_domain_name") or NeutronAccess.user_domain_name,
+        user_domain_id=options.get("user_domain_id"),
+        project_domain_name=options.get("project_domain_name") or NeutronAccess.project_domain_name,
+        project_domain_id=options.get("project_domain_id"),
+        region_name=session("region_name"),
+        interface=session("interface") or (session("valid_interfaces") or "").split(",")[0].strip()
+        or NeutronAccess.interface,
+        cafile=session("cafile"),
+        certfile=session("certfile"),
+        keyfile=session("keyfile"),
+        insecure=bool(insecure),
+    )
+
+
+def _legacy_auth_url(sections: OsloSections) -> str | None:
     """Havana's auth_host/auth_port/auth_protocol (plus auth_admin_prefix) as one URL."""
     given = {key: sections.get("keystone_authtoken", key) for key in LEGACY_AUTH}
     if not any(given.values()):
@@ -136,7 +124,7 @@ def _legacy_auth_url(sections: _Sections) -> str | None:
     parts = {key: given[key] or default for key, default in LEGACY_AUTH.items()}
     if not parts["auth_port"].isdigit():
         raise ConfigError("keystone_authtoken", "auth_port", parts["auth_port"], "expected a TCP port number",
-                          source=sections.source)
+                          source=sections.origin("keystone_authtoken", "auth_port"))
     host = parts["auth_host"]
     host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     prefix = (sections.get("keystone_authtoken", "auth_admin_prefix") or "").strip("/")
@@ -145,44 +133,34 @@ def _legacy_auth_url(sections: _Sections) -> str | None:
 
 def parse_neutron_conf(text: str, source: str = "neutron.conf") -> NeutronConf:
     """The parts of neutron.conf rpcdaemon uses. Missing keys take Neutron's defaults."""
-    sections = _Sections(text, source)
-    access = NeutronAccess(
-        auth_url=_first(sections, "auth_url", "identity_uri", "www_authenticate_uri", "auth_uri")
-        or _legacy_auth_url(sections),
-        username=_first(sections, "username", "admin_user"),
-        password=_first(sections, "password", "admin_password"),
-        project_name=_first(sections, "project_name", "admin_tenant_name", "tenant_name"),
-        user_domain_name=_first(sections, "user_domain_name") or NeutronAccess.user_domain_name,
-        user_domain_id=_first(sections, "user_domain_id"),
-        project_domain_name=_first(sections, "project_domain_name") or NeutronAccess.project_domain_name,
-        project_domain_id=_first(sections, "project_domain_id"),
-        region_name=_first(sections, "region_name"),
-        interface=_first(sections, "interface") or NeutronAccess.interface,
-        cafile=_first(sections, "cafile"),
-        insecure=bool(sections.boolean("keystone_authtoken", "insecure")),
-    )
+    return _neutron_conf(OsloSections(text, source))
+
+
+def load_neutron_conf(entries: Path | Sequence[Path]) -> NeutronConf:
+    """neutron.conf from one file, or from several files and directories read over each other as
+    neutron-server's ``--config-file``/``--config-dir`` are (``osloini.read_files``)."""
+    return _neutron_conf(read_files([entries] if isinstance(entries, Path) else entries))
+
+
+def _neutron_conf(sections: OsloSections) -> NeutronConf:
+    source = sections.source
+    access = _keystone_access(sections)
     transport_url = sections.get("DEFAULT", "transport_url") or None
     if transport_url is not None:
         try:
             kombu_url(transport_url)
         except ValueError as exc:
-            raise ConfigError("DEFAULT", "transport_url", transport_url, str(exc), source=source) from None
+            raise ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
+                              source=sections.origin("DEFAULT", "transport_url")) from None
     return NeutronConf(
         agent_down_time=sections.number("DEFAULT", "agent_down_time", AGENT_DOWN_TIME),
         report_interval=sections.number("AGENT", "report_interval", REPORT_INTERVAL),
         transport_url=transport_url,
         access=access,
         source=source,
+        rabbit=rabbit_tls(sections, transport_url),
+        origins=dict(sections.origins),
     )
-
-
-def load_neutron_conf(path: Path) -> NeutronConf:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(None, None, None, f"cannot read: {reason}", source=str(path)) from None
-    return parse_neutron_conf(text, str(path))
 
 
 def kombu_url(transport_url: str) -> str:
@@ -203,24 +181,34 @@ def kombu_url(transport_url: str) -> str:
     return ";".join(f"{scheme}://{host}/{vhost or '/'}" for host in hosts)
 
 
-def neutron_access(plugin: AgentPluginSettings, conf: NeutronConf, *, section: str = "L3Agent") -> NeutronAccess:
-    """How the plugin reaches the Neutron API: its ``endpoint`` (no auth), else its ``cloud``
-    (clouds.yaml), else neutron.conf's ``[keystone_authtoken]`` credentials, which must then be complete."""
+def neutron_access(plugin: AgentPluginSettings, conf: NeutronConf, *, section: str = "L3Agent",
+                   source: str = "rpcdaemon.conf") -> NeutronAccess:
+    """How the plugin reaches the Neutron API: its ``endpoint`` (no auth; ``cafile``/``insecure`` for
+    https), else its ``cloud`` (clouds.yaml), else neutron.conf's ``[keystone_authtoken]``, which must
+    configure its ``auth_type`` plugin completely (checked with keystoneauth's own option list)."""
     if plugin.endpoint:
-        return NeutronAccess(endpoint=plugin.endpoint, timeout=plugin.timeout)
+        cafile = str(plugin.cafile) if plugin.cafile else None
+        check_readable(cafile, section, "cafile", source)
+        return NeutronAccess(endpoint=plugin.endpoint, timeout=plugin.timeout, cafile=cafile,
+                             insecure=plugin.insecure)
     if plugin.cloud:
         return NeutronAccess(cloud=plugin.cloud, timeout=plugin.timeout)
     access = conf.access
-    needed = {"auth_url": access.auth_url, "username": access.username, "password": access.password,
-              "project_name": access.project_name}
-    missing = [key for key, value in needed.items() if not value]
-    if missing:
+    # The adapter is the only keystoneauth user; importing it here keeps a --help start fast.
+    from rpcdaemon.acting.openstack_neutron import AuthOptionError, auth_plugin_options
+
+    try:
+        auth_plugin_options(access.auth_type, access.auth_options)
+    except AuthOptionError as exc:
+        value = access.auth_type if exc.key == "auth_type" else None
         raise ConfigError(
-            "keystone_authtoken", None, None,
-            f"no usable Neutron credentials: missing {', '.join(missing)} "
-            f"(or set endpoint or cloud in [{section}] of rpcdaemon.conf)",
-            source=conf.source,
-        )
+            access.auth_section, exc.key, value,
+            f"no usable Neutron credentials: {exc.reason} (or set endpoint or cloud in [{section}] of rpcdaemon.conf)",
+            source=conf.origin(exc.key, access.auth_section),
+        ) from None
+    for key in ("cafile", "certfile", "keyfile"):
+        check_readable(getattr(access, key), access.auth_section, key,
+                       conf.origin(key, access.auth_section, "keystone_authtoken"))
     return replace(access, timeout=plugin.timeout)
 
 
@@ -239,6 +227,7 @@ class Resolved:
     broker_url: str
     l3: PluginNeutron | None = None
     dhcp: PluginNeutron | None = None
+    broker_tls: BrokerTLS | None = None  # None: plain AMQP
 
 
 def resolve_settings(settings: Settings) -> Resolved:
@@ -246,19 +235,23 @@ def resolve_settings(settings: Settings) -> Resolved:
 
     Raises ConfigError (naming the file, section and key) when something is missing or invalid."""
     plugins: dict[str, PluginNeutron] = {}
-    cache: dict[Path, NeutronConf] = {}
+    cache: dict[tuple[Path, ...], NeutronConf] = {}
     for name, plugin in settings.agent_plugins():
         if plugin.conffile not in cache:
             cache[plugin.conffile] = load_neutron_conf(plugin.conffile)
         conf = cache[plugin.conffile]
+        if plugin.cafile is not None:
+            plugin = replace(plugin, cafile=beside(settings, plugin.cafile))
         plugins[name] = PluginNeutron(
             conf=conf,
-            access=neutron_access(plugin, conf, section=name),
+            access=neutron_access(plugin, conf, section=name, source=settings.source),
             agent_down_time=plugin.effective_agent_down_time(conf.agent_down_time),
             startup_grace=plugin.effective_startup_grace(conf.agent_down_time),
         )
-    return Resolved(broker_url=broker_url(settings, plugins), l3=plugins.get("L3Agent"),
-                    dhcp=plugins.get("DHCPAgent"))
+    url = broker_url(settings, plugins)
+    first = next((plugins[name].conf.rabbit for name, _ in settings.agent_plugins()), None)
+    return Resolved(broker_url=url, l3=plugins.get("L3Agent"), dhcp=plugins.get("DHCPAgent"),
+                    broker_tls=broker_tls(settings, first, url))
 
 
 def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
@@ -22,7 +22,7 @@ from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
-from rpcdaemon.observing.bus import BusListener, RawMessage, Subscription
+from rpcdaemon.observing.bus import BrokerTLS, BusListener, RawMessage, Subscription, make_connection
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
     from rpcdaemon.settings import Settings
 
 log = logging.getLogger("rpcdaemon")
+
+EXIT_FAILED, EXIT_START = 1, 2  # a thread of the daemon gave up; the daemon could not start
+# This many check passes in a row raising end the process (non-zero: systemd restarts it).
+MAX_STEP_FAILURES = 5
+
+
+class StartError(Exception):
+    """The daemon cannot start (e.g. the metrics port is taken): one ERROR line, exit status 2."""
 
 NEUTRON_EXCHANGE = "neutron"
 # Reconnect to the broker quickly once it is back: every second off the bus is a second in which
@@ -104,6 +112,8 @@ class Service:
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         on_pass: Callable[[FailoverPlugin], None] | None = None,
+        bus_tls: BrokerTLS | None = None,
+        connection_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.registry = registry
         self.plugins = list(plugins)
@@ -114,6 +124,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.on_pass = on_pass
         self.listeners: list[BusListener] = []
+        factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
         self.link_outages = 0
         if self.plugins:
@@ -122,12 +133,14 @@ class Service:
                 subs += DHCP_SUBSCRIPTIONS
             self.listeners.append(
                 BusListener(bus_url, subs, self.handle, clock=clock, stop=stop, queue_expire=queue_expire,
-                            name="agents", reconnect_backoff=RECONNECT_BACKOFF)
+                            name="agents", reconnect_backoff=RECONNECT_BACKOFF,
+                            connection_factory=factory)
             )
         if dump is not None:
             self.listeners.append(
                 BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
-                            queue_expire=queue_expire, name="dump", reconnect_backoff=RECONNECT_BACKOFF)
+                            queue_expire=queue_expire, name="dump", reconnect_backoff=RECONNECT_BACKOFF,
+                            connection_factory=factory)
             )
 
     def bus_since(self) -> float | None:
@@ -157,6 +170,8 @@ class Service:
     def _update_link(self) -> None:
         if not self.listeners:
             return
+        for listener in self.listeners:
+            self.metrics.observe_drops(listener.name, listener.counts.dropped)
         link = self.listeners[0].link()
         self.link_since = link.since if link.connected else None
         self.link_outages = link.outages
@@ -167,6 +182,8 @@ class Service:
         """One check: refresh the link state, then one pass of every failover plugin."""
         self._update_link()
         for p in self.plugins:
+            if self.stop.is_set():
+                break  # stopping: no new pass (its API calls are not bounded by the shutdown bound)
             report = p.check()
             self.metrics.observe_pass(p.name, report)
             if self.on_pass is not None:
@@ -177,17 +194,44 @@ class Service:
             listener.start()
 
     def run(self) -> int:
+        """Run until ``stop``: 0 then; EXIT_FAILED when a part of the daemon gave up (CRITICAL logged)."""
         self.start()
         log.info("rpcdaemon running: plugins %s", " ".join(
             [p.name for p in self.plugins] + (["Dump"] if self.dump else [])) or "none")
+        code = 0
+        failures = 0
         try:
             while not self.stop.is_set():
-                self.step()
+                problem = self.health()
+                if problem is None:
+                    try:
+                        self.step()
+                        failures = 0
+                    except Exception:
+                        failures += 1
+                        log.exception("check failed (%d of %d in a row before giving up)", failures,
+                                      MAX_STEP_FAILURES)
+                        if failures >= MAX_STEP_FAILURES:
+                            problem = f"{failures} checks in a row failed"
+                if problem is not None:
+                    log.critical("%s; exiting with status %d so that the service manager restarts rpcdaemon",
+                                 problem, EXIT_FAILED)
+                    code = EXIT_FAILED
+                    break
                 self.stop.wait(self.check_interval)
         finally:
             self.shutdown()
         log.info("rpcdaemon stopped")
-        return 0
+        return code
+
+    def health(self) -> str | None:
+        """What makes this daemon useless (a bus listener or the metrics server gave up), or None."""
+        for listener in self.listeners:
+            if listener.fatal is not None:
+                return f"bus listener {listener.name} gave up: {listener.fatal}"
+            if not listener.is_alive() and not self.stop.is_set():
+                return f"bus listener {listener.name} stopped"
+        return self.metrics.server_problem()
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -195,11 +239,16 @@ class Service:
             listener.join(timeout=5)
         for p in self.plugins:
             p.executor.close()
+        self.metrics.close()
 
 
 def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
     """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
     from rpcdaemon.wiring import build_service  # settings -> Service; kept apart to keep this file small
 
-    service = build_service(settings, stop, foreground=foreground, out=out)
+    try:
+        service = build_service(settings, stop, foreground=foreground, out=out)
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
     return service.run()

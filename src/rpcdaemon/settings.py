@@ -1,28 +1,47 @@
 """rpcdaemon.conf: the settings, declared once, validated when loaded.
 
 One frozen dataclass per section (``[Daemon]``, ``[L3Agent]``, ``[DHCPAgent]``, ``[Dump]``). Every
-field carries its default, a one-line reason and a ``Kind`` (how the ini text is parsed and what is
-allowed); the loader, the error messages, ``--check-config`` and ``etc/rpcdaemon.conf.example`` are all
-derived from those declarations. ``cli.main`` calls ``load_settings``; ``neutronconf.resolve_settings``
-adds what comes from neutron.conf. Any bad value raises ``ConfigError``, whose text is one line.
+field carries its default, a one-line reason and a ``Kind`` (``rpcdaemon.kinds``: how the ini text is
+parsed and what is allowed, bounds included); the loader, the error messages, ``--check-config`` and
+``etc/rpcdaemon.conf.example`` are all derived from those declarations. ``cli.main`` calls
+``load_settings``; ``neutronconf.resolve_settings`` adds what comes from neutron.conf. The loader reads
+the text with ``rpcdaemon.inifile`` (which keeps line numbers) and is strict: an unknown section or key
+is an error with a did-you-mean hint, unless ``[Daemon] allow_unknown_keys`` makes it a warning. Every
+problem of a file is found in one pass: one is a ``ConfigError`` (one line), several a ``ConfigErrors``
+(a count line, then one line each).
 """
 
 from __future__ import annotations
 
-import configparser
-import ipaddress
-import math
-import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import jmespath
-import jmespath.exceptions
-
-from rpcdaemon.logs import mask_secrets
+from rpcdaemon.inifile import IniText, read_ini, unknown_key, unknown_section
+from rpcdaemon.kinds import (
+    ADDRESS,
+    BOOL,
+    BROKER,
+    DAY,
+    HTTP_URL,
+    JMESPATH,
+    LEVEL,
+    LEVEL_NAME,
+    NAME,
+    PATH,
+    PER_NETWORK,
+    TEXT,
+    Invalid,
+    Kind,
+    fraction,
+    integer,
+    optional,
+    plugin_names,
+    seconds,
+)
+from rpcdaemon.redact import mask_text, redact_value, redact_within
 
 L3AGENT, DHCPAGENT, DUMP = "L3Agent", "DHCPAgent", "Dump"
 PLUGIN_NAMES = (L3AGENT, DHCPAGENT, DUMP)
@@ -30,9 +49,6 @@ AGENT_PLUGINS = (L3AGENT, DHCPAGENT)
 DEFAULT_PIDFILE = Path("/var/run/rpcdaemon.pid")
 DEFAULT_LOGFILE = Path("/var/log/rpcdaemon.log")
 DEFAULT_NEUTRON_CONF = Path("/etc/neutron/neutron.conf")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# rabbit:// is oslo.messaging's spelling; neutronconf.kombu_url turns it into amqp:// failover URLs.
-BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "rabbit")
 
 
 class ConfigError(Exception):
@@ -56,157 +72,36 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}, line {self.line}"
+        # The bad value may be a broker URL or a password: messages reach terminals and logs. It is
+        # redacted knowing its key (also where the explanation quotes it), then the text filter runs.
+        allowed = self.allowed
         if self.section is not None and self.key is not None:
-            shown = "" if self.value is None else f" = {self.value!r}"
-            text = f"{where}: [{self.section}] {self.key}{shown}: {self.allowed}"
+            shown = ""
+            if self.value is not None:
+                value = redact_value(self.key, self.value)
+                shown = f" = {value!r}" if len(value) <= 200 else f" = {value[:60]!r}... ({len(value)} characters)"
+                allowed = redact_within(allowed, self.key, self.value)
+            text = f"{where}: [{self.section}] {self.key}{shown}: {allowed}"
         elif self.section is not None:
-            text = f"{where}: [{self.section}]: {self.allowed}"
+            text = f"{where}: [{self.section}]: {allowed}"
         else:
-            text = f"{where}: {self.allowed}"
-        # The bad value may be a broker URL with its password: messages reach terminals and logs.
-        return mask_secrets(text)
+            text = f"{where}: {allowed}"
+        return mask_text(text)
 
 
-class Invalid(ValueError):
-    """Raised by a ``Kind.parse`` with a detail worth showing (a plain ValueError shows none)."""
+class ConfigErrors(ConfigError):
+    """All the problems of one file at once: a line saying how many, then one line for each."""
+
+    def __init__(self, errors: Sequence[ConfigError], *, source: str) -> None:
+        self.errors = tuple(errors)
+        super().__init__(None, None, None, f"{len(self.errors)} errors", source=source)
+
+    def __str__(self) -> str:
+        return "\n".join([f"{self.source}: {len(self.errors)} errors:", *map(str, self.errors)])
 
 
-def _render(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return " ".join(value)
-    return str(value)
-
-
-@dataclass(frozen=True)
-class Kind:
-    """How one key is read: ``parse`` raises ValueError (``Invalid`` to add a detail) for bad text."""
-
-    expected: str
-    parse: Callable[[str], Any]
-    render: Callable[[Any], str] = _render
-
-
-def _number(minimum: float, *, strict: bool, maximum: float | None = None, what: str) -> Kind:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            raise ValueError
-        if maximum is not None and value > maximum:
-            raise ValueError
-        return value
-
-    return Kind(what, parse)
-
-
-def _integer(minimum: int, maximum: int | None = None, *, what: str) -> Kind:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum or (maximum is not None and value > maximum):
-            raise ValueError
-        return value
-
-    return Kind(what, parse)
-
-
-def _optional(kind: Kind, empty_means: str) -> Kind:
-    return Kind(f"{kind.expected}, or empty for {empty_means}", lambda t: kind.parse(t) if t else None)
-
-
-def _parse_bool(text: str) -> bool:
-    state = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
-    if state is None:
-        raise ValueError
-    return state
-
-
-def _parse_level(text: str) -> str:
-    if text.upper() not in LOG_LEVELS:
-        raise ValueError
-    return text.upper()
-
-
-def _parse_plugins(text: str) -> tuple[str, ...]:
-    canonical = {name.lower(): name for name in PLUGIN_NAMES}
-    names: list[str] = []
-    for word in text.replace(",", " ").split():
-        name = canonical.get(word.lower())
-        if name is None:
-            raise Invalid(f"unknown plugin {word!r}")
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise Invalid("no plugin listed")
-    return tuple(names)
-
-
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$")
-
-
-def _parse_rpchost(text: str) -> str:
-    if "://" not in text:
-        if not _HOST.match(text):
-            raise ValueError
-        return f"amqp://{text}//"  # the seed handed a bare host to kombu, which means amqp, guest, vhost /
-    for url in text.split(";"):
-        scheme, _, rest = url.strip().partition("://")
-        if scheme.lower() not in BROKER_SCHEMES or not rest:
-            raise Invalid(f"unsupported URL {url.strip()!r}")
-    return text
-
-
-def _parse_address(text: str) -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", text):
-            raise
-    return text
-
-
-def _parse_url(text: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
-        raise ValueError
-    return text.rstrip("/")
-
-
-def _parse_nonempty(text: str) -> str:
-    if not text:
-        raise ValueError
-    return text
-
-
-def _parse_jmespath(text: str) -> str:
-    try:
-        jmespath.compile(text)
-    except jmespath.exceptions.JMESPathError as exc:
-        position = getattr(exc, "lex_position", None)
-        at = "" if position is None else f" at character {position}"
-        raise Invalid(str(exc).splitlines()[0].rstrip(":") + at) from exc
-    return text
-
-
-def _parse_per_network(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-SECONDS = _number(0, strict=True, what="a number of seconds > 0")
-SECONDS_OR_ZERO = _number(0, strict=False, what="a number of seconds >= 0")
-BOOL = Kind("a boolean (true/false, yes/no, on/off, 1/0)", _parse_bool)
-LEVEL_NAME = Kind(f"one of {', '.join(LOG_LEVELS)}", _parse_level)
-LEVEL = _optional(LEVEL_NAME, "the [Daemon] loglevel")
-PATH = Kind("a file path", lambda t: Path(_parse_nonempty(t)))
-TEXT = _optional(Kind("a name", _parse_nonempty), "none")
+class MissingConfigFile(ConfigError):
+    """The configuration file does not exist (``cli`` then says how to write one)."""
 
 
 def setting(default: Any, doc: str, kind: Kind) -> Any:
@@ -220,13 +115,13 @@ class DaemonSettings:
         (L3AGENT, DHCPAGENT),
         "Plugins to run: L3Agent (routers off dead L3 agents), DHCPAgent (DHCP networks onto live DHCP "
         "agents), Dump (log bus traffic, for troubleshooting).",
-        Kind(f"space-separated names from: {' '.join(PLUGIN_NAMES)}", _parse_plugins),
+        plugin_names(PLUGIN_NAMES),
     )
     rpchost: str | None = setting(
         None,
         "Kombu URL of Neutron's RabbitMQ; a bare host or IP means amqp://guest:guest@HOST:5672//; empty "
         "means the transport_url of the first L3Agent/DHCPAgent plugin's neutron.conf.",
-        _optional(Kind("a host, host:port or amqp:// URL", _parse_rpchost), "neutron.conf's transport_url"),
+        optional(BROKER, "neutron.conf's transport_url"),
     )
     pidfile: Path = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
         DEFAULT_PIDFILE,
@@ -235,17 +130,36 @@ class DaemonSettings:
         DEFAULT_LOGFILE, "Log file of the detached daemon; with -d logs go to stderr.", PATH)
     loglevel: str | None = setting(
         None, "Log level; empty means INFO when detached and DEBUG with -d.",
-        _optional(LEVEL_NAME, "INFO (DEBUG with -d)"))
+        optional(LEVEL_NAME, "INFO (DEBUG with -d)"))
     check_interval: float = setting(
-        2.0, "Seconds between checks of liveness and bindings; failover waits at most this long extra.", SECONDS)
+        2.0, "Seconds between checks of liveness and bindings; failover waits at most this long extra.",
+        seconds(0.1, 600))
     dry_run: bool = setting(
         False, "Plan and log every move but change nothing in Neutron (also --dry-run).", BOOL)
+    allow_unknown_keys: bool = setting(
+        False, "Start despite unknown sections and keys (a file written for a newer rpcdaemon): each is then "
+        "logged as a warning and ignored; false refuses them, with a did-you-mean hint.", BOOL)
     metrics_port: int = setting(
         0, "TCP port of the Prometheus metrics endpoint; 0 turns it off.",
-        _integer(0, 65535, what="a TCP port 1-65535, or 0 for off"))
+        integer(0, 65535, what="a TCP port 1-65535, or 0 for off"))
     metrics_address: str = setting(
         "127.0.0.1", "Address the metrics endpoint listens on; keep it local unless firewalled.",
-        Kind("an IP address or host name", _parse_address))
+        ADDRESS)
+    ssl: bool | None = setting(
+        None, "TLS to RabbitMQ; empty means as rpchost's amqps:// or neutron.conf's [oslo_messaging_rabbit] ssl "
+        "and transport_url ?ssl=1 say.", optional(BOOL, "as the broker URL and neutron.conf say"))
+    ssl_ca_file: Path | None = setting(  # noqa: RUF009
+        None, "CA certificates (PEM) the broker's certificate must chain to; empty means neutron.conf's "
+        "ssl_ca_file, else the system CAs.", optional(PATH, "neutron.conf's, else the system CAs"))
+    ssl_cert_file: Path | None = setting(  # noqa: RUF009
+        None, "Client certificate (PEM) for brokers that demand one; empty means neutron.conf's ssl_cert_file.",
+        optional(PATH, "neutron.conf's, else none"))
+    ssl_key_file: Path | None = setting(  # noqa: RUF009
+        None, "Private key of ssl_cert_file; empty means neutron.conf's ssl_key_file (or the key inside the "
+        "certificate file).", optional(PATH, "neutron.conf's, else the certificate file"))
+    ssl_verify_hostname: bool = setting(
+        True, "Require the broker's certificate to name the host rpcdaemon connects to; turn off only for "
+        "brokers reached by a name their certificate lacks.", BOOL)
 
 
 @dataclass(frozen=True)
@@ -258,41 +172,48 @@ class AgentPluginSettings:
         PATH)
     loglevel: str | None = setting(None, "Log level of this plugin; empty means the [Daemon] loglevel.", LEVEL)
     timeout: float = setting(
-        30.0, "Most seconds one Neutron API call may take; a hung call delays failover this long.", SECONDS)
+        30.0, "Most seconds one Neutron API call may take; a hung call delays failover this long.",
+        seconds(1, 600))
     queue_expire: float = setting(
-        600.0, "Seconds RabbitMQ keeps the daemon's queue after it disconnects (x-expires); 0 means never.",
-        SECONDS_OR_ZERO)
+        600.0, "Kept for old files: sets x-expires on the daemon's queue, which has no effect (the queue is "
+        "exclusive, so RabbitMQ deletes it when the daemon's connection closes).",
+        seconds(1, 7 * DAY, zero_means="never"))
     cloud: str | None = setting(
         None, "clouds.yaml cloud to reach the Neutron API with, instead of neutron.conf's [keystone_authtoken].",
         TEXT)
     endpoint: str | None = setting(
         None, "Neutron URL used without authentication (noauth test set-ups); wins over cloud and neutron.conf.",
-        _optional(Kind("an http:// or https:// URL", _parse_url), "none"))
+        optional(HTTP_URL, "none"))
     agent_down_time: float | None = setting(
         None, "Seconds without a heartbeat after which an agent is dead.",
-        _optional(SECONDS, "neutron.conf's agent_down_time"))
+        optional(seconds(1, DAY), "neutron.conf's agent_down_time"))
     api_second_opinion: bool = setting(
         True, "Move nothing off an agent unless the Neutron API also says it is not alive.", BOOL)
     revive_hold: float = setting(
         60.0, "Seconds a revived agent must keep heartbeating before it receives routers or networks again.",
-        SECONDS_OR_ZERO)
+        seconds(0, DAY))
     max_dead_fraction: float = setting(
         0.5, "Brake: move nothing while more than this fraction of the agents is dead (a bus fault, likely); "
-        "1 disables it.", _number(0, strict=True, maximum=1, what="a fraction > 0 and <= 1"))
+        "1 disables it.", fraction())
     max_dead_agents: int = setting(
         0, "Brake: move nothing while more than this many agents are dead; 0 means no count limit.",
-        _integer(0, what="an integer >= 0"))
+        integer(0, 100_000))
     max_moves_per_cycle: int = setting(
-        500, "Most moves started in one check; the rest wait for the next one.", _integer(1, what="an integer >= 1"))
-    workers: int = setting(8, "Neutron API calls made in parallel.", _integer(1, 256, what="an integer 1-256"))
+        500, "Most moves started in one check; the rest wait for the next one.", integer(1, 100_000))
+    workers: int = setting(8, "Neutron API calls made in parallel.", integer(1, 256))
     reconcile_interval: float = setting(
-        60.0, "Seconds between full re-reads of agents and bindings from the Neutron API.", SECONDS)
+        60.0, "Seconds between full re-reads of agents and bindings from the Neutron API.", seconds(1, DAY))
     retry_attempts: int = setting(
         3, "Attempts at one API call that failed for a temporary reason, before leaving it to a later check.",
-        _integer(1, what="an integer >= 1"))
+        integer(1, 100))
     startup_grace: float | None = setting(
         None, "Seconds after start during which nothing is moved, so every live agent is heard first.",
-        _optional(SECONDS_OR_ZERO, "one agent_down_time"))
+        optional(seconds(0, DAY), "one agent_down_time"))
+    cafile: Path | None = setting(  # noqa: RUF009
+        None, "CA certificates (PEM) for an https endpoint (with endpoint only; clouds.yaml and neutron.conf "
+        "have their own).", optional(PATH, "the system CAs"))
+    insecure: bool = setting(
+        False, "Do not verify the https endpoint's certificate (with endpoint only; test set-ups).", BOOL)
 
     def effective_agent_down_time(self, neutron_default: float) -> float:
         return self.agent_down_time if self.agent_down_time is not None else neutron_default
@@ -312,7 +233,7 @@ class L3AgentSettings(AgentPluginSettings):
 class DHCPAgentSettings(AgentPluginSettings):
     agents_per_network: int | None = setting(
         None, "'all' hosts every DHCP network on every live DHCP agent (the seed's way); N keeps it on N agents.",
-        Kind("'all' or an integer >= 1", _parse_per_network, lambda v: "all" if v is None else str(v)))
+        PER_NETWORK)
 
 
 @dataclass(frozen=True)
@@ -320,10 +241,13 @@ class DumpSettings:
     loglevel: str | None = setting(
         "DEBUG", "Log level of the Dump plugin; messages are dumped at DEBUG, so keep DEBUG.", LEVEL)
     queue: str = setting(
-        "neutron", "Exchange whose traffic is dumped (Neutron's is neutron).", Kind("a name", _parse_nonempty))
+        "neutron", "Exchange whose traffic is dumped (Neutron's is neutron).", NAME)
     filter: str | None = setting(
-        None, "JMESPath expression; only messages for which it is true are dumped (also --filter).",
-        _optional(Kind("a JMESPath expression", _parse_jmespath), "all messages"))
+        None, "JMESPath expression; only messages for which it is true are dumped (also --filter). Fields: "
+        "exchange, routing_key, method (RPC method or event_type), host and agent_type (heartbeats), network_id, "
+        "body (the decoded message, e.g. body.args), context (_context_* keys), error. Quote strings: "
+        "host == 'net-1' (host == net1 compares two fields).",
+        optional(JMESPATH, "all messages"))
     verbose: bool = setting(False, "Dump whole decoded messages instead of one summary line each.", BOOL)
 
 
@@ -354,62 +278,74 @@ SECTIONS: dict[str, tuple[str, type[Any]]] = {
 }
 
 
-def _parse_value(section: str, key: str, text: str, kind: Kind, source: str) -> Any:
+def _parse_value(section: str, key: str, text: str, kind: Kind, source: str, line: int | None = None) -> Any:
     try:
         return kind.parse(text.strip())
     except ValueError as exc:
         detail = f" ({exc})" if isinstance(exc, Invalid) else ""
         allowed = f"expected {kind.expected}{detail}"
-        raise ConfigError(section, key, text, allowed, source=source) from None
+        raise ConfigError(section, key, text, allowed, source=source, line=line) from None
 
 
-def _read_ini(text: str, source: str) -> configparser.ConfigParser:
-    # No interpolation: a '%' in a broker password must stay a '%'. [DEFAULT] is an ordinary
-    # (unknown) section, not a source of values for every other section.
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0", empty_lines_in_values=False)
+def _declared(section: str) -> dict[str, Kind]:
+    return {f.name: f.metadata["kind"] for f in fields(SECTIONS[section][1])}
+
+
+def _allows_unknown(ini: IniText) -> bool:
+    texts = [e.value for s in ini.sections if s.name == "Daemon" for e in s.entries if e.key == "allow_unknown_keys"]
     try:
-        parser.read_string(text, source)
-    except configparser.DuplicateOptionError as exc:
-        raise ConfigError(exc.section, exc.option, None, "duplicate key (set once per section)",
-                          source=source, line=exc.lineno) from None
-    except configparser.DuplicateSectionError as exc:
-        raise ConfigError(exc.section, None, None, "duplicate section", source=source, line=exc.lineno) from None
-    except configparser.MissingSectionHeaderError as exc:
-        raise ConfigError(None, None, None, f"expected a [Section] header before {exc.line.strip()!r}",
-                          source=source, line=exc.lineno) from None
-    except configparser.ParsingError as exc:
-        lineno = exc.errors[0][0]
-        line = text.splitlines()[lineno - 1].strip()
-        raise ConfigError(None, None, None, f"cannot parse {line!r}: expected 'key = value'",
-                          source=source, line=lineno) from None
-    except configparser.Error as exc:
-        raise ConfigError(None, None, None, str(exc), source=source) from None
-    return parser
+        return bool(texts) and bool(BOOL.parse(texts[0].strip()))
+    except ValueError:
+        return False  # reported as a bad value with the rest
+
+
+def raise_all(errors: Sequence[ConfigError], source: str) -> None:
+    """Raise nothing, the one error, or all of them in file order as one ``ConfigErrors``."""
+    ordered = sorted(errors, key=lambda e: (e.line is None, e.line or 0))
+    if len(ordered) == 1:
+        raise ordered[0]
+    if ordered:
+        raise ConfigErrors(ordered, source=source)
 
 
 def parse_settings(text: str, source: str = "rpcdaemon.conf") -> Settings:
-    """Settings from the text of an rpcdaemon.conf; pure (no file is looked at)."""
-    parser = _read_ini(text, source)
+    """Settings from the text of an rpcdaemon.conf; pure (no file is looked at).
+
+    Every problem of the text is collected and raised together (``raise_all``). Unknown sections and
+    keys are errors, unless ``[Daemon] allow_unknown_keys`` is true: then they are ``Settings.warnings``
+    (a section name that is only a known one in another case stays an error)."""
+    ini = read_ini(text)
+    errors = [ConfigError(p.section, p.key, None, p.message, source=source, line=p.line) for p in ini.problems]
+    allow_unknown = _allows_unknown(ini)
     warnings: list[str] = []
     sections: dict[str, Any] = {}
-    for section in parser.sections():
-        if section not in SECTIONS:
-            hint = [name for name in SECTIONS if name.lower() == section.lower()]
-            warnings.append(f"{source}: unknown section [{section}] ignored"
-                            + (f" (did you mean [{hint[0]}]?)" if hint else f" (known: {' '.join(SECTIONS)})"))
+
+    def unknown(section: str, key: str | None, message: str, line: int | None, *, allowed: bool) -> None:
+        if allowed:
+            warnings.append(str(ConfigError(section, key, None, f"ignored {message}", source=source, line=line)))
+        else:
+            errors.append(ConfigError(section, key, None, message, source=source, line=line))
+
+    for section in ini.sections:
+        if section.name not in SECTIONS:
+            message, wrong_case = unknown_section(section.name, tuple(SECTIONS))
+            unknown(section.name, None, message, section.line, allowed=allow_unknown and not wrong_case)
             continue
-        attr, cls = SECTIONS[section]
-        declared = {f.name: f.metadata["kind"] for f in fields(cls)}
+        declared = _declared(section.name)
         values = {}
-        unknown = []
-        for key, text_value in parser.items(section):
-            if key in declared:
-                values[key] = _parse_value(section, key, text_value, declared[key], source)
-            else:
-                unknown.append(key)
-        if unknown:
-            warnings.append(f"{source}: [{section}] unknown keys ignored: {', '.join(unknown)}")
+        for entry in section.entries:
+            kind = declared.get(entry.key)
+            if kind is None:
+                message = unknown_key(section.name, entry.key, {name: tuple(_declared(name)) for name in SECTIONS})
+                unknown(section.name, entry.key, message, entry.line, allowed=allow_unknown)
+                continue
+            try:
+                values[entry.key] = _parse_value(section.name, entry.key, entry.value, kind, source, entry.line)
+            except ConfigError as exc:
+                errors.append(exc)
+        attr, cls = SECTIONS[section.name]
         sections[attr] = cls(**values)
+    raise_all(errors, source)
     return Settings(**sections, source=source, warnings=tuple(warnings))
 
 
@@ -420,7 +356,7 @@ def load_settings(path: Path) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(None, None, None, "no such file", source=source) from None
+        raise MissingConfigFile(None, None, None, "no such file", source=source) from None
     except UnicodeDecodeError:
         raise ConfigError(None, None, None, "not a UTF-8 text file", source=source) from None
     except OSError as exc:
@@ -434,13 +370,15 @@ def load_settings(path: Path) -> Settings:
         l3=replace(settings.l3, conffile=base / settings.l3.conffile),
         dhcp=replace(settings.dhcp, conffile=base / settings.dhcp.conffile),
     )
+    errors = []
     for name, plugin in settings.agent_plugins():
         try:
             with plugin.conffile.open("rb"):
                 pass
         except OSError as exc:
-            raise ConfigError(name, "conffile", str(plugin.conffile),
-                              f"expected a readable neutron.conf ({exc.strerror})", source=source) from None
+            errors.append(ConfigError(name, "conffile", str(plugin.conffile),
+                                      f"expected a readable neutron.conf ({exc.strerror})", source=source))
+    raise_all(errors, source)
     return settings
 
 

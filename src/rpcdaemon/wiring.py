@@ -24,10 +24,13 @@ from rpcdaemon.observing.bus import url_for_log
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.service import AgentPluginConfig, Service, StartError, build_plugin
 from rpcdaemon.settings import AgentPluginSettings, DHCPAgentSettings, L3AgentSettings, Settings
 
 log = logging.getLogger("rpcdaemon")
+# A real new agent is listed by Neutron within one report; invented host names must not cost more
+# than one reconcile per this many seconds (or per report_interval, if longer).
+UNKNOWN_RECONCILE_FLOOR = 10.0
 
 def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, dry_run: bool) -> AgentPluginConfig:
     """Map one plugin section (plus its neutron.conf) onto the deciders' and executor's policies."""
@@ -44,6 +47,7 @@ def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, 
             retry_reconcile_after=min(ps.reconcile_interval, max(5.0, report_interval)),
             target_fresh=max(2.5 * report_interval, 1.0),
             opinion_interval=max(1.0, min(report_interval, 5.0)),
+            unknown_reconcile_every=max(report_interval, UNKNOWN_RECONCILE_FLOOR),
         ),
         executor=ExecutorPolicy(workers=ps.workers, attempts=ps.retry_attempts, dry_run=dry_run),
         brake=BrakePolicy(max_dead_fraction=ps.max_dead_fraction, max_dead_agents=ps.max_dead_agents),
@@ -88,6 +92,8 @@ def build_service(
         log.info("bus %s; agent_down_time %.0fs", url_for_log(bus_url), down_time)
     else:
         log.info("bus %s", url_for_log(bus_url))
+    if resolved.broker_tls is not None:
+        log.info("bus over %s", resolved.broker_tls.describe())
     registry = AgentRegistry(down_time)
     factory = api_factory or OpenStackNeutron
     holder: dict[str, Service] = {}
@@ -96,7 +102,10 @@ def build_service(
         ps = settings.section(name)
         assert isinstance(ps, AgentPluginSettings)
         log.info("%s: Neutron via %s", name, pn.access.describe())
-        api: NeutronAPI = factory.from_access(pn.access)
+        try:
+            api: NeutronAPI = factory.from_access(pn.access)
+        except ValueError as exc:  # e.g. a clouds.yaml cloud that is not there: the text says which
+            raise StartError(f"{name}: {exc}") from None
         cfg = plugin_config(ps, pn, down_time, d.dry_run)
         plugins.append(build_plugin(name, api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
                                     bus_outages=lambda: holder["svc"].bus_outages(),
@@ -108,10 +117,14 @@ def build_service(
     queue_expire = max((settings.section(n).queue_expire for n in wanted), default=600.0) or None
     metrics = Metrics()
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
-                  queue_expire=queue_expire, stop=stop, metrics=metrics)
+                  queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls)
     holder["svc"] = svc
     if d.metrics_port:
-        metrics.serve(d.metrics_address, d.metrics_port)
+        try:
+            metrics.serve(d.metrics_address, d.metrics_port)
+        except OSError as exc:  # preflight probed it before detaching; something took it since
+            raise StartError(f"[Daemon] metrics_address:metrics_port {d.metrics_address}:{d.metrics_port}: "
+                             f"cannot listen: {exc.strerror or exc}") from None
         log.info("metrics on http://%s:%d/metrics", d.metrics_address, d.metrics_port)
     if d.dry_run:
         log.warning("DRY RUN: actions are planned and logged, Neutron is never changed")

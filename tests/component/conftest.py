@@ -64,7 +64,16 @@ def rabbitmq() -> str:
             " real broker: start it with `rabbitmq-server -detached` and wait for `rabbitmqctl -q status`.",
             pytrace=False,
         )
+    declare_oslo_exchange()  # what neutron-server does on any real deployment; rpcdaemon never does
     return AMQP_URL
+
+
+def declare_oslo_exchange(name: str = "neutron", url: str = AMQP_URL, *, durable: bool = False) -> None:
+    """Declare a topic exchange as oslo.messaging does (``durable`` is ``amqp_durable_queues``)."""
+    from kombu import Connection, Exchange
+
+    with Connection(url) as conn:
+        Exchange(name, type="topic", durable=durable, auto_delete=False)(conn.default_channel).declare()
 
 
 def wait_broker_up(deadline: float = 60.0) -> None:

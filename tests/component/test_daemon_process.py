@@ -202,6 +202,42 @@ def test_stale_pidfile_is_replaced(daemon: Daemon) -> None:
     wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
 
 
+def test_racing_starts_one_runs_the_other_says_so(daemon: Daemon) -> None:
+    # Started together, both pass any "is it running?" look at the file; only the lock decides, and
+    # it is taken before detaching, so the loser's refusal reaches the terminal it was run from.
+    for _ in range(3):
+        procs = [
+            subprocess.Popen([*daemon.command("idle"), "-c", str(daemon.config)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=daemon.tmp)
+            for _ in range(2)
+        ]
+        results = sorted((p.wait(timeout=30), p.communicate()[1]) for p in procs)
+        pid = daemon.wait_pid()
+        assert [code for code, _ in results] == [0, 1], results
+        assert results[0][1] == ""
+        assert results[1][1].startswith("rpcdaemon: error: already running")
+        assert results[1][1].count("\n") == 1, results[1][1]
+        assert f"(pidfile {daemon.pidfile}" in results[1][1]
+        _stop(pid)
+        wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
+
+
+def test_unreadable_pidfile_directory_is_one_line_and_exit_1(daemon: Daemon) -> None:
+    # Root ignores file modes; setpriv drops the capabilities that let it, so the mode applies.
+    daemon.pidfile.parent.chmod(0o000)
+    try:
+        done = subprocess.run(
+            ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+             *daemon.command("idle"), "-c", str(daemon.config)],
+            capture_output=True, text=True, timeout=30, check=False, cwd=daemon.tmp,
+        )
+    finally:
+        daemon.pidfile.parent.chmod(0o755)
+    assert done.returncode == 1
+    assert done.stderr == f"rpcdaemon: error: cannot open pidfile {daemon.pidfile}: Permission denied\n"
+    assert not daemon.pidfile.exists()
+
+
 def test_unwritable_logfile_fails_before_detaching(daemon: Daemon) -> None:
     daemon.write_config(logfile=daemon.tmp / "no-such-dir" / "r.log")
     done = daemon.start_detached()
@@ -217,7 +253,8 @@ def test_bad_config_fails_before_detaching(daemon: Daemon) -> None:
     done = daemon.start_detached()
     assert done.returncode == 2
     assert done.stderr == (
-        f"rpcdaemon: error: {daemon.config}: [Daemon] check_interval = 'often': expected a number of seconds > 0\n"
+        f"rpcdaemon: error: {daemon.config}, line 7: [Daemon] check_interval = 'often': "
+        "expected a number of seconds from 0.1 to 600\n"
     )
     assert not daemon.pidfile.exists()
 

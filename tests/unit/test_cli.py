@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon import __version__
-from rpcdaemon.cli import main
+from rpcdaemon.cli import DEFAULT_CONFIG, main
 from rpcdaemon.logs import mask_secrets
 from rpcdaemon.settings import Settings
 
@@ -148,10 +148,32 @@ def test_foreground_default_level_is_debug(tmp_path: Path, capsys: pytest.Captur
     assert "visible at the seed's foreground default" in capsys.readouterr().err
 
 
-def test_config_warnings_are_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    conf = write_config(tmp_path, "colour = blue\n")
+def test_unknown_keys_are_warnings_with_allow_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = write_config(tmp_path, "allow_unknown_keys = true\ncolour = blue\n")
     assert main(["-d", "-c", str(conf)], runner=Recorder()) == 0
-    assert f"WARNING rpcdaemon: {conf}: [Daemon] unknown keys ignored: colour" in capsys.readouterr().err
+    assert f"WARNING rpcdaemon: {conf}, line 7: [Daemon] colour: ignored unknown key" in capsys.readouterr().err
+    assert main(["-c", str(conf), "--check-config"], runner=Recorder()) == 0
+    assert f"rpcdaemon: warning: {conf}, line 7: [Daemon] colour: ignored unknown key" in capsys.readouterr().err
+
+
+def test_all_errors_of_a_file_exit_2_in_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = Recorder()
+    conf = write_config(tmp_path, "chek_interval = 1\n[l3agent]\ntimeout = 5\n[DHCPAgent]\nagents_per_netwrok = 2\n"
+                        "timeout = 1e300\n")
+    for mode in (["-d"], [], ["--check-config"]):
+        assert main([*mode, "-c", str(conf)], runner=runner) == 2
+        captured = capsys.readouterr()
+        assert captured.err.splitlines() == [
+            f"rpcdaemon: error: {conf}: 4 errors:",
+            f"{conf}, line 6: [Daemon] chek_interval: unknown key; did you mean check_interval?",
+            f"{conf}, line 7: [l3agent]: unknown section (names are case-sensitive); did you mean [L3Agent]?",
+            f"{conf}, line 10: [DHCPAgent] agents_per_netwrok: unknown key; did you mean agents_per_network?",
+            f"{conf}, line 11: [DHCPAgent] timeout = '1e300': expected a number of seconds from 1 to 600 "
+            "(1e+300 is above the maximum 600)",
+        ]
+        assert captured.out == ""
+    assert runner.calls == []
+    assert not (tmp_path / "r.pid").exists()
 
 
 def test_check_config_prints_effective_settings_with_secrets_masked(
@@ -173,7 +195,10 @@ def test_check_config_prints_effective_settings_with_secrets_masked(
 @pytest.mark.parametrize(
     ("body", "argv", "expected"),
     [
-        ("check_interval = soon\n", [], "[Daemon] check_interval = 'soon': expected a number of seconds > 0"),
+        ("check_interval = soon\n", [], "line 6: [Daemon] check_interval = 'soon': expected a number of seconds"),
+        ("check_interval = 1e-9\n", [], "check_interval = '1e-9': expected a number of seconds from 0.1 to 600 "
+         "(1e-09 is below the minimum 0.1)"),
+        ("colour = red\n", [], "line 6: [Daemon] colour: unknown key"),
         ("metrics_port = 99999\n", [], "[Daemon] metrics_port = '99999': expected a TCP port"),
         ("dry_run\n", [], "line 6: cannot parse 'dry_run'"),
         ("[L3Agent]\ntimeout = 3\ntimeout = 4\n", [], "line 8: [L3Agent] timeout: duplicate key"),
@@ -224,9 +249,20 @@ def test_neutron_conf_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no usable Neutron credentials: missing auth_url, username, password" in capsys.readouterr().err
 
 
-def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_file_says_how_to_get_one(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["-d", "-c", str(tmp_path / "absent.conf")], runner=Recorder()) == 2
-    assert capsys.readouterr().err == f"rpcdaemon: error: {tmp_path / 'absent.conf'}: no such file\n"
+    error, hint = capsys.readouterr().err.splitlines()
+    assert error == f"rpcdaemon: error: {tmp_path / 'absent.conf'}: no such file"
+    assert f"rpcdaemon --print-example-config > {tmp_path / 'absent.conf'}" in hint
+    assert "rpcdaemon demo" in hint
+    # Bare `rpcdaemon`: the default path, relative to nothing.
+    monkeypatch.chdir(tmp_path)
+    if not DEFAULT_CONFIG.exists():
+        assert main([], runner=Recorder()) == 2
+        error, hint = capsys.readouterr().err.splitlines()
+        assert error == f"rpcdaemon: error: {DEFAULT_CONFIG}: no such file"
+        assert f"rpcdaemon --print-example-config > {DEFAULT_CONFIG}" in hint
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

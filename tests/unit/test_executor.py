@@ -396,3 +396,153 @@ def test_outcomes_keep_the_order_of_the_actions(make_executor: MakeExecutor) -> 
         fn.add_network(network_id=f"n{i}")
     actions = [Action(ActionKind.BIND_NETWORK, f"n{i}", None, agent) for i in range(10)]
     assert [o.action for o in make_executor(fn).run(actions)] == actions
+
+
+# -- a target that dies under the bind -----------------------------------------------------------
+
+
+class Heard:
+    """A fake clock plus the last time each agent was heard: the plugin's target check in miniature."""
+
+    def __init__(self, *agents: str) -> None:
+        self.now = 0.0
+        self.heard = dict.fromkeys(agents, 0.0)
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def still_valid(self, action: Action) -> str | None:
+        if action.target is not None and self.now - self.heard[action.target.id] > 30.0:
+            return f"target {action.target.describe()} is no longer heard"
+        return None
+
+
+def dying_target() -> tuple[FakeNeutron, Heard]:
+    heard = Heard("l3-a", "l3-b")
+    fn = FakeNeutron(dead_bind_delay=240.0, sleep=heard.sleep)
+    fn.add_agent(L3_AGENT, "net-a", agent_id="l3-a", alive=False)
+    fn.add_agent(L3_AGENT, "net-b", agent_id="l3-b")
+    fn.add_router(router_id="r1")
+    fn.place_router("r1", "l3-a")
+    fn.stop_answering("l3-b")  # died after its last report; Neutron still lists it alive
+    return fn, heard
+
+
+def test_bind_that_timed_out_but_stuck_on_a_dead_target_is_failed(make_executor: MakeExecutor) -> None:
+    fn, heard = dying_target()
+    o = only(make_executor(fn).run([move(fn)], heard.still_valid))
+    assert fn.calls["bind_router"] == 2, "the 500 was retried, and the retry found the router bound"
+    assert fn.router_bindings()["r1"] == {"l3-b"}
+    assert o.status is OutcomeStatus.FAILED
+    assert o.detail == "bound after 2 attempt(s), but target net-b (l3-b) is no longer heard: to be moved again"
+
+
+def test_bind_retried_on_a_target_still_heard_is_done(make_executor: MakeExecutor) -> None:
+    fn, heard = dying_target()
+    fn.stop_answering("l3-b", deaf=False)
+    fn.fail_next(1, ErrorKind.TEMPORARY, method="bind_router", applied=True)
+    o = only(make_executor(fn).run([move(fn)], heard.still_valid))
+    assert (o.status, fn.calls["bind_router"]) == (OutcomeStatus.DONE, 2)
+
+
+def test_already_there_on_a_target_gone_silent_is_failed(make_executor: MakeExecutor) -> None:
+    fn, heard = dying_target()
+    fn.stop_answering("l3-b", deaf=False)
+    fn.place_router("r1", "l3-b")  # the bind went through earlier; this time it answers 409
+    fn.fail_next(1, ErrorKind.CONFLICT, method="bind_router")
+    heard.heard["l3-b"] = -100.0  # silent for a while: only the check after the 409 looks
+
+    def after_the_bind(action: Action) -> str | None:
+        return heard.still_valid(action) if fn.calls["bind_router"] else None
+
+    o = only(make_executor(fn).run([bind(fn)], after_the_bind))
+    assert o.status is OutcomeStatus.FAILED
+    assert "no longer heard" in o.detail
+
+
+def test_read_back_fails_a_bind_on_a_target_gone_silent_meanwhile(make_executor: MakeExecutor) -> None:
+    fn, heard = dying_target()
+    fn.stop_answering("l3-b", deaf=False)
+    fn.add_router(router_id="r2")
+
+    def silent_after_the_binds(action: Action) -> str | None:
+        if fn.calls["bind_router"] < 2:
+            return None
+        heard.now = 100.0  # the batch's binds are through; b has said nothing since t=0
+        return heard.still_valid(action)
+
+    outcomes = make_executor(fn).run([move(fn), bind(fn, "r2")], silent_after_the_binds)
+    assert [o.status for o in outcomes] == [OutcomeStatus.FAILED] * 2
+    assert all(o.detail.startswith("hosted, but target net-b (l3-b) is no longer heard") for o in outcomes)
+    assert fn.calls["routers_on_agent"] == 1
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+
+class StopDuring(FakeNeutron):
+    """Sets the stop event inside the first call of ``method`` (a stop that arrives mid-call)."""
+
+    def __init__(self, stop: threading.Event, method: str, latency: float = 0.0) -> None:
+        super().__init__(latency=latency)
+        self.stop, self.method = stop, method
+
+    def unbind_router(self, agent_id: str, router_id: str) -> None:
+        if self.method == "unbind_router":
+            self.stop.set()
+        super().unbind_router(agent_id, router_id)
+
+    def bind_router(self, agent_id: str, router_id: str) -> None:
+        if self.method == "bind_router":
+            self.stop.set()
+        super().bind_router(agent_id, router_id)
+
+
+def stop_world(stop: threading.Event, method: str, routers: int, latency: float = 0.0) -> StopDuring:
+    fn = StopDuring(stop, method, latency)
+    fn.add_agent(L3_AGENT, "net-a", agent_id="l3-a", alive=False)
+    fn.add_agent(L3_AGENT, "net-b", agent_id="l3-b")
+    for i in range(routers):
+        fn.add_router(router_id=f"r{i}")
+        fn.place_router(f"r{i}", "l3-a")
+    return fn
+
+
+def test_stop_after_the_unbind_finishes_the_bind_and_starts_nothing_new(
+    make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = RecordingStop()
+    # Real time: each call takes 0.15 s, so the waiting pass sees the stop while the bind goes on.
+    fn = stop_world(stop, "unbind_router", routers=3, latency=0.15)
+    fn.fail_next(2, ErrorKind.TEMPORARY, method="bind_router")  # even a failing bind is retried to the end
+    ex = make_executor(fn, ExecutorPolicy(workers=1, attempts=3, backoff_min=0.0, backoff_max=0.0), stop)
+    with caplog.at_level(logging.INFO, logger="rpcdaemon.executor"):
+        outcomes = ex.run([move(fn, f"r{i}") for i in range(3)])
+    assert [o.status for o in outcomes] == [OutcomeStatus.DONE, OutcomeStatus.SKIPPED, OutcomeStatus.SKIPPED]
+    assert fn.router_bindings() == {"r0": {"l3-b"}, "r1": {"l3-a"}, "r2": {"l3-a"}}, "nothing hosted nowhere"
+    assert fn.calls["unbind_router"] == 1
+    assert fn.calls["bind_router"] == 3
+    assert fn.calls["routers_on_agent"] == 0, "no read-back while stopping"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert "stop: finishing 1 in-flight moves" in lines
+    assert lines[-1] == "stopped: 1 finished, 2 abandoned before unbind"
+
+
+def test_stop_during_a_failing_unbind_does_not_retry_it(make_executor: MakeExecutor) -> None:
+    stop = RecordingStop()
+    fn = stop_world(stop, "unbind_router", routers=1)
+    fn.fail_next(1, ErrorKind.TEMPORARY, method="unbind_router")
+    o = only(make_executor(fn, NO_WAIT, stop).run([move(fn)]))
+    assert o.status is OutcomeStatus.FAILED
+    assert (fn.calls["unbind_router"], fn.calls["bind_router"]) == (1, 0)
+    assert fn.router_bindings()["r0"] == {"l3-a"}
+
+
+def test_stop_during_a_failing_single_bind_does_not_retry_it(make_executor: MakeExecutor) -> None:
+    stop = RecordingStop()
+    fn = stop_world(stop, "bind_router", routers=0)
+    fn.add_router(router_id="r1")
+    fn.fail_next(1, ErrorKind.TEMPORARY, method="bind_router")
+    o = only(make_executor(fn, NO_WAIT, stop).run([bind(fn)]))
+    assert o.status is OutcomeStatus.FAILED
+    assert fn.calls["bind_router"] == 1

@@ -46,3 +46,16 @@ def test_brake_sees_agents_that_go_quiet_seconds_apart() -> None:
     # The same dead agent alone, with the others speaking: no brake, its routers may move.
     judged[1] = judge(Observation(agents[1], last_heard=29.0), 0.0, POLICY, 30.0)
     assert brake_reason(judged, BrakePolicy(max_dead_fraction=0.5)) is None
+
+
+def test_early_verdict_is_off_for_one_window_after_the_reconnection_only() -> None:
+    from rpcdaemon.deciding.liveness import early_verdict_ok
+
+    assert early_verdict_ok(0.0, 0, POLICY, 1.0), "no outage ever: Neutron's word counts"
+    assert not early_verdict_ok(None, 1, POLICY, 60.0), "off the bus now"
+    # Reconnected at t=50 after one outage: off until t=60 (one window), on again afterwards.
+    assert not early_verdict_ok(50.0, 1, POLICY, 59.9)
+    assert early_verdict_ok(50.0, 1, POLICY, 60.0)
+    assert early_verdict_ok(50.0, 7, POLICY, 500.0), "outages long ago do not count"
+    long_grace = LivenessPolicy(down_time=10.0, startup_grace=40.0, revive_hold=30.0)
+    assert not early_verdict_ok(50.0, 1, long_grace, 80.0), "the window is the longer of grace and down_time"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ project_name = service
 user_domain_name = Users
 project_domain_id = default
 region_name = RegionTwo
-cafile = /etc/ssl/ca.pem
+cafile = /etc/ssl/certs/ca-certificates.crt
 insecure = false
 interface = public
 """
@@ -61,11 +62,12 @@ def test_v3_keys() -> None:
     conf = parse_neutron_conf(V3, "/etc/neutron/neutron.conf")
     assert (conf.agent_down_time, conf.report_interval) == (20.0, 5.0)
     assert conf.transport_url == "rabbit://openstack:s3cret@10.0.0.1:5672/"
-    assert conf.access == NeutronAccess(
+    assert replace(conf.access, auth_options={}) == NeutronAccess(
         auth_url="http://10.0.0.2:5000/v3", username="neutron", password="n3utr0n", project_name="service",
-        user_domain_name="Users", project_domain_id="default", region_name="RegionTwo", cafile="/etc/ssl/ca.pem",
-        insecure=False, interface="public",
+        user_domain_name="Users", project_domain_id="default", region_name="RegionTwo",
+        cafile="/etc/ssl/certs/ca-certificates.crt", insecure=False, interface="public",
     )
+    assert conf.access.auth_options["user_domain_name"] == "Users"
     assert conf.source == "/etc/neutron/neutron.conf"
 
 
@@ -197,8 +199,9 @@ def test_incomplete_credentials_name_what_is_missing() -> None:
     with pytest.raises(ConfigError) as caught:
         neutron_access(L3AgentSettings(), conf, section="DHCPAgent")
     assert str(caught.value) == (
-        "/etc/neutron/neutron.conf: [keystone_authtoken]: no usable Neutron credentials: missing auth_url, "
-        "password, project_name (or set endpoint or cloud in [DHCPAgent] of rpcdaemon.conf)"
+        "/etc/neutron/neutron.conf: [keystone_authtoken] auth_url: no usable Neutron credentials: missing "
+        "auth_url, password, project_name (auth_type password; user_id may stand for username, project_id, "
+        "system_scope or domain_id for project_name) (or set endpoint or cloud in [DHCPAgent] of rpcdaemon.conf)"
     )
 
 
@@ -242,3 +245,103 @@ def test_no_broker_anywhere_is_an_error(tmp_path: Path) -> None:
         resolve_settings(load_settings(conf))
     assert str(caught.value) == (f"{neutron}: [DEFAULT] transport_url: not set, and rpcdaemon.conf [Daemon] rpchost "
                                  "is empty: set one of them")
+
+
+def _access(keystone: str, extra: str = "") -> NeutronAccess:
+    return neutron_access(L3AgentSettings(), parse_neutron_conf(f"[keystone_authtoken]\n{keystone}\n{extra}"))
+
+
+def test_application_credentials_from_auth_type() -> None:
+    access = _access("auth_type = v3applicationcredential\nauth_url = http://k:5000/v3\n"
+                     "application_credential_id = ac1\napplication_credential_secret = s3cr3t")
+    assert (access.auth_type, access.auth_options["application_credential_id"]) == ("v3applicationcredential", "ac1")
+    assert "s3cr3t" not in repr(access)
+    assert "s3cr3t" not in access.describe()
+    with pytest.raises(ConfigError, match=r"\[keystone_authtoken\] application_credential_secret: .*missing "
+                       "application_credential_secret \\(auth_type v3applicationcredential"):
+        _access("auth_type = v3applicationcredential\nauth_url = http://k:5000/v3\napplication_credential_id = ac1")
+
+
+def test_v3token_user_id_project_id_and_system_scope() -> None:
+    assert _access("auth_type = v3token\nauth_url = http://k/v3\ntoken = t0k\nproject_id = p1").auth_type == "v3token"
+    by_id = _access("auth_url = http://k/v3\nuser_id = u1\npassword = p\nproject_id = p1")
+    assert (by_id.auth_options["user_id"], by_id.auth_options["project_id"]) == ("u1", "p1")
+    assert "u1@p1" in by_id.describe()
+    system = _access("auth_url = http://k/v3\nusername = admin\npassword = p\nsystem_scope = all")
+    assert "admin@system:all" in system.describe()
+
+
+def test_unknown_auth_type_is_one_line_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _access("auth_type = kerberos-ish\nauth_url = http://k/v3")
+    text = str(caught.value)
+    assert text.startswith("neutron.conf: [keystone_authtoken] auth_type = 'kerberos-ish': no usable")
+    assert "v3applicationcredential" in text
+    assert "\n" not in text
+
+
+def test_auth_section_redirects_and_session_options(tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    access = _access("auth_section = service_auth\ninsecure = true",
+                     f"[service_auth]\nauth_type = password\nauth_url = http://k/v3\nusername = n\npassword = p\n"
+                     f"project_name = service\ncertfile = {cert}\nkeyfile = {cert}\n")
+    assert (access.auth_section, access.username, access.certfile, access.insecure) == (
+        "service_auth", "n", str(cert), True)
+    with pytest.raises(ConfigError, match=r"\[keystone_authtoken\] auth_section = 'nowhere': names a section"):
+        _access("auth_section = nowhere")
+    with pytest.raises(ConfigError, match=r"\[keystone_authtoken\] cafile = '/no/such/ca.pem': expected a readable"):
+        _access("auth_url = http://k/v3\nusername = n\npassword = p\nproject_name = s\ncafile = /no/such/ca.pem")
+
+
+def test_endpoint_mode_takes_cafile_and_insecure() -> None:
+    conf = parse_neutron_conf("")
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    access = neutron_access(L3AgentSettings(endpoint="https://n:9696", cafile=bundle, insecure=False), conf)
+    assert access.cafile == "/etc/ssl/certs/ca-certificates.crt"
+    assert neutron_access(L3AgentSettings(endpoint="https://n:9696", insecure=True), conf).insecure
+    with pytest.raises(ConfigError, match=r"rpcdaemon.conf: \[L3Agent\] cafile = '/nope': expected a readable"):
+        neutron_access(L3AgentSettings(endpoint="https://n:9696", cafile=Path("/nope")), conf)
+
+
+@pytest.mark.parametrize(
+    ("rabbit", "url", "enabled"),
+    [
+        ("[oslo_messaging_rabbit]\nssl = true\n", "rabbit://u:p@h:5671/", True),
+        ("[oslo_messaging_rabbit]\nrabbit_use_ssl = true\n", "rabbit://u:p@h:5671/", True),
+        ("", "rabbit://u:p@h:5671/?ssl=1", True),
+        ("[oslo_messaging_rabbit]\nssl = true\n", "rabbit://u:p@h:5671/?ssl=0", False),
+        ("", "rabbit://u:p@h:5672/", False),
+    ],
+)
+def test_oslo_ssl_switches(rabbit: str, url: str, enabled: bool) -> None:
+    conf = parse_neutron_conf(f"[DEFAULT]\ntransport_url = {url}\n{rabbit}")
+    assert conf.rabbit_ssl is enabled
+    assert kombu_url(url) == "amqp://u:p@h:" + url.split(":")[3].split("/")[0] + "//"
+
+
+def test_oslo_ssl_files_old_names_and_rpcdaemon_conf_wins(tmp_path: Path) -> None:
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    neutron = _write(tmp_path / "neutron.conf", "[DEFAULT]\ntransport_url = rabbit://u:p@h:5671/\n"
+                     "[oslo_messaging_rabbit]\nssl = true\nkombu_ssl_ca_certs = /no/such/ca\nssl_version = TLSv1_2\n")
+    conf = load_neutron_conf(neutron)
+    assert (conf.rabbit_tls.ca_file, conf.rabbit_tls.minimum_version) == ("/no/such/ca", "TLSv1_2")
+    text = f"[Daemon]\nplugins = L3Agent\n[L3Agent]\nconffile = {neutron}\nendpoint = http://n:9696\n"
+    with pytest.raises(ConfigError, match=r"\[oslo_messaging_rabbit\] ssl_ca_file = '/no/such/ca': expected a"):
+        resolve_settings(parse_settings(text, str(tmp_path / "rpcdaemon.conf")))
+    resolved = resolve_settings(parse_settings(text.replace("[L3Agent]", f"ssl_ca_file = {ca}\n[L3Agent]"),
+                                               str(tmp_path / "rpcdaemon.conf")))
+    assert resolved.broker_tls is not None
+    assert (resolved.broker_tls.ca_file, resolved.broker_tls.verify_hostname) == (ca, True)
+    off = text.replace("[L3Agent]", "ssl = false\n[L3Agent]")
+    assert resolve_settings(parse_settings(off, str(tmp_path / "rpcdaemon.conf"))).broker_tls is None
+    with pytest.raises(ConfigError, match=r"ssl_version = 'SSLv2': expected TLSv1_2"):
+        parse_neutron_conf("[oslo_messaging_rabbit]\nssl_version = SSLv2\n")
+
+
+def test_rpchost_amqps_means_tls_with_host_name_check() -> None:
+    resolved = resolve_settings(parse_settings("[Daemon]\nplugins = Dump\nrpchost = amqps://u:p@b:5671//\n"))
+    assert resolved.broker_tls is not None
+    assert resolved.broker_tls.verify_hostname
+    plain = resolve_settings(parse_settings("[Daemon]\nplugins = Dump\nrpchost = amqp://u:p@b:5672//\n"))
+    assert plain.broker_tls is None

@@ -46,8 +46,8 @@ class Clock:
 class HookedNeutron(FakeNeutron):
     """FakeNeutron that runs a one-shot hook after a named call (to change the world mid-pass)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, sleep: Callable[[float], None]) -> None:
+        super().__init__(sleep=sleep)  # the fake's delays pass on the rig's clock
         self.after: dict[str, Callable[[], None]] = {}
 
     def _fire(self, method: str) -> None:
@@ -81,7 +81,7 @@ class Rig:
         self.agent_type = agent_type
         self.neutron_down = neutron_down
         self.clock = Clock(START)
-        self.api = HookedNeutron()
+        self.api = HookedNeutron(sleep=self.advance)
         self.registry = AgentRegistry(liveness.down_time)
         self.bus: float | None = START
         self.registry.set_listening(self.bus)
@@ -104,6 +104,15 @@ class Rig:
         for aid in ids:
             self.api.add_agent(self.agent_type, f"host-{aid}", agent_id=aid, **kw)  # type: ignore[arg-type]
             self.spoke[aid] = self.clock()
+
+    def advance(self, seconds: float) -> None:
+        """Time spent inside one API call: the speaking agents keep reporting (every TICK) meanwhile."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.now = min(end, self.clock.now + TICK)
+            for aid in self.spoke:
+                if aid not in self.silent:
+                    self.speak(aid)
 
     def speak(self, aid: str) -> None:
         self.registry.record(Heartbeat(self.agent_type, f"host-{aid}", self.clock()))
@@ -310,6 +319,29 @@ def test_after_a_bus_outage_neutrons_dead_flag_is_not_enough(make_rig: Callable[
     assert len(rig.done(ActionKind.MOVE_ROUTER)) == 6
 
 
+def test_a_bus_outage_long_ago_does_not_disable_neutrons_early_word(make_rig: Callable[..., Rig]) -> None:
+    # A bus outage, then well over a window of listening; later an API outage during which a dies.
+    # When the API is back, Neutron (which kept hearing the others) says a is dead: that settles it
+    # at once, as it would without the old bus outage (the count of outages never resets).
+    rig = l3_rig(make_rig)
+    rig.run(100)
+    rig.bus = None
+    rig.registry.set_listening(None)
+    rig.bus_outages += 1
+    rig.run(20)
+    rig.bus = rig.clock()
+    rig.registry.set_listening(rig.bus)
+    rig.run(3 * DOWN)
+    assert rig.done() == []
+    rig.api.outage = True
+    rig.silent.add("a")
+    rig.run(200)
+    assert rig.api.agent("a").alive is False
+    rig.api.outage = False
+    rig.tick()  # back: the API window restarts, but the bus has been up for ages
+    assert len(rig.done(ActionKind.MOVE_ROUTER)) == 6
+
+
 def test_brake_holds_and_costs_no_calls(make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
     rig = l3_rig(make_rig)
     rig.api.add_router(router_id="rb")
@@ -413,6 +445,35 @@ def test_source_back_after_the_unbind_still_gets_the_router_bound(make_rig: Call
     assert rig.done(ActionKind.MOVE_ROUTER) == ["r0"]
     assert hosts_of(rig)["r0"] <= {"b", "c"}
     assert len(hosts_of(rig)["r0"]) == 1
+
+
+def test_target_dying_during_the_bind_is_not_done_and_the_router_moves_again(make_rig: Callable[..., Rig]) -> None:
+    # b (the chosen target) dies right after the unbind, before Neutron notices: the bind writes the
+    # binding, its RPC to b times out (500 after 240 s), and the retry finds the router already bound.
+    rig = l3_rig(make_rig, routers_on_a=1)
+    rig.agents("d", "e")  # two dead of five: not a mass failure
+    rig.run(100)
+    rig.silent.add("a")
+    rig.api.dead_bind_delay = 240.0
+
+    def target_dies() -> None:
+        rig.silent.add("b")
+        rig.api.stop_answering("b")
+
+    rig.api.after["unbind_router"] = target_dies
+    while not rig.api.calls["unbind_router"]:
+        rig.tick()
+    (outcome,) = rig.reports[-1].outcomes
+    assert outcome.action.target == rig.api.agent("b")
+    assert outcome.status is OutcomeStatus.FAILED, outcome.detail
+    assert "no longer heard" in outcome.detail
+    assert "to be moved again" in outcome.detail
+    assert hosts_of(rig)["r0"] == {"b"}, "Neutron kept the binding on the dead target"
+    rig.run(3 * TICK)
+    assert hosts_of(rig)["r0"] == {"c"}, "moved off the agent that died under the bind"
+    moved = [o for r in rig.reports for o in r.outcomes if o.status is OutcomeStatus.DONE]
+    assert [(o.action.source.id if o.action.source else None, o.action.target.id if o.action.target else None)
+            for o in moved] == [("b", "c")]
 
 
 def test_unhosted_router_is_scheduled_on_the_next_reconcile(make_rig: Callable[..., Rig]) -> None:

@@ -10,7 +10,9 @@ import pytest
 from rpcdaemon.settings import (
     SECTIONS,
     ConfigError,
+    ConfigErrors,
     DaemonSettings,
+    MissingConfigFile,
     Settings,
     load_settings,
     override,
@@ -47,11 +49,18 @@ GOOD = [
     ("Daemon", "check_interval", "0.5", 0.5),
     ("Daemon", "dry_run", "yes", True),
     ("Daemon", "dry_run", "Off", False),
+    ("Daemon", "allow_unknown_keys", "true", True),
     ("Daemon", "metrics_port", "9127", 9127),
     ("Daemon", "metrics_port", "0", 0),
     ("Daemon", "metrics_address", "0.0.0.0", "0.0.0.0"),
     ("Daemon", "metrics_address", "::1", "::1"),
     ("Daemon", "metrics_address", "localhost", "localhost"),
+    ("Daemon", "ssl", "true", True),
+    ("Daemon", "ssl", "", None),
+    ("Daemon", "ssl_ca_file", "ca.pem", Path("ca.pem")),
+    ("Daemon", "ssl_cert_file", "", None),
+    ("Daemon", "ssl_key_file", "/k.pem", Path("/k.pem")),
+    ("Daemon", "ssl_verify_hostname", "false", False),
     ("L3Agent", "skip_ha_routers", "false", False),
     ("DHCPAgent", "agents_per_network", "ALL", None),
     ("DHCPAgent", "agents_per_network", "2", 2),
@@ -85,6 +94,8 @@ GOOD_AGENT = [
     ("retry_attempts", "1", 1),
     ("startup_grace", "0", 0.0),
     ("startup_grace", "", None),
+    ("cafile", "/ca.pem", Path("/ca.pem")),
+    ("insecure", "yes", True),
 ]
 
 # (section, key, bad text, fragment of the error message)
@@ -96,14 +107,17 @@ BAD = [
     ("Daemon", "pidfile", "", "a file path"),
     ("Daemon", "logfile", "", "a file path"),
     ("Daemon", "loglevel", "verbose", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-    ("Daemon", "check_interval", "0", "a number of seconds > 0"),
-    ("Daemon", "check_interval", "-1", "a number of seconds > 0"),
-    ("Daemon", "check_interval", "nan", "a number of seconds > 0"),
-    ("Daemon", "check_interval", "inf", "a number of seconds > 0"),
+    ("Daemon", "check_interval", "0", "a number of seconds from 0.1 to 600 (0 is below the minimum 0.1)"),
+    ("Daemon", "check_interval", "-1", "a number of seconds from 0.1 to 600"),
+    ("Daemon", "check_interval", "nan", "a number of seconds from 0.1 to 600"),
+    ("Daemon", "check_interval", "inf", "a number of seconds from 0.1 to 600"),
     ("Daemon", "dry_run", "maybe", "a boolean"),
+    ("Daemon", "allow_unknown_keys", "perhaps", "a boolean"),
     ("Daemon", "metrics_port", "65536", "a TCP port"),
     ("Daemon", "metrics_port", "http", "a TCP port"),
     ("Daemon", "metrics_address", "not an address!", "an IP address or host name"),
+    ("Daemon", "ssl", "tls", "a boolean"),
+    ("Daemon", "ssl_verify_hostname", "", "a boolean"),
     ("L3Agent", "skip_ha_routers", "2", "a boolean"),
     ("DHCPAgent", "agents_per_network", "0", "'all' or an integer >= 1"),
     ("DHCPAgent", "agents_per_network", "some", "'all' or an integer >= 1"),
@@ -116,23 +130,24 @@ BAD = [
 BAD_AGENT = [
     ("conffile", "", "a file path"),
     ("loglevel", "chatty", "one of DEBUG"),
-    ("timeout", "abc", "a number of seconds > 0"),
-    ("timeout", "0", "a number of seconds > 0"),
-    ("queue_expire", "-5", "a number of seconds >= 0"),
+    ("timeout", "abc", "a number of seconds from 1 to 600"),
+    ("timeout", "0", "a number of seconds from 1 to 600 (0 is below the minimum 1)"),
+    ("queue_expire", "-5", "0 (never) or a number of seconds from 1 to 604800"),
     ("endpoint", "127.0.0.1:9696", "an http:// or https:// URL"),
-    ("agent_down_time", "0", "a number of seconds > 0"),
+    ("agent_down_time", "0", "a number of seconds from 1 to 86400"),
     ("api_second_opinion", "sometimes", "a boolean"),
-    ("revive_hold", "-1", "a number of seconds >= 0"),
+    ("revive_hold", "-1", "a number of seconds from 0 to 86400"),
     ("max_dead_fraction", "0", "a fraction > 0 and <= 1"),
     ("max_dead_fraction", "1.5", "a fraction > 0 and <= 1"),
-    ("max_dead_agents", "-1", "an integer >= 0"),
-    ("max_dead_agents", "1.5", "an integer >= 0"),
-    ("max_moves_per_cycle", "0", "an integer >= 1"),
-    ("workers", "0", "an integer 1-256"),
-    ("workers", "1000", "an integer 1-256"),
-    ("reconcile_interval", "never", "a number of seconds > 0"),
-    ("retry_attempts", "0", "an integer >= 1"),
-    ("startup_grace", "soon", "a number of seconds >= 0"),
+    ("max_dead_agents", "-1", "an integer from 0 to 100000"),
+    ("max_dead_agents", "1.5", "an integer from 0 to 100000"),
+    ("max_moves_per_cycle", "0", "an integer from 1 to 100000"),
+    ("workers", "0", "an integer from 1 to 256"),
+    ("workers", "1000", "an integer from 1 to 256 (1000 is above the maximum 256)"),
+    ("reconcile_interval", "never", "a number of seconds from 1 to 86400"),
+    ("retry_attempts", "0", "an integer from 1 to 100"),
+    ("startup_grace", "soon", "a number of seconds from 0 to 86400"),
+    ("insecure", "sure", "a boolean"),
 ]
 
 
@@ -153,10 +168,10 @@ def test_bad_value_names_section_key_value_and_what_is_allowed(section: str, key
     with pytest.raises(ConfigError) as caught:
         one(section, key, text)
     message = str(caught.value)
-    assert message.startswith(f"rpcdaemon.conf: [{section}] {key} = {text!r}: expected ")
+    assert message.startswith(f"rpcdaemon.conf, line 2: [{section}] {key} = {text!r}: expected ")
     assert fragment in message
     assert "\n" not in message
-    assert (caught.value.section, caught.value.key, caught.value.value) == (section, key, text)
+    assert (caught.value.section, caught.value.key, caught.value.value, caught.value.line) == (section, key, text, 2)
 
 
 def test_every_declared_key_has_a_good_and_a_bad_case() -> None:
@@ -164,14 +179,17 @@ def test_every_declared_key_has_a_good_and_a_bad_case() -> None:
     bad = {(s, k) for s, k, _, _ in BAD + _agent_cases(BAD_AGENT)}
     declared = {(name, f.name) for name, (_, cls) in SECTIONS.items() for f in fields(cls)}
     assert declared - good == set()
-    # Free-form names (cloud) have no bad value; everything else must.
-    assert declared - bad == {("L3Agent", "cloud"), ("DHCPAgent", "cloud")}
+    # Free-form names (cloud) and optional paths (empty means none) have no bad value; everything else must.
+    assert declared - bad == {("L3Agent", "cloud"), ("DHCPAgent", "cloud"), ("L3Agent", "cafile"),
+                              ("DHCPAgent", "cafile"), ("Daemon", "ssl_ca_file"), ("Daemon", "ssl_cert_file"),
+                              ("Daemon", "ssl_key_file")}
 
 
 def test_error_message_is_exactly_one_clear_line() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings("[L3Agent]\ntimeout = abc\n")
-    assert str(caught.value) == "rpcdaemon.conf: [L3Agent] timeout = 'abc': expected a number of seconds > 0"
+    assert str(caught.value) == ("rpcdaemon.conf, line 2: [L3Agent] timeout = 'abc': "
+                                 "expected a number of seconds from 1 to 600")
 
 
 def test_plugin_error_lists_the_valid_names() -> None:
@@ -237,14 +255,152 @@ def test_missing_sections_mean_defaults_and_unlisted_sections_are_fine() -> None
     assert settings.warnings == ()
 
 
-def test_unknown_keys_and_sections_are_warnings_listing_them() -> None:
-    settings = parse_settings("[Daemon]\nplugins = Dump\nfrobnicate = 1\ncolour = red\n[l3agent]\n[Extra]\n")
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[Daemon]\nchek_interval = 1\n", "line 2: [Daemon] chek_interval: unknown key; did you mean check_interval?"),
+        ("[DHCPAgent]\nagents_per_netwrok = 2\n",
+         "line 2: [DHCPAgent] agents_per_netwrok: unknown key; did you mean agents_per_network?"),
+        ("[L3Agent]\nagents_per_netwrok = 2\n",
+         "line 2: [L3Agent] agents_per_netwrok: unknown key; did you mean agents_per_network in [DHCPAgent]?"),
+        ("[DHCPAgent]\nskip_ha_routers = false\n",
+         "line 2: [DHCPAgent] skip_ha_routers: unknown key in this section; it belongs in [L3Agent]"),
+        ("[L3Agent]\ncheck_interval = 1\n",
+         "line 2: [L3Agent] check_interval: unknown key in this section; it belongs in [Daemon]"),
+        ("[Daemon]\nfrobnicate = 1\n",
+         "line 2: [Daemon] frobnicate: unknown key (rpcdaemon --print-example-config lists every key)"),
+        ("[Daemon]\n\n[l3agent]\ntimeout = 5\n",
+         "line 3: [l3agent]: unknown section (names are case-sensitive); did you mean [L3Agent]?"),
+        ("[DHCP_Agent]\n", "line 1: [DHCP_Agent]: unknown section; did you mean [DHCPAgent]?"),
+        ("[DEFAULT]\n", "line 1: [DEFAULT]: unknown section; the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump]"),
+    ],
+)
+def test_unknown_keys_and_sections_are_errors_with_a_suggestion(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text)
+    assert str(caught.value) == f"rpcdaemon.conf, {expected}"
+
+
+def test_line_numbers_count_comments_blank_lines_and_continuations() -> None:
+    text = ("# rpcdaemon.conf\n\n[Dump]\n; the filter goes on\nfilter = host == 'a'\n  || host == 'b'\n\n"
+            "verbose = very\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text)
+    assert caught.value.line == 8
+    assert parse_settings(text.replace("very", "yes")).dump.filter == "host == 'a'\n|| host == 'b'"
+
+
+def test_every_unparsable_line_is_reported() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings("[Daemon]\njust words\nplugins = Dump\nmore words\n")
+    assert [(error.line, str(error)) for error in caught.value.errors] == [
+        (2, "rpcdaemon.conf, line 2: cannot parse 'just words': expected 'key = value'"),
+        (4, "rpcdaemon.conf, line 4: cannot parse 'more words': expected 'key = value'"),
+    ]
+
+
+def test_keys_are_case_insensitive_as_in_the_seed() -> None:
+    assert parse_settings("[Daemon]\nCheck_Interval = 1\n").daemon.check_interval == 1.0
+
+
+ISSUE_TYPOS = """\
+[Daemon]
+plugins = L3Agent DHCPAgent
+chek_interval = 1
+
+[l3agent]
+max_dead_fraction = 0.3
+
+[DHCPAgent]
+agents_per_netwrok = 2
+"""
+
+
+def test_all_errors_of_a_file_come_in_one_message_with_their_line_numbers() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(ISSUE_TYPOS, "/etc/rpcdaemon.conf")
+    assert str(caught.value).splitlines() == [
+        "/etc/rpcdaemon.conf: 3 errors:",
+        "/etc/rpcdaemon.conf, line 3: [Daemon] chek_interval: unknown key; did you mean check_interval?",
+        "/etc/rpcdaemon.conf, line 5: [l3agent]: unknown section (names are case-sensitive); did you mean [L3Agent]?",
+        "/etc/rpcdaemon.conf, line 9: [DHCPAgent] agents_per_netwrok: unknown key; did you mean agents_per_network?",
+    ]
+    assert [error.line for error in caught.value.errors] == [3, 5, 9]
+
+
+def test_bad_values_duplicates_and_unparsable_lines_are_reported_with_unknown_keys() -> None:
+    text = ("[Daemon]\ncheck_interval = 1e-9\ncolour = red\n[L3Agent]\ntimeout = 1e300\nworkers = 2\nworkers = 3\n"
+            "just words\n[Dump]\nverbose = very\n")
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(text)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "rpcdaemon.conf: 6 errors:"
+    assert [line.split(":")[0] for line in lines[1:]] == [f"rpcdaemon.conf, line {n}" for n in (2, 3, 5, 7, 8, 10)]
+    assert "[Daemon] check_interval = '1e-9': expected a number of seconds from 0.1 to 600" in lines[1]
+    assert "[Daemon] colour: unknown key" in lines[2]
+    assert "[L3Agent] timeout = '1e300'" in lines[3]
+    assert "[L3Agent] workers: duplicate key (first at line 6" in lines[4]
+    assert "cannot parse 'just words'" in lines[5]
+    assert "[Dump] verbose = 'very': expected a boolean" in lines[6]
+
+
+def test_allow_unknown_keys_turns_unknown_names_into_warnings() -> None:
+    text = "[Daemon]\nallow_unknown_keys = true\nplugins = Dump\nchek_interval = 1\n[Firewall]\nrules = 3\n"
+    settings = parse_settings(text)
     assert settings.daemon.plugins == ("Dump",)
+    assert settings.daemon.check_interval == Settings().daemon.check_interval
     assert settings.warnings == (
-        "rpcdaemon.conf: [Daemon] unknown keys ignored: frobnicate, colour",
-        "rpcdaemon.conf: unknown section [l3agent] ignored (did you mean [L3Agent]?)",
-        "rpcdaemon.conf: unknown section [Extra] ignored (known: Daemon L3Agent DHCPAgent Dump)",
+        "rpcdaemon.conf, line 4: [Daemon] chek_interval: ignored unknown key; did you mean check_interval?",
+        "rpcdaemon.conf, line 5: [Firewall]: ignored unknown section; "
+        "the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump]",
     )
+    # It is not a way around bad values, nor around a known section spelt in another case.
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(text + "[l3agent]\n[Dump]\nverbose = very\n")
+    assert [error.line for error in caught.value.errors] == [7, 9]
+    # Where it stands in [Daemon] does not matter; elsewhere it is itself an unknown key.
+    assert parse_settings("[Daemon]\nnew_key = 1\nallow_unknown_keys = yes\n").warnings != ()
+    with pytest.raises(ConfigErrors):
+        parse_settings("[L3Agent]\nallow_unknown_keys = true\nnew_key = 1\n")
+
+
+# (section, key, smallest allowed, largest allowed, just below, just above): floors stop busy loops and
+# zero-length windows, ceilings stop values nobody means (a timeout of 1e300 s).
+BOUNDS = [
+    ("Daemon", "check_interval", "0.1", "600", "0.09", "601"),
+    ("L3Agent", "timeout", "1", "600", "0.5", "1e300"),
+    ("L3Agent", "reconcile_interval", "1", "86400", "0.5", "86401"),
+    ("L3Agent", "agent_down_time", "1", "86400", "1e-9", "86401"),
+    ("L3Agent", "revive_hold", "0", "86400", "-0.1", "86401"),
+    ("L3Agent", "startup_grace", "0", "86400", "-1", "1e9"),
+    ("DHCPAgent", "queue_expire", "1", "604800", "0.5", "604801"),
+    ("DHCPAgent", "retry_attempts", "1", "100", "0", "101"),
+    ("DHCPAgent", "max_moves_per_cycle", "1", "100000", "0", "100001"),
+    ("DHCPAgent", "max_dead_agents", "0", "100000", "-1", "100001"),
+    ("DHCPAgent", "workers", "1", "256", "0", "257"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high", "below", "above"), BOUNDS)
+def test_bounds_are_enforced_and_named(section: str, key: str, low: str, high: str, below: str,
+                                       above: str) -> None:
+    assert value_of(one(section, key, low), section, key) == float(low)
+    assert value_of(one(section, key, high), section, key) == float(high)
+    for text, bound in ((below, f"below the minimum {low}"), (above, f"above the maximum {high}")):
+        with pytest.raises(ConfigError) as caught:
+            one(section, key, text)
+        assert str(caught.value).endswith(f" is {bound})")
+
+
+def test_zero_queue_expire_still_means_never() -> None:
+    assert one("L3Agent", "queue_expire", "0").l3.queue_expire == 0.0
+
+
+def test_every_interval_refuses_a_busy_loop_value() -> None:
+    floors = {key for section, key, low, *_ in BOUNDS if float(low) > 0}
+    intervals = {f.name for _, cls in SECTIONS.values() for f in fields(cls)
+                 if f.name.endswith(("_interval", "timeout", "_down_time"))}
+    assert intervals <= floors
 
 
 def test_percent_signs_are_literal() -> None:
@@ -272,6 +428,7 @@ def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path / "nope.conf")
     assert str(caught.value) == f"{tmp_path / 'nope.conf'}: no such file"
+    assert isinstance(caught.value, MissingConfigFile)
     with pytest.raises(ConfigError, match="cannot read: Is a directory"):
         load_settings(tmp_path)
     binary = tmp_path / "binary.conf"
@@ -291,6 +448,17 @@ def test_load_checks_conffile_of_listed_plugins_only(tmp_path: Path) -> None:
     (tmp_path / "missing.conf").write_text("[DEFAULT]\n")
     settings = load_settings(conf)
     assert settings.l3.conffile == tmp_path / "missing.conf"
+
+
+def test_load_reports_every_unreadable_conffile_at_once(tmp_path: Path) -> None:
+    conf = tmp_path / "rpcdaemon.conf"
+    conf.write_text("[Daemon]\nplugins = L3Agent DHCPAgent\n[L3Agent]\nconffile = a.conf\n"
+                    "[DHCPAgent]\nconffile = b.conf\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_settings(conf)
+    assert [(error.section, error.key) for error in caught.value.errors] == [("L3Agent", "conffile"),
+                                                                             ("DHCPAgent", "conffile")]
+    assert str(caught.value).splitlines()[0] == f"{conf}: 2 errors:"
 
 
 def test_load_makes_relative_paths_absolute_from_the_config_directory(tmp_path: Path) -> None:

@@ -6,6 +6,19 @@ thread pool of ``workers``), retries with exponential backoff for temporary erro
 last-moment check before each action (``still_valid``: is the source still dead, is the target still
 alive?) so no router is bound to an agent that stopped answering, and a bulk read-back per target
 agent so every reported success was seen in Neutron. One INFO line per action.
+
+A bind is trusted only on a target that still answers: a bind that needed a retry, ended in "already
+there", or is confirmed on read-back is checked against ``still_valid`` once more, because Neutron
+keeps a binding whose ``router_added_to_agent`` call timed out (500) and then answers the retry
+with 201. Such a router sits on an agent that stopped answering: the outcome is FAILED, the plugin
+reconciles, and the planner moves it off that agent once it is judged dead.
+
+Stopping (the shared stop event): no action starts any more (SKIPPED "shutting down", counted as
+abandoned before its unbind); an action already calling Neutron finishes, and a move past its
+unbind still makes its bind (retried without backoff), so no router is left hosted nowhere by a
+stop; single-step actions and unbinds are not retried. The log says "stop: finishing N in-flight
+moves", then "stopped: N finished, M abandoned before unbind". ``daemonize.shutdown_bound`` sizes
+the process's shutdown bound from the same ``timeout`` and ``attempts``.
 """
 
 from __future__ import annotations
@@ -14,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -30,6 +43,10 @@ T = TypeVar("T")
 # Returns None when the action may go ahead, else why it must not (checked right before each call).
 Validator = Callable[[Action], str | None]
 
+# How often a waiting pass looks at the stop event (only to say what it is finishing).
+_STOP_POLL = 0.2
+_SHUTTING_DOWN = "shutting down"
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutorPolicy:
@@ -43,6 +60,10 @@ class ExecutorPolicy:
 
 class _Skip(Exception):
     """The action became pointless or unsafe; nothing (more) was changed."""
+
+
+class _TargetGone(Exception):
+    """The bind is in Neutron, but on a target that stopped answering: not done."""
 
 
 class Executor:
@@ -61,6 +82,10 @@ class Executor:
         self._clock = clock
         self._log = logger or log
         self._dry_said: set[str] = set()
+        self._lock = threading.Lock()
+        self._calling = 0  # actions whose first API call has begun and not ended
+        self._finished_in_stop = 0
+        self._abandoned = 0
         self._pool = ThreadPoolExecutor(max_workers=max(1, policy.workers), thread_name_prefix="rpcd-act")
 
     def close(self) -> None:
@@ -78,16 +103,38 @@ class Executor:
                     self._log.info("DRY RUN would %s", line)
             self._dry_said = {o.action.describe() for o in out}
             return out
+        with self._lock:
+            self._finished_in_stop = self._abandoned = 0
         futures = [self._pool.submit(self._apply_and_log, a, still_valid) for a in actions]
+        said_stop = self._wait(futures)
         outcomes = [f.result() for f in futures]
         if self._policy.verify:
-            outcomes = self._verify(outcomes)
+            outcomes = self._verify(outcomes, still_valid)
+        if said_stop or self._stop.is_set():
+            with self._lock:
+                finished, abandoned = self._finished_in_stop, self._abandoned
+            self._log.info("stopped: %d finished, %d abandoned before unbind", finished, abandoned)
         return outcomes
+
+    def _wait(self, futures: list[Future[Outcome]]) -> bool:
+        """Wait for every action; when the stop comes meanwhile, say how many are being finished."""
+        pending: set[Future[Outcome]] = set(futures)
+        said = False
+        while pending:
+            _, pending = wait(pending, timeout=_STOP_POLL, return_when=FIRST_COMPLETED)
+            if pending and not said and self._stop.is_set():
+                with self._lock:
+                    calling = self._calling
+                self._log.info("stop: finishing %d in-flight moves", calling)
+                said = True
+        return said
 
     def _apply_and_log(self, action: Action, still_valid: Validator | None) -> Outcome:
         # One line per action as soon as it ends, so a crash mid-batch still leaves a record.
         o = self._apply(action, still_valid)
         level = logging.WARNING if o.status is OutcomeStatus.FAILED else logging.INFO
+        if o.detail == _SHUTTING_DOWN:
+            level = logging.DEBUG  # nothing happened; the "stopped:" line counts them
         self._log.log(
             level, "%s: %s in %.2fs%s", o.action.describe(), o.status.value, o.seconds,
             f" ({o.detail})" if o.detail else "",
@@ -97,12 +144,27 @@ class Executor:
     # -- one action ------------------------------------------------------------------------------
     def _apply(self, action: Action, still_valid: Validator | None) -> Outcome:
         started = self._clock()
+        if self._stop.is_set():
+            with self._lock:
+                self._abandoned += 1
+            return Outcome(action, OutcomeStatus.SKIPPED, 0.0, _SHUTTING_DOWN)
+        with self._lock:
+            self._calling += 1
         try:
-            if self._stop.is_set():
-                raise _Skip("shutting down")
+            return self._apply_calling(action, still_valid, started)
+        finally:
+            with self._lock:
+                self._calling -= 1
+                if self._stop.is_set():
+                    self._finished_in_stop += 1
+
+    def _apply_calling(self, action: Action, still_valid: Validator | None, started: float) -> Outcome:
+        try:
             self._check(action, still_valid)
             detail = self._call(action, still_valid)
             return Outcome(action, OutcomeStatus.DONE, self._clock() - started, detail)
+        except _TargetGone as gone:
+            return Outcome(action, OutcomeStatus.FAILED, self._clock() - started, str(gone))
         except _Skip as skip:
             return Outcome(action, OutcomeStatus.SKIPPED, self._clock() - started, str(skip))
         except NeutronError as err:
@@ -117,6 +179,12 @@ class Executor:
             if why is not None:
                 raise _Skip(why)
 
+    def _target_gone(self, action: Action, still_valid: Validator | None) -> str | None:
+        """Why the target of a bind that Neutron holds is no good any more (the source is not asked)."""
+        if still_valid is None or action.target is None:
+            return None
+        return still_valid(replace(action, source=None, source_dead=False))
+
     def _call(self, action: Action, still_valid: Validator | None) -> str:
         rid = action.resource_id
         api = self._api
@@ -129,37 +197,55 @@ class Executor:
             self._retry_unless_gone(api.bind_network, action.target.id, rid)
             return ""
         assert action.target is not None
+        past_unbind = False
         if action.kind is ActionKind.MOVE_ROUTER:
             assert action.source is not None
             self._retry_unless_gone(api.unbind_router, action.source.id, rid)
+            past_unbind = True
             # The unbind took time: is the target still worth binding to? (A bind to an agent that
             # does not answer RPC blocks inside Neutron for minutes.) If not, the router is now
             # hosted nowhere and the next pass schedules it. The source is not asked again: the
             # router has left it, and binding it somewhere live beats leaving it nowhere.
             self._check(replace(action, source_dead=False), still_valid)
+        attempts = 0
+
+        def bind_once(agent_id: str, router_id: str) -> None:
+            nonlocal attempts
+            attempts += 1
+            api.bind_router(agent_id, router_id)
+
+        detail = ""
         try:
-            self._retry(api.bind_router, action.target.id, rid)
+            # Past its unbind, a move finishes even while stopping: else the router is hosted nowhere.
+            self._retry(bind_once, action.target.id, rid, while_stopping=past_unbind)
         except NeutronError as err:
             if err.kind is ErrorKind.NOT_FOUND and err.neutron_type == "RouterNotFound":
                 raise _Skip(f"router deleted: {err}") from err
-            if err.kind is ErrorKind.CONFLICT:
-                hosts = self._retry(api.agents_for_router, rid)
-                if action.target.id in hosts:
-                    return "already there"
+            if err.kind is not ErrorKind.CONFLICT:
+                raise
+            hosts = self._retry(api.agents_for_router, rid, while_stopping=past_unbind)
+            if action.target.id not in hosts:
                 raise _Skip(f"hosted meanwhile by {', '.join(hosts) or 'nobody'}") from err
-            raise
-        return ""
+            detail = "already there"
+        if attempts > 1 or detail:
+            # A 500 on a bind may be Neutron's RPC to the target timing out with the binding kept:
+            # the retry (or a 409) then finds the router "bound". Only a live target makes it done.
+            why = self._target_gone(action, still_valid)
+            if why is not None:
+                raise _TargetGone(f"bound after {attempts} attempt(s), but {why}: to be moved again")
+        return detail
 
     def _retry_unless_gone(self, fn: Callable[..., None], *args: str) -> None:
         """A NOT_FOUND (router, network or agent deleted meanwhile) means: nothing left to do."""
         try:
-            self._retry(fn, *args)
+            self._retry(fn, *args, while_stopping=False)
         except NeutronError as err:
             if err.kind is ErrorKind.NOT_FOUND:
                 raise _Skip(f"gone: {err}") from err
             raise
 
-    def _retry(self, fn: Callable[..., T], *args: str) -> T:
+    def _retry(self, fn: Callable[..., T], *args: str, while_stopping: bool = False) -> T:
+        """Call ``fn`` with retries of temporary errors; after a stop, retry only ``while_stopping``."""
         policy = self._policy
 
         def wait(state: RetryCallState) -> float:
@@ -172,7 +258,9 @@ class Executor:
         retrying = Retrying(
             stop=stop_after_attempt(max(1, policy.attempts)),
             wait=wait,
-            retry=retry_if_exception(lambda e: isinstance(e, NeutronError) and e.temporary),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, NeutronError) and e.temporary and (while_stopping or not self._stop.is_set())
+            ),
             sleep=self._sleep,
             reraise=True,
         )
@@ -185,9 +273,10 @@ class Executor:
         self._stop.wait(seconds)  # a shutdown cuts a backoff short
 
     # -- read-back ----------------------------------------------------------------------------------
-    def _verify(self, outcomes: list[Outcome]) -> list[Outcome]:
+    def _verify(self, outcomes: list[Outcome], still_valid: Validator | None) -> list[Outcome]:
         """One read per target agent confirms every reported bind (unbinds are not read back: an
-        unbind that did not stick is seen, and planned again, at the next reconcile)."""
+        unbind that did not stick is seen, and planned again, at the next reconcile); then the
+        target must still be alive. While stopping nothing is read (the shutdown is bounded)."""
         needs: dict[tuple[str, str], set[str]] = {}
         for o in outcomes:
             a = o.action
@@ -198,7 +287,7 @@ class Executor:
             elif a.kind is ActionKind.BIND_NETWORK and a.target:
                 needs.setdefault(("network", a.target.id), set()).add(a.resource_id)
         seen: dict[tuple[str, str], set[str] | None] = {}
-        for key in needs:
+        for key in needs if not self._stop.is_set() else ():
             kind, agent_id = key
             try:
                 read = self._api.routers_on_agent if kind == "router" else self._api.networks_on_agent
@@ -215,5 +304,8 @@ class Executor:
                 if got is not None and a.resource_id not in got:
                     o = Outcome(a, OutcomeStatus.FAILED, o.seconds, "not hosted by the target on read-back")
                     self._log.warning("%s: failed on read-back: not hosted by the target", a.describe())
+                elif (why := self._target_gone(a, still_valid)) is not None:
+                    o = Outcome(a, OutcomeStatus.FAILED, o.seconds, f"hosted, but {why}: to be moved again")
+                    self._log.warning("%s: failed on read-back: hosted, but %s", a.describe(), why)
             checked.append(o)
         return checked

@@ -14,8 +14,10 @@ same ``ErrorKind``, HTTP status and Neutron error type the real adapter reports:
 - a router bound to a **dead** (admin-up, not alive) L3 agent: the real server writes the binding, then
   makes a blocking ``router_added_to_agent`` RPC call nobody answers, hangs about 240 s and answers
   500. The fake keeps the binding too, waits ``dead_bind_delay`` seconds (default 0, so tests never
-  hang) and raises TEMPORARY with status 500. A network bound to a dead DHCP agent is accepted (the
-  real server only casts);
+  hang) and raises TEMPORARY with status 500. The same happens with an agent that Neutron still
+  lists as alive but that stopped answering RPC (``stop_answering``: it died after its last report);
+  binding it again then answers 201 at once, since the binding is already there (Neutron skips the
+  RPC then). A network bound to a dead DHCP agent is accepted (the real server only casts);
 - ``agents_for_network`` of an unknown network is an empty list, as on the real server.
 
 Seeding helpers (``add_agent``, ``place_router``, ...) are not part of ``NeutronAPI`` and are not
@@ -84,6 +86,7 @@ class FakeNeutron:
         self._network_agents: dict[str, list[str]] = {}
         self._faults: list[_Fault] = []
         self._outage = False
+        self._deaf: set[str] = set()
 
     # ----------------------------------------------------------------- seeding and inspection
 
@@ -127,6 +130,15 @@ class FakeNeutron:
             agent = replace(self._seeded_agent(agent_id), admin_state_up=admin_state_up)
             self._agents[agent_id] = agent
             return agent
+
+    def stop_answering(self, agent_id: str, deaf: bool = True) -> None:
+        """The agent's process is gone but Neutron's ``alive`` flag does not know yet: RPC to it times out."""
+        with self._lock:
+            self._seeded_agent(agent_id)
+            if deaf:
+                self._deaf.add(agent_id)
+            else:
+                self._deaf.discard(agent_id)
 
     def delete_agent(self, agent_id: str) -> None:
         """Remove an agent and, as the database cascade does, its bindings."""
@@ -355,7 +367,7 @@ class FakeNeutron:
                 f"The router {router_id} has been already hosted by the L3 Agent {hosts[0]}.",
             )
         hosts.append(agent_id)
-        return None if agent.alive else agent
+        return None if agent.alive and agent_id not in self._deaf else agent
 
     def _unbind_router(self, agent_id: str, router_id: str) -> None:
         agent = self._existing_agent(agent_id)

@@ -10,9 +10,10 @@ An agent is DEAD only when all of these hold:
   SUSPECT: nothing moves, and the plugin asks Neutron again).
 Inside the start-up window an agent is DEAD only when Neutron's API already says it is dead and we
 have not heard it since we began listening - but never in the window that follows a bus outage,
-when Neutron's view is as stale as ours. An agent that speaks again after a silence we witnessed
-is WARMING (alive, keeps what it hosts, but is not a move target) until it has stayed alive for
-``revive_hold``: a flapping agent neither receives nor loses work every cycle.
+when Neutron's view is as stale as ours (``early_verdict_ok``; later windows may use it again). An
+agent that speaks again after a silence we witnessed is WARMING (alive, keeps what it hosts, but is
+not a move target) until it has stayed alive for ``revive_hold``: a flapping agent neither receives
+nor loses work every cycle.
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ class LivenessPolicy:
     @property
     def failing_threshold(self) -> float:
         return self.failing_after if self.failing_after is not None else self.down_time / 2
+
+    @property
+    def window(self) -> float:
+        """How long the daemon must listen before its own silence counts (see ``_verdict``)."""
+        return max(self.startup_grace, self.down_time)
+
+
+def early_verdict_ok(bus_since: float | None, bus_outages: int, policy: LivenessPolicy, now: float) -> bool:
+    """Whether Neutron's own "dead" may settle a verdict inside our window (the ``early_ok`` of ``judge``).
+
+    Not within one full window after a reconnection that followed a bus outage: neutron-server lost
+    the same bus, so its ``alive`` flags are as stale as our silence until the agents have had a
+    window to report again. Once that window is over, a later start-up or API outage window may use
+    Neutron's word again: an outage long ago says nothing about Neutron's view now.
+    """
+    if bus_outages == 0:
+        return True
+    if bus_since is None:
+        return False  # off the bus right now: nothing is judged anyway
+    return now - bus_since >= policy.window
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +113,9 @@ def _verdict(
     """The verdict on one agent. ``listening_since`` is None while the bus or the API is down.
 
     ``early_ok`` allows the early verdict inside the first window (Neutron already says dead). The
-    caller clears it after a bus outage: neutron-server lost the same bus, so its ``alive`` flags are
-    as stale as our silence, and an agent that is slow to reconnect must not lose its routers.
+    caller clears it for one window after a bus outage (``early_verdict_ok``): neutron-server lost the
+    same bus, so its ``alive`` flags are as stale as our silence, and an agent that is slow to
+    reconnect must not lose its routers.
     """
     agent = obs.agent
     if listening_since is None:
@@ -112,7 +134,7 @@ def _verdict(
 
     listened = now - listening_since
     silence = f"silent {silent_for:.0f}s" if silent_for is not None else "never heard"
-    if listened < policy.startup_grace or listened < policy.down_time:
+    if listened < policy.window:
         # Our own window is too short to know. Only Neutron's verdict can settle it early.
         if early_ok and not heard_while_listening and not agent.alive:
             return Judged(agent, Verdict.DEAD, f"{silence}; Neutron agrees it is dead", obs.last_heard)

@@ -2,12 +2,13 @@
 
 Pure string functions (no kombu): ``normalise_url`` turns ``[Daemon] rpchost`` or an oslo
 ``transport_url`` into a kombu URL (a ``;``-separated failover list when there are several hosts);
-``url_for_log`` hides every password. Re-exported by ``observing.bus``, which uses both.
+``url_for_log`` hides every password (``rpcdaemon.redact.redact_url``). Re-exported by
+``observing.bus``, which uses both.
 """
 
 from __future__ import annotations
 
-import re
+from rpcdaemon.redact import redact_url
 
 _DEFAULT_PORT = 5672
 
@@ -64,28 +65,6 @@ def _split_netloc(rest: str) -> tuple[str, str, str]:
     return rest[:slash], "/", rest[slash + 1 :]
 
 
-_USERINFO = re.compile(r"(?P<user>[^:@/,;]*):(?P<password>.*)")
-
-
 def url_for_log(url: str) -> str:
     """``url`` with every password replaced by ``***`` (also in failover lists and oslo host lists)."""
-    return ";".join(_mask_one(part) for part in url.split(";"))
-
-
-def _mask_one(url: str) -> str:
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    # Everything before the last '@' is credentials and hosts: "u:p" or "u:p@h1:5672,u:p".
-    pieces = rest[:at].split("@")
-    masked = []
-    for i, piece in enumerate(pieces):
-        head, comma, creds = ("", "", piece) if i == 0 else piece.rpartition(",")
-        match = _USERINFO.fullmatch(creds)
-        if match:
-            creds = f"{match['user']}:***"
-        masked.append(f"{head}{comma}{creds}")
-    return f"{scheme}://{'@'.join(masked)}{rest[at:]}"
+    return redact_url(url)

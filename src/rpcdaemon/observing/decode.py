@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted, freeze_mapping
+from rpcdaemon.redact import mask_text, redact_mapping
 
 MAX_BODY = 1024 * 1024  # larger than any real report_state by three orders of magnitude
 MAX_HOST = 255  # a DNS name; anything longer is not a real agent host
@@ -260,6 +261,12 @@ def _check_tree(value: Any, depth: int) -> None:
 # -- Dump rendering ------------------------------------------------------------------------------
 
 
+# The top-level keys of ``Description.data``, what a Dump filter can name (see plugins/dump.py).
+DESCRIPTION_FIELDS = frozenset(
+    {"exchange", "routing_key", "method", "body", "context", "host", "agent_type", "network_id", "error"}
+)
+
+
 class Description(NamedTuple):
     """What the Dump plugin filters on (``data``) and prints (``line``)."""
 
@@ -275,6 +282,8 @@ def describe_message(
     ``data`` keys: exchange, routing_key, method (RPC method or notification event_type, else
     None), body (inner oslo.message decoded, ``_context_*`` keys moved out), context (those keys
     without the prefix), and for heartbeats host and agent_type; for undecodable input, error.
+    Secrets are gone from both before anything is formatted: secret-named keys (``password``,
+    ``_context_auth_token``, ...) read ``***`` and URLs lose their passwords (``redact.redact_mapping``).
     """
     data: dict[str, Any] = {"exchange": exchange, "routing_key": routing_key, "method": None}
     where = f"{_printable(exchange or '(default)')}/{_printable(routing_key or '(none)')}"
@@ -282,11 +291,13 @@ def describe_message(
         msg = unwrap(body)
     except _Bad as bad:
         data["error"] = bad.reason
-        data["body"] = _preview(body)
+        data["body"] = mask_text(_preview(body))
         return Description(data, f"{where} <undecodable: {bad.reason}> {_printable(data['body'])}")
     except RecursionError:
         data["error"] = "too deep: message is nested too deeply"
         return Description(data, f"{where} <undecodable: {data['error']}>")
+    decoded = _decode_quietly(msg, routing_key)
+    msg = redact_mapping(msg)
     context = {k[len(_CONTEXT_PREFIX) :]: v for k, v in msg.items() if k.startswith(_CONTEXT_PREFIX)}
     shown = {k: v for k, v in msg.items() if not k.startswith(_CONTEXT_PREFIX)}
     method = msg.get("method", msg.get("event_type"))
@@ -294,7 +305,6 @@ def describe_message(
     data["body"] = shown
     data["context"] = context
     parts = [where, _printable(data["method"] or "-")]
-    decoded = _decode_quietly(msg, routing_key)
     if isinstance(decoded, Heartbeat):
         data["host"] = decoded.host
         data["agent_type"] = decoded.agent_type
@@ -311,7 +321,8 @@ def describe_message(
         if len(rendered) > _RENDER_LIMIT:
             rendered = f"{rendered[:_RENDER_LIMIT]}... ({len(rendered) - _RENDER_LIMIT} more chars)"
     parts.append(rendered)
-    return Description(data, " ".join(parts))
+    # Values are redacted already; the text filter still guards the heartbeat's host and the like.
+    return Description(data, mask_text(" ".join(parts)))
 
 
 def _decode_quietly(msg: dict[str, Any], routing_key: str) -> Heartbeat | NetworkDeleted | NetworkChanged | None:

@@ -42,7 +42,9 @@ class AgentRegistry:
         self._agents: dict[tuple[str, str], Agent] = {}
         self._heard: dict[tuple[str, str], _Heard] = {}
         self._listening_since: float | None = None
-        self._unknown_heard = False
+        # Hosts heard that the API did not list, not yet taken by a plugin. Bounded: a key is added
+        # once per heartbeat source, and ``replace_agents`` drops stale unknown sources.
+        self._unknown: set[tuple[str, str]] = set()
 
     # -- fed by the bus thread -------------------------------------------------------------------
     def set_listening(self, since: float | None) -> None:
@@ -64,7 +66,7 @@ class AgentRegistry:
                     revived_at = hb.received_at
             self._heard[key] = _Heard(hb, revived_at)
             if key not in self._agents:
-                self._unknown_heard = True
+                self._unknown.add(key)
 
     # -- fed by the reconcile --------------------------------------------------------------------
     def replace_agents(self, agents: list[Agent], now: float) -> None:
@@ -80,6 +82,7 @@ class AgentRegistry:
             self._heard = {
                 k: v for k, v in self._heard.items() if k in fresh or v.last.received_at > horizon
             }
+            self._unknown = {k for k in self._unknown if k not in fresh and k in self._heard}
 
     def update_agents(self, agents: list[Agent]) -> None:
         """Refresh some agents (e.g. a fresh second opinion) without forgetting the others."""
@@ -90,9 +93,16 @@ class AgentRegistry:
     # -- read by the deciders --------------------------------------------------------------------
     def take_unknown_heard(self) -> bool:
         """True once after a heartbeat from an agent the API did not list: time for a reconcile."""
+        return bool(self.take_unknown())
+
+    def take_unknown(self, agent_type: str | None = None) -> list[tuple[str, str]]:
+        """The (agent type, host) keys of ``agent_type`` heard since the last take that the API does
+        not list, sorted; each is returned once per take. The plugins rate-limit what they do about it:
+        anyone who can publish on the bus can invent host names."""
         with self._lock:
-            flag, self._unknown_heard = self._unknown_heard, False
-            return flag
+            taken = {k for k in self._unknown if agent_type is None or k[0] == agent_type}
+            self._unknown -= taken
+            return sorted(taken)
 
     def observations(self, agent_type: str | None = None) -> list[Observation]:
         with self._lock:

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field, replace
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
 from rpcdaemon.deciding.l3 import Plan
-from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict, brake_reason, judge_all
+from rpcdaemon.deciding.liveness import (
+    BrakePolicy,
+    Judged,
+    LivenessPolicy,
+    Verdict,
+    brake_reason,
+    early_verdict_ok,
+    judge_all,
+)
 from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 
@@ -41,6 +49,9 @@ class Timing:
     opinion_interval: float = 2.0
     # While the mass-failure brake holds, repeat its ERROR this often (not every check).
     brake_log_interval: float = 10.0
+    # A heartbeat from a host the API does not list brings the next reconcile forward, but at most
+    # once per this many seconds: anyone who can publish on the bus can invent host names.
+    unknown_reconcile_every: float = 30.0
 
 
 @dataclass
@@ -92,6 +103,8 @@ class FailoverPlugin:
         self._next_opinion = self.started_at
         self._braked_since: float | None = None
         self._brake_logged = -float("inf")
+        self._unknown_next = self.started_at  # earliest time an unknown host may force a reconcile
+        self._unknown_said: set[tuple[str, str]] = set()
 
     # -- hooks -----------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -126,7 +139,7 @@ class FailoverPlugin:
             self.listening_since(),
             self.liveness,
             now,
-            early_ok=self._bus_outages() == 0,
+            early_ok=early_verdict_ok(self._bus_since(), self._bus_outages(), self.liveness, now),
         )
 
     def request_reconcile(self, delay: float = 0.0) -> None:
@@ -148,8 +161,8 @@ class FailoverPlugin:
         return report
 
     def _check(self, now: float, report: PassReport) -> None:
-        if self.registry.take_unknown_heard():
-            self.request_reconcile()
+        if now < self._next_reconcile and self.api_ok_since is not None:
+            self._note_unknown(now)  # else the reconcile due now settles who is unknown
         if now >= self._next_reconcile or self.api_ok_since is None:
             report.api_calls = True
             self._reconcile(now)
@@ -207,6 +220,22 @@ class FailoverPlugin:
                 1 for a in agents if a.agent_type == self.agent_type), self.agent_type)
             self.api_ok_since = self.clock()
         self._next_reconcile = now + self.timing.reconcile_interval
+        self._unknown_next = now + self.timing.unknown_reconcile_every
+
+    def _note_unknown(self, now: float) -> None:
+        """Hosts heard that the API did not list: reconcile soon, at most once per
+        ``unknown_reconcile_every`` (any reconcile restarts that gap); say each host once."""
+        unknown = self.registry.take_unknown(self.agent_type)
+        if not unknown:
+            return
+        if len(self._unknown_said) > 1000:  # a flood of invented names must not grow memory
+            self._unknown_said.clear()
+        for key in unknown:
+            if key not in self._unknown_said:
+                self._unknown_said.add(key)
+                self.log.info("%s: heard %s %s, which Neutron does not list; reconciling within %.0fs",
+                              self.name, key[0], key[1], max(0.0, self._unknown_next - now))
+        self.request_reconcile(max(0.0, self._unknown_next - now))
 
     def _api_failed(self, err: NeutronError) -> None:
         if self.api_ok_since is not None or not self.totals["api_errors"]:

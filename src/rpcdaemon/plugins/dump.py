@@ -3,7 +3,16 @@
 The service gives it its own ``BusListener`` over ``subscriptions()`` and calls ``handle`` from
 that listener's thread. It never acts on anything. A filter, if configured, is a JMESPath
 expression evaluated against the message's dict view (``decode.describe_message``); it is compiled
-at start-up so that a typo fails there with a message naming the expression (the CLI exits 2).
+at start-up (``plugins.dump_filter``, bounded in length and depth) so that a typo fails there with a
+message naming the expression (the CLI exits 2).
+
+Fields a filter can use: ``exchange``, ``routing_key``, ``method`` (RPC method or event_type),
+``host`` and ``agent_type`` (heartbeats), ``network_id`` (network events), ``body`` (the decoded
+message, e.g. ``body.args.agent_state.agent_state.configurations.agent_mode``), ``context`` (the
+``_context_*`` keys, unprefixed) and ``error`` (undecodable messages). Strings are quoted:
+``host == 'net-1'``; an unquoted ``host == net1`` compares two fields and matches the wrong messages,
+so a field no message has is reported with a WARNING when the plugin starts. Secrets (passwords,
+tokens, URL passwords) are replaced by ``***`` before filtering and printing.
 
 Line format: ``<local time> <exchange>/<routing key> <method or event_type> [host=… type=…] <body>``,
 the body compact JSON with the inner ``oslo.message`` decoded and the 20-odd ``_context_*`` keys
@@ -19,11 +28,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
-import jmespath
 import jmespath.exceptions
 
 from rpcdaemon.observing.bus import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.observing.decode import describe_message
+from rpcdaemon.plugins.dump_filter import DumpFilterError, compile_filter, field_warnings, search
 
 log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 
@@ -31,21 +40,7 @@ log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 # dumping the "neutron" exchange alone would never show them.
 NEUTRON_FANOUT_TOPICS = ("dhcp_agent", "l3_agent")
 
-
-class DumpFilterError(ValueError):
-    """``[Dump] filter`` is not a valid JMESPath expression."""
-
-
-def compile_filter(expression: str) -> Any:
-    """The compiled JMESPath expression, or DumpFilterError naming it and the parser's complaint."""
-    try:
-        return jmespath.compile(expression)
-    except jmespath.exceptions.JMESPathError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DumpFilterError(
-            f"[Dump] filter {expression!r} is not a valid JMESPath expression: {detail}"
-            " (example: method == 'report_state' && host == 'net-1')"
-        ) from None
+__all__ = ["NEUTRON_FANOUT_TOPICS", "DumpFilterError", "DumpPlugin", "compile_filter"]
 
 
 class DumpPlugin:
@@ -65,6 +60,8 @@ class DumpPlugin:
         self.exchange = exchange
         self.filter_expr = filter_expr.strip() if filter_expr and filter_expr.strip() else None
         self._filter = compile_filter(self.filter_expr) if self.filter_expr else None
+        for warning in field_warnings(self._filter) if self._filter is not None else ():
+            log.warning("%s", warning)
         self._out = out if out is not None else sys.stdout
         self._verbose = verbose
         self._wallclock = wallclock
@@ -93,7 +90,7 @@ class DumpPlugin:
 
     def _matches(self, data: dict[str, Any]) -> bool:
         try:
-            return self._filter is None or bool(self._filter.search(data))
+            return self._filter is None or bool(search(self._filter, data))
         except jmespath.exceptions.JMESPathError as exc:
             # e.g. a function applied to the wrong type for this one message: it does not match.
             log.debug("Dump filter %r failed on a message: %s", self.filter_expr, exc)

@@ -1,0 +1,122 @@
+"""Service.run never runs deaf or blind: a failing check loop or a dead metrics server is logged and
+survived once, and if it persists the daemon ends non-zero (systemd restarts it). The bus is the
+in-memory transport; the metrics server really binds on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rpcdaemon import service
+from rpcdaemon.metrics import Metrics
+from rpcdaemon.observing.registry import AgentRegistry
+from rpcdaemon.plugins.base import FailoverPlugin
+from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.service import EXIT_FAILED, EXIT_START, MAX_STEP_FAILURES, Service
+from rpcdaemon.settings import load_settings
+
+
+class _Plugin(FailoverPlugin):
+    """Enough of a plugin for the service loop: check() returns the empty report."""
+
+    name = "Stub"
+
+    def __init__(self) -> None:  # no API, no executor: check is overridden
+        self.executor = _NoExecutor()  # type: ignore[assignment]
+
+    def check(self):  # type: ignore[no-untyped-def]
+        from rpcdaemon.plugins.base import PassReport
+
+        return PassReport()
+
+
+class _NoExecutor:
+    def close(self) -> None:
+        pass
+
+
+def make_service(on_pass: object, stop: threading.Event) -> Service:
+    return Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[_Plugin()],
+                   dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=0.01,
+                   queue_expire=None, stop=stop, on_pass=on_pass)  # type: ignore[arg-type]
+
+
+def run_in_thread(svc: Service, timeout: float = 10.0) -> list[int]:
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(svc.run()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return done
+
+
+def test_a_failing_check_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rpcdaemon")
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def on_pass(_: FailoverPlugin) -> None:
+        calls.append(1)
+        if len(calls) % 2:  # every other pass fails: never 5 in a row
+            raise RuntimeError("boom")
+        if len(calls) >= 20:
+            stop.set()
+
+    assert run_in_thread(make_service(on_pass, stop)) == [0]
+    assert len(calls) >= 20
+    assert sum(1 for r in caplog.records if r.levelno == logging.ERROR and r.exc_info) >= 9
+
+
+def test_consecutive_check_failures_end_the_process_non_zero(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rpcdaemon")
+    stop = threading.Event()
+
+    def on_pass(_: FailoverPlugin) -> None:
+        raise RuntimeError("boom")
+
+    assert run_in_thread(make_service(on_pass, stop)) == [EXIT_FAILED]
+    assert sum(1 for r in caplog.records if r.levelno == logging.ERROR) == MAX_STEP_FAILURES
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical
+    assert "checks in a row failed" in critical[0]
+
+
+def test_a_dead_metrics_server_is_restarted() -> None:
+    metrics = Metrics()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics.serve("127.0.0.1", port)
+    try:
+        assert metrics.server_problem() is None
+        metrics._server.shutdown()  # the serving thread ends, as if it had died
+        metrics._thread.join(5)  # type: ignore[union-attr]
+        assert metrics.server_problem() is None  # restarted on the same address
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            assert b"rpcdaemon_messages_dropped" in answer.read()
+    finally:
+        metrics.close()
+
+
+def test_a_metrics_port_taken_after_preflight_is_one_error_and_exit_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rpcdaemon")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        conf = tmp_path / "rpcdaemon.conf"
+        conf.write_text(f"[Daemon]\nplugins = Dump\nrpchost = 127.0.0.1\nmetrics_port = {port}\n"
+                        "metrics_address = 127.0.0.1\n")
+        code = service.run(load_settings(conf), threading.Event(), foreground=True, out=io.StringIO())
+    assert code == EXIT_START
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "cannot listen" in errors[0].getMessage()
+    assert not errors[0].exc_info
