@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rpcdaemon.observing.bus import BusListener, neutron_subscription
+from rpcdaemon.observing.bus import neutron_subscription
+from rpcdaemon.observing.listener import BusListener
 
 
 @dataclass(frozen=True, slots=True)

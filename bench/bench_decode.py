@@ -21,8 +21,9 @@ import uuid
 from typing import Any
 
 from rpcdaemon.model import Heartbeat
-from rpcdaemon.observing.bus import BusListener, RawMessage, make_connection, neutron_subscription, publish_raw
+from rpcdaemon.observing.bus import RawMessage, make_connection, neutron_subscription, publish_raw
 from rpcdaemon.observing.decode import decode_message
+from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.observing.registry import AgentRegistry
 
 CONTEXT_KEYS = [

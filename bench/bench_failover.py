@@ -38,7 +38,7 @@ SIDES = ("rpcdaemon", "neutron")
 REPORT_INTERVAL = 2
 # rpcdaemon's own summary line after a pass that acted (plugins.base._summarise).
 PASS_LINE = re.compile(r"L3Agent pass: (\d+) actions in ([\d.]+)s")
-# The daemon's own words for losing the bus (observing.bus) or the API (plugins.base) mid-run.
+# The daemon's own words for losing the bus (observing.listener) or the API (plugins.base) mid-run.
 OUTAGE_LINE = re.compile(r"lost the link to \S+ \w+|Neutron API call failed \([^)]*\)")
 
 

@@ -264,8 +264,9 @@ class _Gen:
         """Well-formed heartbeats the daemon may record, of hosts or types the fleet does not have."""
         r, h = self.rng, self.host()
         odd = [
+            # Control characters: a newline must not forge a log line, ANSI codes not repaint a terminal.
             lambda: agent_state(h + r.choice(["\nINJECTED rpcdaemon INFO moved router", "\x1b[31mred\x1b[0m",
-                                              "\r\x00\u2028", " space", "\t"])),
+                                              "\r\x00\u2028", " space", "\t", "-" * 200])),
             lambda: agent_state(h, agent_type=r.choice(["Bogus agent", "l3 agent", "L3 agent ", "DHCP agent\n"])),
             lambda: agent_state(h, configurations={"routers": "12", "agent_mode": r.choice([5, None, "dvr"]),
                                                    "big": 10 ** 400, "f": 1.5e308}),

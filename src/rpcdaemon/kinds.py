@@ -183,10 +183,21 @@ def _parse_per_network(text: str) -> int | None:
     return value
 
 
+def _parse_paths(text: str) -> tuple[Path, ...]:
+    # Spaces or commas separate entries (a path holding either cannot be listed), as for plugins.
+    paths = tuple(Path(word) for word in text.replace(",", " ").split())
+    if not paths:
+        raise ValueError
+    return paths
+
+
 BOOL = Kind("a boolean (true/false, yes/no, on/off, 1/0)", _parse_bool)
 LEVEL_NAME = Kind(f"one of {', '.join(LOG_LEVELS)}", _parse_level)
 LEVEL = optional(LEVEL_NAME, "the [Daemon] loglevel")
 PATH = Kind("a file path", lambda t: Path(_parse_nonempty(t)))
+# Read like neutron-server's --config-file/--config-dir options: in order, later values win.
+CONF_PATHS = Kind("space- or comma-separated files and directories (a directory: its *.conf files, sorted)",
+                  _parse_paths, lambda v: " ".join(map(str, v)))
 NAME = Kind("a name", _parse_nonempty)
 TEXT = optional(NAME, "none")
 BROKER = Kind("a host, host:port or amqp:// URL", _parse_rpchost)

@@ -10,9 +10,11 @@ Every record goes through ``MaskingFormatter``: ``redact.mask_text``, the linear
 
 from __future__ import annotations
 
+import copy
 import logging
 import logging.handlers
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 from rpcdaemon.redact import mask_text
@@ -26,10 +28,27 @@ NOISY_LOGGERS = ("kombu", "amqp", "urllib3", "keystoneauth", "openstack", "steve
 mask_secrets = mask_text
 
 
+# Control characters in a logged value (a host name off the bus, say) would let it forge log lines or
+# terminal escapes; tabs are harmless.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+
+
+def _printable(value: object) -> object:
+    return value.translate(_CONTROL) if isinstance(value, str) else value
+
+
 class MaskingFormatter(logging.Formatter):
-    """Masks secrets in the whole formatted record (message, arguments and traceback alike)."""
+    """Masks secrets in the whole formatted record (message, arguments and traceback alike), and
+    escapes control characters in string arguments so that no value can start a line of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) for a in args):
+            record = copy.copy(record)
+            record.args = tuple(_printable(a) for a in args)
+        elif isinstance(args, Mapping):
+            record = copy.copy(record)
+            record.args = {k: _printable(v) for k, v in args.items()}
         return mask_text(super().format(record))
 
 

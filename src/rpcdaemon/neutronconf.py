@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from rpcdaemon.access import BrokerTLS, NeutronAccess
 from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls
@@ -167,18 +168,39 @@ def kombu_url(transport_url: str) -> str:
     """An oslo.messaging ``transport_url`` as a kombu URL: ``rabbit://`` becomes ``amqp://``, several
     hosts become kombu's ``;``-separated failover list, the virtual host is kept, query options dropped.
 
-    Raises ValueError (its text says what is expected) for anything that is not a RabbitMQ URL."""
+    Parsed as oslo.messaging parses it (the host list ends at the first ``/``, ``?`` or ``#``; each
+    host's credentials end at its last ``@`` and are percent-decoded), then rebuilt with the user name
+    and password percent-encoded, so a ``;``, ``,`` or ``@`` in a password cannot split kombu's list.
+
+    Raises ValueError (its text says what is expected, never quoting a password) for anything that is
+    not a RabbitMQ URL oslo.messaging would read the same way."""
     scheme, sep, rest = transport_url.strip().partition("://")
     if not sep or scheme.lower() not in ("rabbit", "amqp", "amqps", "pyamqp"):
         raise ValueError("expected a rabbit:// (or amqp://) URL")
     scheme = "amqp" if scheme.lower() == "rabbit" else scheme.lower()
-    netloc, _, path = rest.partition("/")
-    vhost = path.split("?", 1)[0].split("#", 1)[0]
-    hosts = [host for host in netloc.split(",") if host]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in tail.split("?", 1)[0]:
+        raise ValueError("a '/', '?' or '#' in a user name or password must be percent-encoded (%2F, %3F, %23): "
+                         "neutron-server reads this URL the same broken way")
+    vhost = tail[1:].split("?", 1)[0].split("#", 1)[0] if tail.startswith("/") else ""
+    hosts = [_kombu_host(entry) for entry in netloc.split(",") if entry]
     if not hosts:
         raise ValueError("expected at least one host in the URL")
     # kombu reads an empty path as vhost "/"; spell it "//" to be explicit.
     return ";".join(f"{scheme}://{host}/{vhost or '/'}" for host in hosts)
+
+
+def _kombu_host(entry: str) -> str:
+    """One oslo host entry (``user:pass@host:port``) with its credentials percent-encoded for kombu."""
+    creds, at, hostport = entry.rpartition("@")
+    if not at:
+        return entry
+    user, colon, password = creds.partition(":")
+    userinfo = quote(unquote(user), safe="")
+    if colon:
+        userinfo += ":" + quote(unquote(password), safe="")
+    return f"{userinfo}@{hostport}"
 
 
 def neutron_access(plugin: AgentPluginSettings, conf: NeutronConf, *, section: str = "L3Agent",
@@ -194,8 +216,8 @@ def neutron_access(plugin: AgentPluginSettings, conf: NeutronConf, *, section: s
     if plugin.cloud:
         return NeutronAccess(cloud=plugin.cloud, timeout=plugin.timeout)
     access = conf.access
-    # The adapter is the only keystoneauth user; importing it here keeps a --help start fast.
-    from rpcdaemon.acting.openstack_neutron import AuthOptionError, auth_plugin_options
+    # keystoneauth's plugin loaders (not openstacksdk); importing them here keeps a --help start fast.
+    from rpcdaemon.acting.keystone import AuthOptionError, auth_plugin_options
 
     try:
         auth_plugin_options(access.auth_type, access.auth_options)
@@ -258,7 +280,12 @@ def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:
     """``[Daemon] rpchost`` when set (rabbit:// URLs converted), else the first agent plugin's transport_url."""
     rpchost = settings.daemon.rpchost
     if rpchost:
-        return kombu_url(rpchost) if rpchost.lower().startswith("rabbit://") else rpchost
+        if not rpchost.lower().startswith("rabbit://"):
+            return rpchost
+        try:
+            return kombu_url(rpchost)
+        except ValueError as exc:  # the value is not shown: it holds the password, maybe unparseable
+            raise ConfigError("Daemon", "rpchost", None, str(exc), source=settings.source) from None
     for name, _ in settings.agent_plugins():
         conf = plugins[name].conf
         if conf.transport_url:

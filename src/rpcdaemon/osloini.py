@@ -10,13 +10,12 @@ remembers the file that set it last, so that a message about a key names that fi
 from __future__ import annotations
 
 import configparser
-import glob
 import math
-import os
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from rpcdaemon.conffiles import neutron_conf_files
 from rpcdaemon.settings import ConfigError
 
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -128,24 +127,13 @@ class _Lookup(Mapping[str, str]):
         return 0
 
 
-def expand_entries(entries: Sequence[Path]) -> list[Path]:
-    """The files that ``entries`` stand for, in reading order: a file is itself, a directory its
-    ``*.conf`` files sorted by name (oslo.config's ``--config-dir``: hidden files left out)."""
-    files: list[Path] = []
-    for entry in entries:
-        if entry.is_dir():
-            files += [Path(p) for p in sorted(glob.glob(os.path.join(glob.escape(str(entry)), "*.conf")))]
-        else:
-            files.append(entry)
-    return files
-
-
 def read_files(entries: Sequence[Path]) -> OsloSections:
-    """Every file of ``entries`` (see ``expand_entries``) read over the previous ones.
+    """Every file of ``entries`` (``conffiles.neutron_conf_files``: a directory is its sorted ``*.conf``
+    files) read over the previous ones.
 
     Raises ConfigError naming the file that cannot be read or parsed."""
     sections = OsloSections()
-    for path in expand_entries(entries):
+    for path in neutron_conf_files(entries):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -22,8 +22,9 @@ from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
-from rpcdaemon.observing.bus import BrokerTLS, BusListener, RawMessage, Subscription, make_connection
+from rpcdaemon.observing.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.observing.decode import Rejected, decode_message
+from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin

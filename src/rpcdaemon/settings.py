@@ -19,11 +19,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from rpcdaemon.conffiles import conffile_problems, unlisted_conf_dirs
 from rpcdaemon.inifile import IniText, read_ini, unknown_key, unknown_section
 from rpcdaemon.kinds import (
     ADDRESS,
     BOOL,
     BROKER,
+    CONF_PATHS,
     DAY,
     HTTP_URL,
     JMESPATH,
@@ -166,10 +168,12 @@ class DaemonSettings:
 class AgentPluginSettings:
     """Keys shared by [L3Agent] and [DHCPAgent]."""
 
-    conffile: Path = setting(  # noqa: RUF009
-        DEFAULT_NEUTRON_CONF,
-        "neutron.conf giving agent_down_time, report_interval, transport_url and [keystone_authtoken].",
-        PATH)
+    conffile: tuple[Path, ...] = setting(
+        (DEFAULT_NEUTRON_CONF,),
+        "neutron.conf giving agent_down_time, report_interval, transport_url and [keystone_authtoken]; list "
+        "several files and directories as neutron-server's --config-file/--config-dir get them, e.g. "
+        "/etc/neutron/neutron.conf /etc/neutron/neutron.conf.d (a directory is not added by itself).",
+        CONF_PATHS)
     loglevel: str | None = setting(None, "Log level of this plugin; empty means the [Daemon] loglevel.", LEVEL)
     timeout: float = setting(
         30.0, "Most seconds one Neutron API call may take; a hung call delays failover this long.",
@@ -351,7 +355,8 @@ def parse_settings(text: str, source: str = "rpcdaemon.conf") -> Settings:
 
 def load_settings(path: Path) -> Settings:
     """Read, parse and check an rpcdaemon.conf: relative paths are taken from the file's directory, and
-    the listed L3Agent/DHCPAgent plugins' neutron.conf files must be readable."""
+    every entry of the listed L3Agent/DHCPAgent plugins' ``conffile`` must be readable (a directory
+    listable, its ``*.conf`` files readable; an empty one is fine)."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -367,19 +372,20 @@ def load_settings(path: Path) -> Settings:
         settings,
         daemon=replace(settings.daemon, pidfile=base / settings.daemon.pidfile,
                        logfile=base / settings.daemon.logfile),
-        l3=replace(settings.l3, conffile=base / settings.l3.conffile),
-        dhcp=replace(settings.dhcp, conffile=base / settings.dhcp.conffile),
+        l3=replace(settings.l3, conffile=tuple(base / entry for entry in settings.l3.conffile)),
+        dhcp=replace(settings.dhcp, conffile=tuple(base / entry for entry in settings.dhcp.conffile)),
     )
-    errors = []
+    errors: list[ConfigError] = []
+    warnings = list(settings.warnings)
     for name, plugin in settings.agent_plugins():
-        try:
-            with plugin.conffile.open("rb"):
-                pass
-        except OSError as exc:
-            errors.append(ConfigError(name, "conffile", str(plugin.conffile),
-                                      f"expected a readable neutron.conf ({exc.strerror})", source=source))
+        errors += [ConfigError(name, "conffile", str(entry), why, source=source)
+                   for entry, why in conffile_problems(plugin.conffile)]
+        warnings += [str(ConfigError(name, "conffile", None, f"{confd} holds *.conf files, which neutron-server "
+                                     f"may read as well, but rpcdaemon reads only what is listed: add it after "
+                                     f"{file} if it sets keys rpcdaemon uses", source=source))
+                     for file, confd in unlisted_conf_dirs(plugin.conffile)]
     raise_all(errors, source)
-    return settings
+    return replace(settings, warnings=tuple(warnings))
 
 
 def override(settings: Settings, section: str, key: str, text: str, *, source: str) -> Settings:

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rpcdaemon.observing.bus import BusListener, RawMessage, Subscription
+from rpcdaemon.observing.bus import RawMessage, Subscription
+from rpcdaemon.observing.listener import BusListener
 
 AMQP_HOST = "127.0.0.1"
 AMQP_PORT = 5672
@@ -74,6 +75,14 @@ def declare_oslo_exchange(name: str = "neutron", url: str = AMQP_URL, *, durable
 
     with Connection(url) as conn:
         Exchange(name, type="topic", durable=durable, auto_delete=False)(conn.default_channel).declare()
+
+
+def declare_fanout(topic: str) -> None:
+    """What an agent's fanout consumer declares while it is connected (oslo: durable=False, auto_delete)."""
+    from kombu import Connection, Exchange
+
+    with Connection(AMQP_URL) as conn:
+        Exchange(f"{topic}_fanout", type="fanout", durable=False, auto_delete=True)(conn.default_channel).declare()
 
 
 def wait_broker_up(deadline: float = 60.0) -> None:

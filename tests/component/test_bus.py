@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import AMQP_URL, OSLO_URL, Collector, rabbitmqctl, wait_broker_up, wait_for
+from conftest import AMQP_URL, OSLO_URL, Collector, declare_fanout, rabbitmqctl, wait_broker_up, wait_for
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
 from rpcdaemon.model import Heartbeat, NetworkDeleted
 from rpcdaemon.observing.bus import (
-    BusListener,
     RawMessage,
     Subscription,
     fanout_subscription,
@@ -31,6 +30,7 @@ from rpcdaemon.observing.bus import (
     url_for_log,
 )
 from rpcdaemon.observing.decode import Rejected, decode_message
+from rpcdaemon.observing.listener import BusListener
 
 HEARTBEATS = [neutron_subscription("q-reports-plugin"), neutron_subscription("q-plugin")]
 Start = Callable[..., tuple[BusListener, threading.Event]]
@@ -106,14 +106,6 @@ def test_oslo_heartbeats_arrive_decoded_on_both_keys(start_listener: Start, send
     assert inner["args"]["agent_state"]["agent_state"]["host"] == dhcp
     assert any(k.startswith("_context_") for k in inner)
     wait_for(lambda: listener.counts.acked == listener.counts.received, 5, "every message acked")
-
-
-def declare_fanout(topic: str) -> None:
-    """What an agent's fanout consumer declares while it is connected (oslo: durable=False, auto_delete)."""
-    from kombu import Connection, Exchange
-
-    with Connection(AMQP_URL) as conn:
-        Exchange(f"{topic}_fanout", type="fanout", durable=False, auto_delete=True)(conn.default_channel).declare()
 
 
 def test_own_bounded_exclusive_queue_never_neutrons(start_listener: Start) -> None:
@@ -275,7 +267,7 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
 @pytest.mark.disruptive
 def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCaptureFixture) -> None:
     """rabbitmqctl stop_app / start_app: non-durable exchanges vanish too and must be redeclared."""
-    caplog.set_level(logging.INFO, logger="rpcdaemon.observing.bus")
+    caplog.set_level(logging.INFO, logger="rpcdaemon.observing")
     got = Collector()
     listener, _ = start_listener(HEARTBEATS, got, name="restart", reconnect_backoff=(0.2, 1.0))
     before = listener.link()
@@ -309,7 +301,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
 def test_unreachable_broker_logs_once_hides_password_and_stops_fast(
     start_listener: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="rpcdaemon.observing.bus")
+    caplog.set_level(logging.DEBUG, logger="rpcdaemon.observing")
     url = "amqp://guest:s3cret-pw@127.0.0.1:1//"  # nothing listens on port 1
     listener, stop = start_listener(
         HEARTBEATS, Collector(), url=url, wait_connected=False, name="nobroker", reconnect_backoff=(0.1, 0.2)

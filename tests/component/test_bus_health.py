@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,15 +17,8 @@ from typing import Any
 import pytest
 from conftest import AMQP_URL, Collector, declare_oslo_exchange, rabbitmqctl, wait_for
 
-from rpcdaemon.observing.bus import (
-    MAX_UNEXPECTED,
-    BusListener,
-    RawMessage,
-    fanout_subscription,
-    make_connection,
-    neutron_subscription,
-    publish_raw,
-)
+from rpcdaemon.observing.bus import RawMessage, fanout_subscription, make_connection, neutron_subscription, publish_raw
+from rpcdaemon.observing.listener import MAX_UNEXPECTED, BusListener
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dump import DumpPlugin
 from rpcdaemon.service import EXIT_FAILED, Service
@@ -89,7 +83,7 @@ def test_durable_neutron_exchange_is_used_passively_and_stays_as_the_server_made
 def test_missing_neutron_exchange_is_waited_for_not_created(
     start_listener: Any, vhost: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="rpcdaemon.observing.bus")
+    caplog.set_level(logging.INFO, logger="rpcdaemon.observing")
     got = Collector()
     listener, _ = start_listener(HEARTBEATS, got, url=vhost, name="waiter", wait_connected=False,
                                  reconnect_backoff=(0.1, 0.3))
@@ -115,9 +109,11 @@ def test_heartbeats_flow_while_the_fanout_exchange_is_missing_and_it_is_bound_la
     assert listener.pending_exchanges() == ["dhcp_agent_fanout"]
     publish_raw(vhost, "neutron", "q-reports-plugin", b'{"hb": 1}')
     wait_for(lambda: got.snapshot(), 10, "a heartbeat without the fanout exchange")
-    # a DHCP agent connects: its consumer declares the fanout exchange; the listener binds it
+    # a DHCP agent connects: its consumer declares the fanout exchange; the listener binds it at once
     publish_raw(vhost, "dhcp_agent_fanout", "", b"lost", exchange_type="fanout", auto_delete=True)
+    appeared = time.monotonic()
     wait_for(lambda: not listener.pending_exchanges(), 10, "the fanout binding")
+    assert time.monotonic() - appeared < 2.0  # Dump shows fanout traffic about a second after it exists
     publish_raw(vhost, "dhcp_agent_fanout", "", b'{"fan": 1}', exchange_type="fanout", auto_delete=True)
     wait_for(lambda: any(r.exchange == "dhcp_agent_fanout" for r in got.snapshot()), 10, "a fanout message")
 
@@ -136,7 +132,7 @@ class _Broken:
 
 
 def test_unexpected_errors_are_logged_retried_then_fatal(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rpcdaemon.observing.bus")
+    caplog.set_level(logging.INFO, logger="rpcdaemon.observing")
     stop = threading.Event()
     listener = BusListener(AMQP_URL, HEARTBEATS, Collector(), stop=stop, name="broken",
                            reconnect_backoff=(0.01, 0.05), connection_factory=lambda: _Broken(AMQP_URL))

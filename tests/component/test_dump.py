@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
-from conftest import AMQP_URL, OSLO_URL, wait_for
+from conftest import AMQP_URL, OSLO_URL, declare_fanout, wait_for
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
-from rpcdaemon.observing.bus import BusListener, RawMessage, Subscription, publish_raw
+from rpcdaemon.observing.bus import RawMessage, Subscription, publish_raw
+from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.plugins.dump import DumpFilterError, DumpPlugin
 
 Start = Callable[..., tuple[BusListener, threading.Event]]
@@ -33,7 +34,11 @@ def lines_with(out: io.StringIO, *needles: str) -> list[str]:
 def test_prints_one_readable_line_per_message(start_listener: Start, sender: OsloSender) -> None:
     out = io.StringIO()
     dump = DumpPlugin("neutron", None, out, wallclock=lambda: NOON)
-    start_listener(dump.subscriptions(), dump.handle, name="dump")
+    # A DHCP agent is connected: its fanout consumer declared the exchange. (Without one, a fanout cast
+    # reaches no queue at all, ours included; a late exchange is bound within a second: test_bus_health.)
+    declare_fanout("dhcp_agent")
+    listener, _ = start_listener(dump.subscriptions(), dump.handle, name="dump")
+    assert "dhcp_agent_fanout" not in listener.pending_exchanges()
     host, net, tag = f"l3-{uuid.uuid4().hex[:8]}", f"net-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     sender.report_state(l3_state(host, start_flag=True))
     sender.network_delete_fanout(net)

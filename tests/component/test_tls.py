@@ -19,7 +19,8 @@ from tls_broker import Pki, TlsBroker, make_pki, rabbitmq_missing
 
 from rpcdaemon.access import BrokerTLS
 from rpcdaemon.neutronconf import resolve_settings
-from rpcdaemon.observing.bus import BusListener, RawMessage, Subscription, make_connection, publish_raw
+from rpcdaemon.observing.bus import RawMessage, Subscription, make_connection, publish_raw
+from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.settings import parse_settings
 
 SECRET = "guest"  # the password in the URL; logs must show *** instead
@@ -78,11 +79,12 @@ def _wait(what: Callable[[], bool], timeout: float = 8.0) -> bool:
 
 
 def _refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "rpcdaemon.observing.bus" and "cannot listen on" in r.getMessage()]
+    return [r for r in caplog.records
+            if r.name == "rpcdaemon.observing.listener" and "cannot listen on" in r.getMessage()]
 
 
 def assert_refused(url: str, tls: BrokerTLS, caplog: pytest.LogCaptureFixture, reason: str) -> None:
-    caplog.set_level(logging.DEBUG, logger="rpcdaemon.observing.bus")
+    caplog.set_level(logging.DEBUG, logger="rpcdaemon.observing")
     got: list[RawMessage] = []
     listener, stop = _listen(url, tls, got)
     try:
@@ -127,8 +129,11 @@ def test_client_certificate_and_right_ca_connect(brokers: dict[str, TlsBroker], 
 def test_no_client_certificate_is_refused_when_the_broker_demands_one(
     brokers: dict[str, TlsBroker], pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The broker hangs up right after the handshake ("SSLEOFError: EOF occurred in violation of protocol"):
+    # the line must say what to do about it.
     assert_refused(_url(brokers["strict"]), BrokerTLS(ca_file=str(pki.ca)), caplog,
-                   "SSL")  # the broker hangs up mid-handshake
+                   "TLS handshake refused by the broker (it may require a client certificate:"
+                   " set ssl_cert_file/ssl_key_file")
 
 
 def test_certificate_for_another_host_is_refused(

@@ -10,9 +10,12 @@ neither the password nor the token reaches a log. The contract on a real server 
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -415,3 +419,20 @@ def test_unknown_cloud_is_a_clear_error() -> None:
 def test_missing_credentials_are_named() -> None:
     with pytest.raises(ValueError, match="password, project_name"):
         OpenStackNeutron.from_access(NeutronAccess(auth_url="http://keystone:5000/v3", username="u"))
+
+
+def test_only_the_adapter_imports_openstack_and_keystone_checks_stay_light() -> None:
+    """``acting.keystone`` (keystoneauth1's loaders, used by neutronconf before start) pulls in no openstacksdk."""
+    src = Path(__file__).resolve().parents[2] / "src" / "rpcdaemon"
+    importers = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "openstack" or name.startswith("openstack.") for name in names):
+                importers.add(path.relative_to(src).as_posix())
+    assert importers == {"acting/openstack_neutron.py"}
+    probe = ("import sys, rpcdaemon.acting.keystone, rpcdaemon.neutronconf; "
+             "print(sorted(m for m in sys.modules if m == 'openstack' or m.startswith('openstack.')))")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

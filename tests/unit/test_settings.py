@@ -72,7 +72,7 @@ GOOD = [
 ]
 # Keys shared by both agent plugins.
 GOOD_AGENT = [
-    ("conffile", "/etc/neutron/other.conf", Path("/etc/neutron/other.conf")),
+    ("conffile", "/etc/neutron/other.conf", (Path("/etc/neutron/other.conf"),)),
     ("loglevel", "Error", "ERROR"),
     ("timeout", "2.5", 2.5),
     ("queue_expire", "0", 0.0),
@@ -128,7 +128,7 @@ BAD = [
     ("Dump", "verbose", "very", "a boolean"),
 ]
 BAD_AGENT = [
-    ("conffile", "", "a file path"),
+    ("conffile", "", "space- or comma-separated files and directories"),
     ("loglevel", "chatty", "one of DEBUG"),
     ("timeout", "abc", "a number of seconds from 1 to 600"),
     ("timeout", "0", "a number of seconds from 1 to 600 (0 is below the minimum 1)"),
@@ -447,7 +447,7 @@ def test_load_checks_conffile_of_listed_plugins_only(tmp_path: Path) -> None:
                                  "expected a readable neutron.conf (No such file or directory)")
     (tmp_path / "missing.conf").write_text("[DEFAULT]\n")
     settings = load_settings(conf)
-    assert settings.l3.conffile == tmp_path / "missing.conf"
+    assert settings.l3.conffile == (tmp_path / "missing.conf",)
 
 
 def test_load_reports_every_unreadable_conffile_at_once(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ from rpcdaemon.deciding.liveness import (
 from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 
+_UNKNOWN_SAID_PER_GAP = 5  # unknown hosts named per reconcile gap; the rest are counted
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -105,6 +107,8 @@ class FailoverPlugin:
         self._brake_logged = -float("inf")
         self._unknown_next = self.started_at  # earliest time an unknown host may force a reconcile
         self._unknown_said: set[tuple[str, str]] = set()
+        self._unknown_window_end = self.started_at  # a few unknown hosts are named per window, the rest counted
+        self._unknown_named = self._unknown_unnamed = 0
 
     # -- hooks -----------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -224,17 +228,28 @@ class FailoverPlugin:
 
     def _note_unknown(self, now: float) -> None:
         """Hosts heard that the API did not list: reconcile soon, at most once per
-        ``unknown_reconcile_every`` (any reconcile restarts that gap); say each host once."""
+        ``unknown_reconcile_every`` (any reconcile restarts that gap); name a few hosts per gap, count the rest."""
         unknown = self.registry.take_unknown(self.agent_type)
         if not unknown:
             return
         if len(self._unknown_said) > 1000:  # a flood of invented names must not grow memory
             self._unknown_said.clear()
-        for key in unknown:
-            if key not in self._unknown_said:
-                self._unknown_said.add(key)
-                self.log.info("%s: heard %s %s, which Neutron does not list; reconciling within %.0fs",
-                              self.name, key[0], key[1], max(0.0, self._unknown_next - now))
+        new = [key for key in unknown if key not in self._unknown_said]
+        self._unknown_said.update(new)
+        if now >= self._unknown_window_end:
+            if self._unknown_unnamed:
+                self.log.info("%s: heard %d more hosts that Neutron does not list", self.name, self._unknown_unnamed)
+            self._unknown_window_end = now + self.timing.unknown_reconcile_every
+            self._unknown_named = self._unknown_unnamed = 0
+        # Names come off the bus: quoted (%r), so a forged host cannot write lines of its own, and only
+        # a few per gap, so a flood of invented names cannot flood the log either.
+        for key in new:
+            if self._unknown_named >= _UNKNOWN_SAID_PER_GAP:
+                self._unknown_unnamed += 1
+                continue
+            self._unknown_named += 1
+            self.log.info("%s: heard %r %r, which Neutron does not list; reconciling within %.0fs",
+                          self.name, key[0], key[1], max(0.0, self._unknown_next - now))
         self.request_reconcile(max(0.0, self._unknown_next - now))
 
     def _api_failed(self, err: NeutronError) -> None:
