@@ -23,7 +23,7 @@ from typing import Any
 from rpcdaemon.model import Heartbeat
 from rpcdaemon.observing.bus import RawMessage, make_connection, neutron_subscription, publish_raw
 from rpcdaemon.observing.decode import decode_message
-from rpcdaemon.observing.listener import BusListener
+from rpcdaemon.observing.listener import QUEUE_MAX_BYTES, QUEUE_MAX_LENGTH, BusListener
 from rpcdaemon.observing.registry import AgentRegistry
 
 CONTEXT_KEYS = [
@@ -136,7 +136,13 @@ def bench_bus(url: str, bodies: list[bytes]) -> tuple[float, float]:
                 done.set()
 
     stop = threading.Event()
-    listener = BusListener(url, [neutron_subscription("q-reports-plugin")], on_message, stop=stop, name="bench")
+    # The listener only binds to Neutron's exchange, it never creates it: declare it as neutron-server
+    # does (publish_raw declares a non-durable topic exchange). The backlog this bench drains is larger
+    # than the daemon's own queue bound on purpose, so the bound is raised here.
+    publish_raw(url, "neutron", "bench.declare", b"{}")
+    listener = BusListener(url, [neutron_subscription("q-reports-plugin")], on_message, stop=stop, name="bench",
+                           queue_max_length=max(QUEUE_MAX_LENGTH, len(bodies) + 1000),
+                           queue_max_bytes=max(QUEUE_MAX_BYTES, 4096 * (len(bodies) + 1000)))
     listener.start()
     try:
         deadline = time.monotonic() + 10

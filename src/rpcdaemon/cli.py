@@ -2,7 +2,7 @@
 
 Installed as the ``rpcdaemon`` console script (``main``). It loads and checks rpcdaemon.conf and the
 plugins' neutron.conf files *before* detaching, so every configuration error reaches the terminal as
-one line (exit 2), then hands ``rpcdaemon.service.run`` (or an injected runner, in tests) to
+one line (exit 2), then hands ``rpcdaemon.wiring.run`` (or an injected runner, in tests) to
 ``daemonize``. ``rpcdaemon demo ...`` runs ``rpcdaemon.demo`` instead; both are imported lazily so that
 ``--help`` and ``--check-config`` stay cheap.
 """
@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 class Runner(Protocol):
-    """What runs the daemon until ``stop`` is set; ``rpcdaemon.service.run`` in production."""
+    """What runs the daemon until ``stop`` is set; ``rpcdaemon.wiring.run`` in production."""
 
     def __call__(self, settings: Settings, stop: threading.Event, *, foreground: bool) -> int: ...
 
@@ -139,12 +139,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _service_runner() -> Runner:
     try:
-        from rpcdaemon import service
+        from rpcdaemon import wiring
     except ModuleNotFoundError as exc:
-        if exc.name != "rpcdaemon.service":
+        if exc.name != "rpcdaemon.wiring":
             raise
-        raise _StartError("rpcdaemon.service is missing from this installation") from None
-    return service.run
+        raise _StartError("rpcdaemon.wiring is missing from this installation") from None
+    return wiring.run
 
 
 def _started(settings: Settings, *, foreground: bool) -> None:

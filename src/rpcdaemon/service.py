@@ -1,19 +1,18 @@
 """The service: wires settings to the bus listener, the registry, the plugins and the check loop.
 
-``cli.main`` calls ``run(settings, stop, ...)`` (in the foreground or inside python-daemon); the demo
-builds a ``Service`` directly around an in-memory bus and the fake Neutron. One stop event ends
+``wiring.run`` builds a ``Service`` from the settings (``cli.main`` calls it in the foreground or inside
+python-daemon); the demo builds one directly around an in-memory bus and the fake Neutron. One stop event ends
 everything: every wait is ``stop.wait(timeout)`` and shutdown is bounded.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
@@ -32,7 +31,6 @@ from rpcdaemon.plugins.l3agent import L3AgentPlugin
 
 if TYPE_CHECKING:
     from rpcdaemon.plugins.dump import DumpPlugin
-    from rpcdaemon.settings import Settings
 
 log = logging.getLogger("rpcdaemon")
 
@@ -242,14 +240,3 @@ class Service:
             p.executor.close()
         self.metrics.close()
 
-
-def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
-    """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
-    from rpcdaemon.wiring import build_service  # settings -> Service; kept apart to keep this file small
-
-    try:
-        service = build_service(settings, stop, foreground=foreground, out=out)
-    except StartError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_START
-    return service.run()

@@ -1,6 +1,6 @@
 """From validated settings to a ready ``Service``: the only place that knows both worlds.
 
-Called by ``service.run`` (itself called by ``cli.main``). Reads each failover plugin's neutron.conf
+``run`` is what ``cli.main`` runs (in the foreground or detached). Reads each failover plugin's neutron.conf
 once, builds the Neutron adapter, the shared registry, the plugins, the Dump plugin and the metrics
 server. Both agent plugins share one registry and one bus listener; if their neutron.conf files
 disagree on ``agent_down_time`` the larger wins (the safer choice) and a WARNING says so.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import threading
 import time
 from typing import TextIO
@@ -24,7 +25,7 @@ from rpcdaemon.observing.bus import url_for_log
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import AgentPluginConfig, Service, StartError, build_plugin
+from rpcdaemon.service import EXIT_START, AgentPluginConfig, Service, StartError, build_plugin
 from rpcdaemon.settings import AgentPluginSettings, DHCPAgentSettings, L3AgentSettings, Settings
 
 log = logging.getLogger("rpcdaemon")
@@ -129,3 +130,13 @@ def build_service(
     if d.dry_run:
         log.warning("DRY RUN: actions are planned and logged, Neutron is never changed")
     return svc
+
+
+def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
+    """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
+    try:
+        service = build_service(settings, stop, foreground=foreground, out=out)
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    return service.run()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon import service
+from rpcdaemon import wiring
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
@@ -114,7 +114,7 @@ def test_a_metrics_port_taken_after_preflight_is_one_error_and_exit_2(
         conf = tmp_path / "rpcdaemon.conf"
         conf.write_text(f"[Daemon]\nplugins = Dump\nrpchost = 127.0.0.1\nmetrics_port = {port}\n"
                         "metrics_address = 127.0.0.1\n")
-        code = service.run(load_settings(conf), threading.Event(), foreground=True, out=io.StringIO())
+        code = wiring.run(load_settings(conf), threading.Event(), foreground=True, out=io.StringIO())
     assert code == EXIT_START
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
