@@ -125,6 +125,8 @@ class Service:
         self.listeners: list[BusListener] = []
         factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
+        self._drops_seen = 0  # the heartbeat listener's drop count at the last check
+        self._evidence_gap_at: float | None = None  # when drops were last seen
         self.link_outages = 0
         if self.plugins:
             subs = list(HEARTBEAT_SUBSCRIPTIONS)
@@ -172,10 +174,28 @@ class Service:
         for listener in self.listeners:
             self.metrics.observe_drops(listener.name, listener.counts.dropped)
         link = self.listeners[0].link()
-        self.link_since = link.since if link.connected else None
+        since = link.since if link.connected else None
+        self._note_drops(self.listeners[0].counts.dropped)
+        if since is not None and self._evidence_gap_at is not None:
+            # Messages dropped from our queue may have been heartbeats: silence since then proves nothing.
+            since = max(since, self._evidence_gap_at)
+        self.link_since = since
         self.link_outages = link.outages
         self.registry.set_listening(self.link_since)
         self.metrics.observe_bus(link.connected)
+
+    def _note_drops(self, dropped: int) -> None:
+        """The broker dropped messages from the heartbeat queue (it was full): a gap in the evidence.
+        Like a bus outage, it restarts the listening window, so that no agent is judged dead on a
+        silence that may be our own (Neutron's own verdict, from its own queue, still counts)."""
+        if dropped <= self._drops_seen:
+            return
+        first = self._evidence_gap_at is None or self.clock() - self._evidence_gap_at > 60.0
+        self._drops_seen = dropped
+        self._evidence_gap_at = self.clock()
+        if first:
+            log.warning("bus: the broker dropped messages from the daemon's queue (%d in all): no agent is judged "
+                        "dead on silence alone until a full window has passed without drops", dropped)
 
     def step(self) -> None:
         """One check: refresh the link state, then one pass of every failover plugin."""

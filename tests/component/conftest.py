@@ -69,6 +69,13 @@ def rabbitmq() -> str:
     return AMQP_URL
 
 
+@pytest.fixture(autouse=True)
+def neutron_exchange(rabbitmq: str) -> None:
+    """Before each test, as neutron-server would after any broker reset: a disruptive test that
+    restarted the broker must not leave the next ones without Neutron's (non-durable) exchange."""
+    declare_oslo_exchange()
+
+
 def declare_oslo_exchange(name: str = "neutron", url: str = AMQP_URL, *, durable: bool = False) -> None:
     """Declare a topic exchange as oslo.messaging does (``durable`` is ``amqp_durable_queues``)."""
     from kombu import Connection, Exchange

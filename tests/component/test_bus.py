@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import AMQP_URL, OSLO_URL, Collector, declare_fanout, rabbitmqctl, wait_broker_up, wait_for
+from conftest import (
+    AMQP_URL,
+    OSLO_URL,
+    Collector,
+    declare_fanout,
+    declare_oslo_exchange,
+    rabbitmqctl,
+    wait_broker_up,
+    wait_for,
+)
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
 from rpcdaemon.model import Heartbeat, NetworkDeleted
@@ -280,6 +289,11 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
         wait_broker_up()
+    # The reset broker lost the non-durable `neutron` exchange. The listener must not create it (its
+    # owner may declare it durable): it waits, link down, until neutron-server has declared it again.
+    time.sleep(2.0)
+    assert not listener.link().connected
+    declare_oslo_exchange()
     up = wait_for(lambda: (link := listener.link()).connected and link, 20, "the link to come back")
     assert up.since > down.since > before.since
     assert up.outages == 1

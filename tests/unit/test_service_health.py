@@ -120,3 +120,41 @@ def test_a_metrics_port_taken_after_preflight_is_one_error_and_exit_2(
     assert len(errors) == 1
     assert "cannot listen" in errors[0].getMessage()
     assert not errors[0].exc_info
+
+
+def test_messages_dropped_by_the_broker_restart_the_listening_window(caplog: pytest.LogCaptureFixture) -> None:
+    """Dropped messages may have been heartbeats: a silence across them proves nothing, so the window
+    in which silence counts starts again (as after a bus outage), and a WARNING says so once a minute."""
+    import time
+
+    caplog.set_level(logging.INFO, logger="rpcdaemon")
+    stop = threading.Event()
+    svc = make_service(None, stop)
+    svc.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not svc.listeners[0].link().connected:
+            assert time.monotonic() < deadline, "the memory bus never connected"
+            time.sleep(0.01)
+        svc.step()
+        before = svc.bus_since()
+        assert before is not None
+        svc.step()
+        assert svc.bus_since() == before  # nothing dropped: the window stands
+        time.sleep(0.02)
+        svc.listeners[0].counts.dropped += 3
+        svc.step()
+        after = svc.bus_since()
+        assert after is not None
+        assert after > before
+        svc.listeners[0].counts.dropped += 2
+        time.sleep(0.02)
+        svc.step()
+        later = svc.bus_since()
+        assert later is not None
+        assert later > after
+        warned = [r for r in caplog.records if "dropped messages" in r.getMessage()]
+        assert len(warned) == 1
+        assert warned[0].levelno == logging.WARNING
+    finally:
+        svc.shutdown()
