@@ -42,6 +42,7 @@ def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, 
             startup_grace=max(pn.startup_grace, down_time),
             revive_hold=ps.revive_hold,
             api_second_opinion=ps.api_second_opinion,
+            report_interval=report_interval,
         ),
         timing=Timing(
             reconcile_interval=ps.reconcile_interval,

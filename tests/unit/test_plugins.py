@@ -612,3 +612,36 @@ def test_dhcp_idle_when_the_only_missing_agent_is_outside_the_zone(
     assert not plugin.wants_action(judged), "d1 may not host n: nothing to do"
     plugin.networks = {"n": Network("n", dhcp_enabled=True)}
     assert plugin.wants_action(judged)
+
+
+# -- L3: a newly registered agent (issue 7) --------------------------------------------------------
+
+
+def test_a_new_agent_registered_while_running_gets_its_share_of_a_failover(make_rig: Callable[..., Rig]) -> None:
+    liveness = LivenessPolicy(down_time=DOWN, startup_grace=DOWN, revive_hold=120.0, report_interval=TICK)
+    rig = l3_rig(make_rig, liveness=liveness)
+    rig.run(200)  # long past the start-up window: a first heartbeat now follows a witnessed silence
+    rig.agents("d")  # registers (Neutron lists it), and reports every TICK from now on
+    reports = rig.run(2 * TICK)
+    assert reports[-1].judged["d"].verdict is Verdict.ALIVE, reports[-1].judged["d"].why
+    rig.silent.add("a")
+    rig.run(DOWN + 2 * TICK)  # a dies; well inside revive_hold of d's first heartbeat
+    assert sorted(rig.done(ActionKind.MOVE_ROUTER)) == [f"r{i}" for i in range(6)]
+    placed = sorted(next(iter(h)) for h in hosts_of(rig).values())
+    assert placed == ["b", "b", "c", "c", "d", "d"]
+
+
+def test_a_known_agent_back_after_down_time_gets_nothing_within_revive_hold(make_rig: Callable[..., Rig]) -> None:
+    liveness = LivenessPolicy(down_time=DOWN, startup_grace=DOWN, revive_hold=200.0, report_interval=TICK)
+    rig = l3_rig(make_rig, liveness=liveness)
+    rig.agents("d")
+    rig.run(100)
+    rig.silent.add("d")
+    rig.run(DOWN + 2 * TICK)
+    rig.silent.discard("d")  # back (its operator restarted it)
+    rig.run(2 * TICK)
+    rig.silent.add("a")
+    reports = rig.run(DOWN + 2 * TICK)
+    assert reports[-1].judged["d"].verdict is Verdict.WARMING
+    assert sorted(rig.done(ActionKind.MOVE_ROUTER)) == [f"r{i}" for i in range(6)]
+    assert sorted(next(iter(h)) for h in hosts_of(rig).values()) == ["b", "b", "b", "c", "c", "c"]

@@ -169,8 +169,9 @@ def test_no_revival_is_recorded_while_not_listening() -> None:
 
 
 def test_first_heartbeat_long_after_listening_began_counts_as_a_revival() -> None:
-    # Documented behaviour: the silence since we began listening was witnessed, so an agent first
-    # heard late (a new or a long-dead one) warms up before it receives work.
+    # Documented behaviour: the silence since we began listening was witnessed, so an agent listed at
+    # the first reconcile and first heard late (a long-dead one) warms up before it receives work.
+    # A new agent (not listed then) is not a revival: see tests/unit/test_new_agents.py.
     reg = registry_with(l3("n1"))
     reg.record(hb("n1", DOWN + 1))
     assert one(reg, "n1").revived_at == DOWN + 1

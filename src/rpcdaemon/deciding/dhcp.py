@@ -67,7 +67,8 @@ def plan_dhcp(
             waiting += 1
 
     # Clean-up of deleted networks first: it is safe whatever else is going on.
-    for nid in sorted(bindings.keys() - networks.keys()):
+    deleted = sorted(bindings.keys() - networks.keys())
+    for nid in deleted:
         for aid in sorted(bindings[nid]):
             if aid in judged:
                 emit(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "network deleted")
@@ -79,42 +80,54 @@ def plan_dhcp(
     targets = [j.agent for j in judged.values() if j.is_target]
     target_ids = frozenset(a.id for a in targets)
     want_all = policy.agents_per_network is None
-    # The least-loaded choice is only needed for N per network ("all" binds to every target).
-    counts = Counter() if want_all else Counter(chain.from_iterable(bindings.values()))
-    heap = [(counts[a.id], a.host, a.id) for a in targets]
-    heapq.heapify(heap)
-    by_id = {a.id: a for a in targets}
+    # The least-loaded choice is only needed for N per network ("all" binds to every target). Bindings
+    # of deleted networks are not load: they go in this very plan (counting them made the agent about
+    # to lose them look busy, and the networks went to the others: a 5/4/3 end instead of 4/4/4).
+    load = Counter() if want_all else Counter(chain.from_iterable(bindings.values()))
+    if not want_all:
+        for nid in deleted:
+            load.subtract(bindings[nid])
+    loads = _Loads(targets, load)
     short_of_targets = 0
     nobody: frozenset[str] = frozenset()
+    # Per network: the dead hosts to unbind and the agents to bind, emitted together once the
+    # placements are final, so that a network's replacement is never a pass behind its removal.
+    work: list[tuple[str, list[str], list[Agent]]] = []
 
     # Set operations per network, not Python loops over its hosts: this runs over every network.
     for nid in sorted(networks):
         network = networks[nid]
         hosts = bindings.get(nid, nobody)
         lost = hosts & dead
-        if lost and brake is None:
-            for aid in sorted(lost):
-                emit(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "agent dead", source_dead=True)
+        gone = sorted(lost) if lost and brake is None else []
         if not network.dhcp_enabled or brake is not None:
+            if gone:
+                work.append((nid, gone, []))
             continue
         # Hosts that still count are hosts - lost: anything not judged dead (alive, warming, or not
         # yet known). Targets are never dead, so "a target not keeping it" is "a target not hosting
         # it": no copy of the host set is needed (with "all" it holds every agent).
+        picked: list[Agent] = []
         if want_all:
-            if target_ids <= hosts:
-                continue  # the common case: already on every target
-            for agent in targets:
-                if agent.id not in hosts and _eligible(agent, network):
-                    emit(ActionKind.BIND_NETWORK, nid, None, agent, "policy: all agents")
-            continue
-        need = (policy.agents_per_network or 0) - (len(hosts) - len(lost))
-        if need <= 0:
-            continue
-        picked = _pick_least_loaded(heap, by_id, hosts, network, need)
+            if not target_ids <= hosts:  # else the common case: already on every target
+                picked = [a for a in targets if a.id not in hosts and _eligible(a, network)]
+        else:
+            need = (policy.agents_per_network or 0) - (len(hosts) - len(lost))
+            if need > 0:
+                picked = loads.take(network, hosts, need)
+                if len(picked) < need:
+                    short_of_targets += 1
+        if gone or picked:
+            work.append((nid, gone, picked))
+
+    if not want_all:
+        loads.even_out(work, networks, bindings)
+    reason = "policy: all agents" if want_all else f"policy: {policy.agents_per_network} per network"
+    for nid, gone, picked in work:
+        for aid in gone:
+            emit(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "agent dead", source_dead=True)
         for agent in picked:
-            emit(ActionKind.BIND_NETWORK, nid, None, agent, f"policy: {policy.agents_per_network} per network")
-        if len(picked) < need:
-            short_of_targets += 1
+            emit(ActionKind.BIND_NETWORK, nid, None, agent, reason)
 
     if short_of_targets:
         held.append(f"{short_of_targets} networks have fewer live eligible DHCP agents than agents_per_network")
@@ -126,23 +139,111 @@ def plan_dhcp(
     return Plan(tuple(actions), tuple(held), braked=brake is not None)
 
 
-def _pick_least_loaded(
-    heap: list[tuple[int, str, str]],
-    by_id: Mapping[str, Agent],
-    exclude: AbstractSet[str],
-    network: Network,
-    need: int,
-) -> list[Agent]:
-    picked: list[Agent] = []
-    skipped: list[tuple[int, str, str]] = []
-    while heap and len(picked) < need:
-        load, host, aid = heapq.heappop(heap)
-        agent = by_id[aid]
-        if aid in exclude or not _eligible(agent, network):
-            skipped.append((load, host, aid))
-            continue
-        picked.append(agent)
-        skipped.append((load + 1, host, aid))
-    for entry in skipped:
-        heapq.heappush(heap, entry)
-    return picked
+Entry = tuple[int, str, str]  # (load, host, agent id): least loaded first, then by host, then by id
+Work = list[tuple[str, list[str], list[Agent]]]  # per network: dead hosts to unbind, agents to bind
+
+
+class _Loads:
+    """Planned load per target agent, with one lazily-updated heap per eligibility class.
+
+    A class is the set of targets a network's availability-zone hints allow (no hints: every
+    target). Each heap holds, for every agent of its class, an entry with the agent's current load;
+    a change of load pushes a fresh entry into each heap of the agent, and an entry whose load is
+    no longer the agent's is dropped when popped. So a pick pops only agents that host the network
+    already, never the whole fleet outside the network's zones.
+    """
+
+    def __init__(self, targets: list[Agent], load: Counter[str]) -> None:
+        self.targets = targets
+        self.load = load
+        self.by_id = {a.id: a for a in targets}
+        self.heaps: dict[frozenset[str], list[Entry]] = {}
+        self.heaps_of: dict[str, list[list[Entry]]] = {a.id: [] for a in targets}
+
+    def _heap(self, network: Network) -> list[Entry]:
+        key = frozenset(network.availability_zone_hints)
+        heap = self.heaps.get(key)
+        if heap is None:
+            members = [a for a in self.targets if _eligible(a, network)]
+            heap = [(self.load[a.id], a.host, a.id) for a in members]
+            heapq.heapify(heap)
+            self.heaps[key] = heap
+            for a in members:
+                self.heaps_of[a.id].append(heap)
+        return heap
+
+    def _add(self, agent: Agent, delta: int) -> None:
+        self.load[agent.id] += delta
+        entry = (self.load[agent.id], agent.host, agent.id)
+        for heap in self.heaps_of[agent.id]:
+            heapq.heappush(heap, entry)
+
+    def take(self, network: Network, exclude: AbstractSet[str], need: int, ceiling: int | None = None) -> list[Agent]:
+        """Up to ``need`` least-loaded eligible agents not in ``exclude`` (and loaded <= ``ceiling``), each +1.
+
+        A pick counts at once, so the next network sees it.
+        """
+        heap = self._heap(network)
+        load = self.load
+        found: list[Agent] = []
+        kept: list[Entry] = []
+        while heap and len(found) < need and (ceiling is None or heap[0][0] <= ceiling):
+            entry = heapq.heappop(heap)
+            aid = entry[2]
+            if entry[0] != load[aid]:
+                continue  # stale: the agent's current entry is elsewhere in this heap
+            if aid in exclude:
+                kept.append(entry)
+                continue
+            found.append(self.by_id[aid])
+            load[aid] += 1
+            fresh = (entry[0] + 1, entry[1], aid)
+            for other in self.heaps_of[aid]:
+                if other is heap:
+                    kept.append(fresh)  # pushed below, with the skipped: never popped twice here
+                else:
+                    heapq.heappush(other, fresh)
+        for entry in kept:
+            heapq.heappush(heap, entry)
+        return found
+
+    def even_out(self, work: Work, networks: Mapping[str, Network], bindings: Mapping[str, frozenset[str]]) -> None:
+        """Re-place planned binds until none sits on an agent two or more above one that could take it.
+
+        The greedy pass goes network by network, so a placement taken early can end on an agent that
+        later networks were forced onto (the others host them already, or are outside their zones).
+        Givers are visited most loaded first; a taker whose load rises is visited again. Each
+        re-placement lowers the sum of squared loads by at least 2, so this ends; when the loads end
+        within one (the common case) it costs one scan of the targets.
+        """
+        if not self.targets:
+            return
+        floor = min(self.load[a.id] for a in self.targets)  # only rises: a safe bound throughout
+        if max(self.load[a.id] for a in self.targets) - floor <= 1:
+            return
+        placed: dict[str, list[tuple[str, list[Agent]]]] = {}  # agent id -> (network id, its picks)
+        for nid, _, picked in work:
+            for agent in picked:
+                placed.setdefault(agent.id, []).append((nid, picked))
+        givers = [(-self.load[aid], aid) for aid in placed]
+        heapq.heapify(givers)
+        while givers:
+            minus, aid = heapq.heappop(givers)
+            if -minus != self.load[aid]:
+                continue  # stale
+            if self.load[aid] < floor + 2:
+                break  # nobody can take from this agent or any below it
+            giver = self.by_id[aid]
+            still: list[tuple[str, list[Agent]]] = []
+            for nid, picked in placed[aid]:
+                exclude = bindings.get(nid, frozenset()) | {p.id for p in picked}
+                takers = self.take(networks[nid], exclude, 1, ceiling=self.load[aid] - 2)
+                if not takers:
+                    still.append((nid, picked))
+                    continue
+                taker = takers[0]
+                picked[picked.index(giver)] = taker
+                self._add(giver, -1)
+                placed.setdefault(taker.id, []).append((nid, picked))
+                heapq.heappush(givers, (-self.load[taker.id], taker.id))
+            placed[aid] = still

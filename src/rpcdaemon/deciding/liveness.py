@@ -14,11 +14,16 @@ when Neutron's view is as stale as ours (``early_verdict_ok``; later windows may
 agent that speaks again after a silence we witnessed is WARMING (alive, keeps what it hosts, but is
 not a move target) until it has stayed alive for ``revive_hold``: a flapping agent neither receives
 nor loses work every cycle.
+
+A *new* agent (one that registered while the daemon runs, see ``observing.registry``) is not a
+flapping one: it is WARMING only until it has been heard steadily (``heard_steadily``: two
+heartbeats at least half a ``report_interval`` apart with no gap over 1.5 ``report_interval``), so
+it becomes a target about one report interval after it registers, not after ``revive_hold``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -44,6 +49,8 @@ class LivenessPolicy:
     # before it is judged dead, so agents that fail together with their heartbeat phases a few
     # seconds apart are seen together, not one by one.
     failing_after: float | None = None
+    # neutron.conf [AGENT] report_interval: how often a steady agent reports (``heard_steadily``).
+    report_interval: float = 30.0
 
     @property
     def failing_threshold(self) -> float:
@@ -53,6 +60,31 @@ class LivenessPolicy:
     def window(self) -> float:
         """How long the daemon must listen before its own silence counts (see ``_verdict``)."""
         return max(self.startup_grace, self.down_time)
+
+
+# A run of heartbeats breaks at a gap longer than this many report intervals (one missed report).
+STEADY_GAP = 1.5
+# ... and is steady once it spans at least this many report intervals (two reports on schedule).
+STEADY_SPAN = 0.5
+
+
+def heard_steadily(beats: Sequence[float], report_interval: float) -> bool:
+    """Whether a new agent's heartbeat times (ascending) hold a steady run.
+
+    Steady: at least two heartbeats, spanning at least ``STEADY_SPAN`` report intervals, with no gap
+    between neighbours over ``STEADY_GAP`` report intervals. An agent reporting on schedule is steady
+    at its second heartbeat; a burst of reports (a restart loop) or a stutter is not.
+    """
+    interval = max(report_interval, 1e-3)
+    run_start: float | None = None
+    prev: float | None = None
+    for beat in beats:
+        if prev is None or run_start is None or beat - prev > STEADY_GAP * interval:
+            run_start = beat
+        elif beat - run_start >= STEADY_SPAN * interval:
+            return True
+        prev = beat
+    return False
 
 
 def early_verdict_ok(bus_since: float | None, bus_outages: int, policy: LivenessPolicy, now: float) -> bool:
@@ -128,6 +160,14 @@ def _verdict(
                 agent,
                 Verdict.WARMING,
                 f"back {now - obs.revived_at:.0f}s ago, target after {policy.revive_hold:.0f}s",
+                obs.last_heard,
+            )
+        if obs.new_beats is not None and not heard_steadily(obs.new_beats, policy.report_interval):
+            return Judged(
+                agent,
+                Verdict.WARMING,
+                f"new, heard {len(obs.new_beats)}x; target once heard steadily"
+                f" (2 reports, {policy.report_interval:.0f}s interval)",
                 obs.last_heard,
             )
         return Judged(agent, Verdict.ALIVE, f"heard {silent_for:.1f}s ago", obs.last_heard)

@@ -7,6 +7,13 @@ after each reconcile with the Neutron API. Times are the daemon's own monotonic 
 Hysteresis input: ``revived_at`` is set when an agent speaks again after a silence longer than
 ``down_time`` that the daemon itself witnessed while listening. A silence that overlaps a bus outage
 is not witnessed, so a broker restart never makes every agent look "just revived".
+
+A *new* agent is not a revived one: a key never heard before that was neither listed at the first
+reconcile nor listed by Neutron as dead since (an agent that registered while the daemon runs) gets
+``new_beats``, the times of its recent heartbeats, instead of ``revived_at``; the deciders make it a
+target once it has been heard steadily (``deciding.liveness.heard_steadily``). Before the first
+listing every key counts as known, so start-up is never more eager than before. A start_flag
+(the agent restarted) inside that first run starts the run again.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ class Observation:
     agent: Agent
     last_heard: float | None = None
     revived_at: float | None = None
+    # Set only for a new agent (see the module docstring): its recent heartbeat times, oldest first.
+    new_beats: tuple[float, ...] | None = None
     heartbeat: Heartbeat | None = field(default=None, compare=False)
 
 
@@ -31,6 +40,12 @@ class Observation:
 class _Heard:
     last: Heartbeat
     revived_at: float | None
+    new_beats: tuple[float, ...] | None = None
+
+
+# Heartbeats kept per new agent: enough to show a steady run at any sane report rate, bounded
+# against a host that floods the bus.
+_BEATS_KEPT = 32
 
 
 class AgentRegistry:
@@ -45,6 +60,9 @@ class AgentRegistry:
         # Hosts heard that the API did not list, not yet taken by a plugin. Bounded: a key is added
         # once per heartbeat source, and ``replace_agents`` drops stale unknown sources.
         self._unknown: set[tuple[str, str]] = set()
+        # Keys whose first heartbeat is a return, not a birth: listed at the first reconcile, or
+        # listed by Neutron as dead. None until the first listing (then every key counts as known).
+        self._known: set[tuple[str, str]] | None = None
 
     # -- fed by the bus thread -------------------------------------------------------------------
     def set_listening(self, since: float | None) -> None:
@@ -57,14 +75,21 @@ class AgentRegistry:
         with self._lock:
             prior = self._heard.get(key)
             revived_at = prior.revived_at if prior is not None else None
-            if self._listening_since is not None:
-                # Start of the silence we actually witnessed: our last hearing, or when we began listening.
-                witnessed_from = self._listening_since
-                if prior is not None and prior.last.received_at > witnessed_from:
-                    witnessed_from = prior.last.received_at
-                if hb.received_at - witnessed_from > self._down_time:
-                    revived_at = hb.received_at
-            self._heard[key] = _Heard(hb, revived_at)
+            new_beats = prior.new_beats if prior is not None else None
+            if prior is None and self._known is not None and key not in self._known:
+                new_beats = (hb.received_at,)  # never heard, never listed before: born, not back
+            else:
+                if self._listening_since is not None:
+                    # Start of the silence we witnessed: our last hearing, or when we began listening.
+                    witnessed_from = self._listening_since
+                    if prior is not None and prior.last.received_at > witnessed_from:
+                        witnessed_from = prior.last.received_at
+                    if hb.received_at - witnessed_from > self._down_time:
+                        revived_at = hb.received_at
+                        new_beats = None  # back after a witnessed silence: a returning agent now
+                if new_beats is not None:
+                    new_beats = (hb.received_at,) if hb.start_flag else (*new_beats, hb.received_at)[-_BEATS_KEPT:]
+            self._heard[key] = _Heard(hb, revived_at, new_beats)
             if key not in self._agents:
                 self._unknown.add(key)
 
@@ -79,6 +104,7 @@ class AgentRegistry:
         horizon = now - 10 * self._down_time
         with self._lock:
             self._agents = fresh
+            self._note_known(agents, first=self._known is None)
             self._heard = {
                 k: v for k, v in self._heard.items() if k in fresh or v.last.received_at > horizon
             }
@@ -89,6 +115,14 @@ class AgentRegistry:
         with self._lock:
             for a in agents:
                 self._agents[a.key] = a
+            self._note_known(agents, first=self._known is None)
+
+    def _note_known(self, agents: list[Agent], *, first: bool) -> None:
+        """Under the lock: the first listing makes all its agents known; later, the dead ones."""
+        # Keys come from Neutron's listing, never from the bus, so this set is bounded by the cloud.
+        known = self._known if self._known is not None else set()
+        known.update(a.key for a in agents if first or not a.alive)
+        self._known = known
 
     # -- read by the deciders --------------------------------------------------------------------
     def take_unknown_heard(self) -> bool:
@@ -114,7 +148,8 @@ class AgentRegistry:
                 if heard is None:
                     out.append(Observation(agent))
                 else:
-                    out.append(Observation(agent, heard.last.received_at, heard.revived_at, heard.last))
+                    out.append(Observation(agent, heard.last.received_at, heard.revived_at,
+                                           heard.new_beats, heard.last))
             return out
 
     def last_heard(self, agent_type: str, host: str) -> float | None:
