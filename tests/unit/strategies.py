@@ -180,3 +180,12 @@ def apply_plan(plan: Plan, bindings: Mapping[str, frozenset[str]]) -> Bindings:
         else:
             out.pop(a.resource_id, None)
     return out
+
+
+def hosted_counts(bindings: Mapping[str, frozenset[str]]) -> dict[str, int]:
+    """How many networks (or routers) each agent id hosts in ``bindings``."""
+    out: dict[str, int] = {}
+    for hosts in bindings.values():
+        for aid in hosts:
+            out[aid] = out.get(aid, 0) + 1
+    return out

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.strategies import PROPS, Bindings, DhcpWorld, apply_plan, dhcp_worlds, judged_of
+from tests.unit.strategies import PROPS, Bindings, DhcpWorld, apply_plan, dhcp_worlds, hosted_counts, judged_of
 
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import Plan
@@ -170,6 +170,30 @@ def test_nothing_to_do_when_nothing_is_wrong(world: DhcpWorld, n: int | None) ->
     assert all("fewer live eligible" in h for h in plan.held)
 
 
+@PROPS
+@given(world=dhcp_worlds(), n=st.integers(1, 3), max_moves=st.one_of(st.just(500), st.integers(1, 6)))
+def test_no_added_bind_ends_two_above_an_agent_that_could_have_taken_it(
+    world: DhcpWorld, n: int, max_moves: int
+) -> None:
+    """The balance guarantee: for every bind the planner added (over all passes to convergence) on
+    agent t, every live admin-up agent u eligible for the network and not hosting it ends with
+    hosted(t) <= hosted(u) + 1."""
+    policy = DhcpPolicy(agents_per_network=n, max_moves=max_moves)
+    bindings, added = world.bindings, set()
+    for _ in range(100):
+        plan = plan_dhcp(world.judged, world.networks, bindings, policy)
+        if not plan.actions:
+            break
+        added |= {(a.resource_id, a.target.id) for a in plan.actions if a.target is not None}
+        bindings = apply_plan(plan, bindings)
+    hosted = hosted_counts(bindings)
+    targets = [j.agent for j in world.judged.values() if j.is_target]
+    for nid, tid in added:
+        for u in targets:
+            if eligible(u, world.networks[nid]) and u.id not in bindings[nid]:
+                assert hosted[tid] <= hosted.get(u.id, 0) + 1, (nid, tid, u.id, hosted)
+
+
 # -- the rules, one by one ------------------------------------------------------------------------
 
 
@@ -275,3 +299,74 @@ def test_no_live_target_still_removes_from_the_dead() -> None:
     plan = plan_dhcp(judged, ns, {nid: frozenset({"d-0"}) for nid in ns}, DhcpPolicy(agents_per_network=1))
     assert [k for k, _, _ in kinds(plan)] == [ActionKind.UNBIND_NETWORK] * 2
     assert any("fewer live eligible" in h for h in plan.held)
+
+
+def balance_of(judged: dict[str, Judged], ns: dict[str, Network], bindings: Bindings, n: int) -> list[int]:
+    final = converge(DhcpWorld(judged, ns, bindings), DhcpPolicy(agents_per_network=n))
+    hosted = hosted_counts(final)
+    return sorted(hosted.get(aid, 0) for aid, j in judged.items() if j.is_target)
+
+
+def test_from_scratch_n_per_network_ends_even() -> None:
+    assert balance_of(fleet(dhcp(0), dhcp(1), dhcp(2)), nets(6), {}, 2) == [4, 4, 4]
+    assert balance_of(fleet(*(dhcp(i) for i in range(4))), nets(7), {}, 3) == [5, 5, 5, 6]
+
+
+def test_bindings_of_deleted_networks_are_not_load() -> None:
+    # d-0 still lists two deleted networks: they go in the same plan, so d-0 is as free as the others
+    bindings = {"gone-a": frozenset({"d-0"}), "gone-b": frozenset({"d-0"})}
+    assert balance_of(fleet(dhcp(0), dhcp(1), dhcp(2)), nets(6), bindings, 2) == [4, 4, 4]
+
+
+def test_a_zoned_network_does_not_crowd_the_agent_an_open_one_took() -> None:
+    # id order meets the open network first; the zoned one can only go to d-0
+    judged = fleet(dhcp(0, az="az1"), dhcp(1, az="az2"))
+    ns = {
+        "n-a": Network("n-a", dhcp_enabled=True),
+        "n-b": Network("n-b", dhcp_enabled=True, availability_zone_hints=("az1",)),
+    }
+    assert balance_of(judged, ns, {}, 1) == [1, 1]
+    plan = plan_dhcp(judged, ns, {}, DhcpPolicy(agents_per_network=1))
+    assert sorted(kinds(plan)) == [(ActionKind.BIND_NETWORK, "n-a", "d-1"), (ActionKind.BIND_NETWORK, "n-b", "d-0")]
+
+
+def test_networks_forced_onto_one_agent_leave_the_free_choice_to_the_other() -> None:
+    # n-1 and n-2 are on d-1 already and want a second host: only d-2 can take them. n-0 (on the
+    # admin-down d-0) may go to either: greedy in id order sent it to d-2 (then less loaded), 4/2.
+    judged = fleet(dhcp(0, admin=False), dhcp(1), dhcp(2))
+    ns = nets(3) | {"quiet": Network("quiet", dhcp_enabled=False)}
+    bindings = {
+        "n-0000": frozenset({"d-0"}),
+        "n-0001": frozenset({"d-1"}),
+        "n-0002": frozenset({"d-1"}),
+        "quiet": frozenset({"d-2"}),
+    }
+    assert balance_of(judged, ns, bindings, 2) == [3, 3]
+
+
+def test_planned_placements_never_move_a_healthy_binding() -> None:
+    # d-0 is overloaded by existing networks: nothing is taken off it, new ones go to the others
+    judged = fleet(dhcp(0), dhcp(1), dhcp(2))
+    ns = nets(8)
+    bindings = {nid: frozenset({"d-0"}) for nid in list(ns)[:6]}
+    plan = plan_dhcp(judged, ns, bindings, DhcpPolicy(agents_per_network=1))
+    assert sorted(kinds(plan)) == [
+        (ActionKind.BIND_NETWORK, "n-0006", "d-1"),
+        (ActionKind.BIND_NETWORK, "n-0007", "d-2"),
+    ]
+
+
+def test_an_agent_that_gave_a_bind_away_can_take_one_from_a_heavier_agent() -> None:
+    # found by the property: d-1 hands n-0001 to d-7 and only then is light enough to take n-0003
+    # from d-0 (one sweep over the givers ended at 4/2/2)
+    judged = fleet(dhcp(0, az="az1"), dhcp(1, az="az1"), dhcp(2, admin=False), dhcp(7))
+    zoned = ("az1",)
+    ns = {
+        "n-0000": Network("n-0000", dhcp_enabled=True),
+        "n-0001": Network("n-0001", dhcp_enabled=True),
+        "n-0002": Network("n-0002", dhcp_enabled=True, availability_zone_hints=zoned),
+        "n-0003": Network("n-0003", dhcp_enabled=True, availability_zone_hints=zoned),
+        "quiet": Network("quiet", dhcp_enabled=False),
+    }
+    bindings = {"n-0001": frozenset({"d-0"}), "n-0003": frozenset({"d-2"}), "quiet": frozenset({"d-0"})}
+    assert balance_of(judged, ns, bindings, 2) == [2, 3, 3]

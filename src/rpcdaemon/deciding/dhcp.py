@@ -11,6 +11,14 @@ Rules (each is a test in tests/unit/test_plan_dhcp.py):
   adding to the least-loaded eligible agents; hosts beyond N are never removed while alive;
 - only ALIVE admin-up agents receive networks; availability-zone hints are respected;
 - at most ``max_moves`` actions a pass.
+
+Balance with N per network (``test_no_added_bind_ends_two_above_an_agent_that_could_have_taken_it``):
+once the plans are applied (over as many passes as ``max_moves`` needs), every bind the planner added
+sits on an agent t such that hosted(t) <= hosted(u) + 1 for every live admin-up agent u that is
+eligible for that network and does not host it (hosted = networks listed on the agent, deleted ones
+not counted). So where the binds that have to be made can even out the load they do (from scratch:
+within one), and no bind lands where another eligible agent would have been two lighter. Healthy
+bindings are never moved to get there: that is a rebalance, not a failover.
 """
 
 from __future__ import annotations
@@ -90,35 +98,34 @@ def plan_dhcp(
     loads = _Loads(targets, load)
     short_of_targets = 0
     nobody: frozenset[str] = frozenset()
+    none: list[Agent] = []  # shared "no binds": never appended to (even_out only swaps items in place)
     # Per network: the dead hosts to unbind and the agents to bind, emitted together once the
     # placements are final, so that a network's replacement is never a pass behind its removal.
-    work: list[tuple[str, list[str], list[Agent]]] = []
+    work: Work = []
 
     # Set operations per network, not Python loops over its hosts: this runs over every network.
+    per = policy.agents_per_network or 0
+    moving = brake is None
     for nid in sorted(networks):
         network = networks[nid]
         hosts = bindings.get(nid, nobody)
         lost = hosts & dead
-        gone = sorted(lost) if lost and brake is None else []
-        if not network.dhcp_enabled or brake is not None:
-            if gone:
-                work.append((nid, gone, []))
-            continue
         # Hosts that still count are hosts - lost: anything not judged dead (alive, warming, or not
         # yet known). Targets are never dead, so "a target not keeping it" is "a target not hosting
         # it": no copy of the host set is needed (with "all" it holds every agent).
-        picked: list[Agent] = []
-        if want_all:
-            if not target_ids <= hosts:  # else the common case: already on every target
-                picked = [a for a in targets if a.id not in hosts and _eligible(a, network)]
-        else:
-            need = (policy.agents_per_network or 0) - (len(hosts) - len(lost))
-            if need > 0:
-                picked = loads.take(network, hosts, need)
-                if len(picked) < need:
-                    short_of_targets += 1
-        if gone or picked:
-            work.append((nid, gone, picked))
+        picked = none
+        if moving and network.dhcp_enabled:
+            if want_all:
+                if not target_ids <= hosts:  # else the common case: already on every target
+                    picked = [a for a in targets if a.id not in hosts and _eligible(a, network)]
+            else:
+                need = per - len(hosts) + len(lost)
+                if need > 0:
+                    picked = loads.take(network, hosts, need)
+                    if len(picked) < need:
+                        short_of_targets += 1
+        if (lost and moving) or picked:
+            work.append((nid, sorted(lost) if moving else [], picked))
 
     if not want_all:
         loads.even_out(work, networks, bindings)
@@ -157,11 +164,11 @@ class _Loads:
         self.targets = targets
         self.load = load
         self.by_id = {a.id: a for a in targets}
-        self.heaps: dict[frozenset[str], list[Entry]] = {}
+        self.heaps: dict[tuple[str, ...], list[Entry]] = {}
         self.heaps_of: dict[str, list[list[Entry]]] = {a.id: [] for a in targets}
 
     def _heap(self, network: Network) -> list[Entry]:
-        key = frozenset(network.availability_zone_hints)
+        key = network.availability_zone_hints  # the same zones in another order: another heap, same members
         heap = self.heaps.get(key)
         if heap is None:
             members = [a for a in self.targets if _eligible(a, network)]
@@ -212,19 +219,31 @@ class _Loads:
 
         The greedy pass goes network by network, so a placement taken early can end on an agent that
         later networks were forced onto (the others host them already, or are outside their zones).
-        Givers are visited most loaded first; a taker whose load rises is visited again. Each
-        re-placement lowers the sum of squared loads by at least 2, so this ends; when the loads end
-        within one (the common case) it costs one scan of the targets.
+        Givers are visited most loaded first, a taker whose load rises again, and the sweep repeats
+        until nothing moves. Each re-placement lowers the sum of squared loads by at least 2, so this
+        ends; when the loads end within one (the common case) it costs one scan of the targets.
         """
         if not self.targets:
             return
-        floor = min(self.load[a.id] for a in self.targets)  # only rises: a safe bound throughout
+        floor = min(self.load[a.id] for a in self.targets)  # never falls: a giver stops one above a taker
         if max(self.load[a.id] for a in self.targets) - floor <= 1:
             return
         placed: dict[str, list[tuple[str, list[Agent]]]] = {}  # agent id -> (network id, its picks)
         for nid, _, picked in work:
             for agent in picked:
                 placed.setdefault(agent.id, []).append((nid, picked))
+        while self._sweep(placed, floor, networks, bindings):
+            pass  # a giver that got lighter may now take from one visited before it: sweep again
+
+    def _sweep(
+        self,
+        placed: dict[str, list[tuple[str, list[Agent]]]],
+        floor: int,
+        networks: Mapping[str, Network],
+        bindings: Mapping[str, frozenset[str]],
+    ) -> bool:
+        """One pass over the givers, most loaded first; True if any bind was re-placed."""
+        moved = False
         givers = [(-self.load[aid], aid) for aid in placed]
         heapq.heapify(givers)
         while givers:
@@ -246,4 +265,6 @@ class _Loads:
                 self._add(giver, -1)
                 placed.setdefault(taker.id, []).append((nid, picked))
                 heapq.heappush(givers, (-self.load[taker.id], taker.id))
+                moved = True
             placed[aid] = still
+        return moved
