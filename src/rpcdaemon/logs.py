@@ -24,10 +24,6 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Libraries that log every connection or request at INFO/DEBUG; operators want only their trouble.
 NOISY_LOGGERS = ("kombu", "amqp", "urllib3", "keystoneauth", "openstack", "stevedore")
 
-# Kept for callers of the old name; the filter itself lives in rpcdaemon.redact.
-mask_secrets = mask_text
-
-
 # Control characters in a logged value (a host name off the bus, say) would let it forge log lines or
 # terminal escapes; tabs are harmless.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}

@@ -16,7 +16,7 @@ import pytest
 
 from rpcdaemon import __version__
 from rpcdaemon.cli import DEFAULT_CONFIG, main
-from rpcdaemon.logs import mask_secrets
+from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import Settings
 
 NEUTRON_CONF = """[DEFAULT]
@@ -298,10 +298,10 @@ def test_demo_subcommand_hands_the_rest_of_the_line_to_the_demo(capsys: pytest.C
     assert "--l3-agents >= 2" in capsys.readouterr().err
 
 
-def test_mask_secrets() -> None:
-    assert mask_secrets("amqp://u:p@h1//;amqp://u:p2@h2//") == "amqp://u:***@h1//;amqp://u:***@h2//"
-    assert mask_secrets("admin_password = abc def") == "admin_password = *** def"
-    assert mask_secrets("{'password': 'a b', \"token\": \"t\"}") == "{'password': '***', \"token\": \"***\"}"
-    assert mask_secrets("X-Auth-Token: gAAAA123") == "X-Auth-Token: ***"
-    assert mask_secrets("http://host:9696/v2.0/agents") == "http://host:9696/v2.0/agents"
-    assert mask_secrets("agent_down_time=75 timeout=30") == "agent_down_time=75 timeout=30"
+def test_mask_text() -> None:
+    assert mask_text("amqp://u:p@h1//;amqp://u:p2@h2//") == "amqp://u:***@h1//;amqp://u:***@h2//"
+    assert mask_text("admin_password = abc def") == "admin_password = *** def"
+    assert mask_text("{'password': 'a b', \"token\": \"t\"}") == "{'password': '***', \"token\": \"***\"}"
+    assert mask_text("X-Auth-Token: gAAAA123") == "X-Auth-Token: ***"
+    assert mask_text("http://host:9696/v2.0/agents") == "http://host:9696/v2.0/agents"
+    assert mask_text("agent_down_time=75 timeout=30") == "agent_down_time=75 timeout=30"
