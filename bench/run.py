@@ -5,8 +5,9 @@
     python -m bench.run --quick               # small sizes, a few minutes: does everything still run?
     python -m bench.run --markdown            # the table as Markdown, for BENCHMARKS.md
 
-(a) ``failover``: seconds from an L3 agent's death until its routers are on live agents, rpcdaemon
-vs Neutron's own rescheduler; (b) ``moves``: ``Executor.run`` vs the same calls from a plain pool;
+(a) ``failover``: seconds from an L3 agent's death until its routers are on live agents, and until
+their ports are ACTIVE on the live hosts, rpcdaemon vs Neutron's own rescheduler; (b) ``moves``:
+``Executor.run`` vs the same calls from a plain pool;
 (c) ``calls``: Neutron API calls per hour in steady state vs the original design; (d) ``decode``:
 heartbeats per second through bus + decode + registry (``bench/bench_decode.py``); (e) ``plan``: one
 full plan at scale (``bench/bench_plan.py``). (d) and (e) run in child processes (their memory and

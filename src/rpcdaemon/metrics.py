@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from rpcdaemon.plugins.base import PassReport
 
@@ -48,6 +48,15 @@ class Metrics:
             "rpcdaemon_messages_dropped", "messages the broker dropped from the daemon's full (bounded) queue",
             ["listener"], registry=self.registry,
         )
+        self.time_to_ready = Histogram(
+            "rpcdaemon_time_to_ready_seconds",
+            "seconds from the start of a move until the resource's ports were bound to the new host and ACTIVE",
+            ["plugin"], registry=self.registry,
+            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600),
+        )
+        self.not_ready = Counter(
+            "rpcdaemon_not_ready", "moved resources not ready within ready_timeout", ["plugin"], registry=self.registry
+        )
         self._seen: dict[str, set[tuple[str, str, str, str]]] = {}
         self._dropped_seen: dict[str, int] = {}
         self._server: Any = None
@@ -76,6 +85,11 @@ class Metrics:
         self.brake.labels(plugin).set(1 if report.plan.braked else 0)
         for o in report.outcomes:
             self.actions.labels(plugin, o.action.kind.value, o.status.value).inc()
+        for r in report.readiness:
+            if r.ready:
+                self.time_to_ready.labels(plugin).observe(r.seconds)
+            else:
+                self.not_ready.labels(plugin).inc()
 
     def serve(self, address: str, port: int) -> None:
         """Bind and serve in a thread. Raises OSError if the address cannot be bound."""

@@ -70,6 +70,51 @@ class NetworkChanged:
     received_at: float
 
 
+class HintKind(StrEnum):
+    """What a server-to-agent cast says happened to a network or router."""
+
+    PLACED = "placed"  # bound to the agent of ``host`` (network_create_end, router_added_to_agent)
+    REMOVED = "removed"  # unbound from that agent (network_delete_end to one agent, router_removed_from_agent)
+    CHANGED = "changed"  # its details or ports changed (subnet_*_end, routers_updated, a router interface)
+    DELETED = "deleted"  # gone (router_deleted on the fanout)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkHint:
+    """neutron-server told a DHCP agent something about a network (its cast, copied to our queue).
+
+    ``host`` is the agent's host from the routing key ``dhcp_agent.<host>``; untrusted like every bus
+    value: the plugins only re-read the network from the API because of it.
+    """
+
+    network_id: str
+    host: str | None
+    kind: HintKind
+    received_at: float
+    method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterHint:
+    """neutron-server told an L3 agent (or, for a router interface port, a DHCP agent) about a router."""
+
+    router_id: str
+    host: str | None
+    kind: HintKind
+    received_at: float
+    method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BusHints:
+    """What one cast says: a few hints, and whether it named more routers than the decoder keeps
+    (``more_routers``: the L3Agent plugin then falls back to a full reconcile)."""
+
+    networks: tuple[NetworkHint, ...] = ()
+    routers: tuple[RouterHint, ...] = ()
+    more_routers: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Agent:
     """An agent as the Neutron API lists it."""
@@ -82,6 +127,11 @@ class Agent:
     alive: bool = True
     agent_mode: str | None = None
     availability_zone: str | None = None
+    # From the agent's reported configurations (Neutron keeps the last heartbeat's): an L3 agent with
+    # ``router_id`` set takes only that router; one with handle_internal_only_routers = false takes
+    # only routers with an external gateway. Neutron refuses other binds with 404 InvalidL3Agent.
+    router_id: str | None = None
+    handle_internal_only_routers: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -99,6 +149,9 @@ class Router:
     ha: bool = False
     availability_zone_hints: tuple[str, ...] = ()
     admin_state_up: bool = True
+    # Has an external gateway (``external_gateway_info``): only then may an L3 agent with
+    # handle_internal_only_routers = false host it.
+    external_gateway: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +220,32 @@ class Outcome:
     status: OutcomeStatus
     seconds: float
     detail: str = ""
+    # Set when the target refused this router or network for good (Neutron's error type, e.g.
+    # InvalidL3Agent): retrying the same pair cannot succeed, so the plugin remembers the pair.
+    refusal: str = ""
+
+
+# Port owners that make up a router on its L3 agent's host (neutron_lib.constants.DEVICE_OWNER_*).
+PORT_ROUTER_INTERFACE = "network:router_interface"
+PORT_ROUTER_GATEWAY = "network:router_gateway"
+PORT_ROUTER_SNAT = "network:router_centralized_snat"
+PORT_ROUTER_DISTRIBUTED = "network:router_interface_distributed"
+PORT_ROUTER_HA = "network:router_ha_interface"
+PORT_DHCP = "network:dhcp"
+PORT_ACTIVE = "ACTIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class PortState:
+    """The few fields of a Neutron port that say whether its router or DHCP server is up on a host."""
+
+    id: str
+    device_id: str
+    device_owner: str
+    host: str  # binding:host_id ("" when unbound)
+    status: str  # ACTIVE, DOWN, BUILD, ERROR
+    network_id: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status == PORT_ACTIVE

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
+from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
-from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
+from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted
 from rpcdaemon.observing.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener
@@ -57,6 +58,15 @@ DHCP_SUBSCRIPTIONS = (
     Subscription(NEUTRON_EXCHANGE, "notifications.info"),
     Subscription("dhcp_agent_fanout", "", exchange_type="fanout", auto_delete=True),
 )
+# neutron-server's casts to the agents' own topics, which a stock neutron.conf sends (notifications
+# it does not): copies in a queue of the daemon's own, Neutron's agent queues untouched. "#", not "*":
+# a host name with dots (an FQDN) is several words of a routing key. Their own listener and queue: a
+# burst of port casts must never push heartbeats out of the heartbeat queue.
+DHCP_CAST_SUBSCRIPTIONS = (Subscription(NEUTRON_EXCHANGE, "dhcp_agent.#"),)
+L3_CAST_SUBSCRIPTIONS = (
+    Subscription(NEUTRON_EXCHANGE, "l3_agent.#"),
+    Subscription("l3_agent_fanout", "", exchange_type="fanout", auto_delete=True),  # router_deleted
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,7 @@ class AgentPluginConfig:
     max_moves: int
     skip_ha_routers: bool = True
     agents_per_network: int | None = None
+    readiness: ReadinessPolicy | None = None  # None: moves are not followed
 
 
 def build_plugin(
@@ -85,7 +96,7 @@ def build_plugin(
 ) -> FailoverPlugin:
     logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
     executor = Executor(api, cfg.executor, stop=stop, clock=clock, logger=logger)
-    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock}
+    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock, "readiness": cfg.readiness}
     if name == "L3Agent":
         policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
         return L3AgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=policy, **common)
@@ -128,6 +139,8 @@ class Service:
         self._drops_seen = 0  # the heartbeat listener's drop count at the last check
         self._evidence_gap_at: float | None = None  # when drops were last seen
         self.link_outages = 0
+        self.casts: BusListener | None = None  # the agent-topic casts' listener, when a plugin wants them
+        self._casts_seen = (0, 0)  # its (drops, outages) at the last check
         if self.plugins:
             subs = list(HEARTBEAT_SUBSCRIPTIONS)
             if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
@@ -137,6 +150,16 @@ class Service:
                             name="agents", reconnect_backoff=RECONNECT_BACKOFF,
                             connection_factory=factory)
             )
+            casts: list[Subscription] = []
+            if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
+                casts += DHCP_CAST_SUBSCRIPTIONS
+            if any(isinstance(p, L3AgentPlugin) for p in self.plugins):
+                casts += L3_CAST_SUBSCRIPTIONS
+            self.casts = BusListener(
+                bus_url, casts, self.handle, clock=clock, stop=stop, queue_expire=queue_expire, name="casts",
+                reconnect_backoff=RECONNECT_BACKOFF, connection_factory=factory) if casts else None
+            if self.casts is not None:
+                self.listeners.append(self.casts)
         if dump is not None:
             self.listeners.append(
                 BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
@@ -163,7 +186,11 @@ class Service:
         elif isinstance(event, NetworkChanged):
             for p in self.plugins:
                 if isinstance(p, DHCPAgentPlugin):
-                    p.on_network_changed()
+                    p.on_network_changed(event.network_id)
+        elif isinstance(event, BusHints):
+            for p in self.plugins:
+                if isinstance(p, (DHCPAgentPlugin, L3AgentPlugin)):
+                    p.on_bus_hints(event)
         elif isinstance(event, Rejected):
             self.metrics.rejected.labels(event.kind).inc()
             log.debug("ignored message on %s/%s: %s", raw.exchange, raw.routing_key, event.reason)
@@ -183,6 +210,18 @@ class Service:
         self.link_outages = link.outages
         self.registry.set_listening(self.link_since)
         self.metrics.observe_bus(link.connected)
+        self._note_cast_gaps()
+
+    def _note_cast_gaps(self) -> None:
+        """Casts dropped from their queue, or missed while their listener was off the bus: the
+        plugins cannot know what those said, so each reconciles (rate-limited)."""
+        if self.casts is None:
+            return
+        seen = (self.casts.counts.dropped, self.casts.link().outages)
+        if seen != self._casts_seen:
+            self._casts_seen = seen
+            for p in self.plugins:
+                p.news.add([], lost=True)
 
     def _note_drops(self, dropped: int) -> None:
         """The broker dropped messages from the heartbeat queue (it was full): a gap in the evidence.

@@ -218,6 +218,13 @@ class AgentPluginSettings:
         "have their own).", optional(PATH, "the system CAs"))
     insecure: bool = setting(
         False, "Do not verify the https endpoint's certificate (with endpoint only; test set-ups).", BOOL)
+    ready_timeout: float = setting(
+        120.0, "After a move, follow the resource until its ports are bound to the new host and ACTIVE (routers: "
+        "interfaces and gateway; networks: the DHCP port); not ready within this many seconds is a WARNING.",
+        seconds(5, DAY, zero_means="do not follow"))
+    move_unready: bool = setting(
+        False, "Unbind a resource not ready within ready_timeout from that agent, so that it moves to another "
+        "one (never back to that agent).", BOOL)
 
     def effective_agent_down_time(self, neutron_default: float) -> float:
         return self.agent_down_time if self.agent_down_time is not None else neutron_default

@@ -18,6 +18,7 @@ from typing import TextIO
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
+from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
@@ -32,6 +33,8 @@ log = logging.getLogger("rpcdaemon")
 # A real new agent is listed by Neutron within one report; invented host names must not cost more
 # than one reconcile per this many seconds (or per report_interval, if longer).
 UNKNOWN_RECONCILE_FLOOR = 10.0
+# Followed moves' ports are read at most this often (one bulk listing for all of them).
+READY_POLL_INTERVAL = 1.0
 
 def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, dry_run: bool) -> AgentPluginConfig:
     """Map one plugin section (plus its neutron.conf) onto the deciders' and executor's policies."""
@@ -56,6 +59,8 @@ def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, 
         max_moves=ps.max_moves_per_cycle,
         skip_ha_routers=ps.skip_ha_routers if isinstance(ps, L3AgentSettings) else True,
         agents_per_network=ps.agents_per_network if isinstance(ps, DHCPAgentSettings) else None,
+        readiness=ReadinessPolicy(timeout=ps.ready_timeout, poll_interval=READY_POLL_INTERVAL,
+                                  move_unready=ps.move_unready) if ps.ready_timeout > 0 else None,
     )
 
 

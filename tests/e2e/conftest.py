@@ -1,10 +1,13 @@
 """Fixtures for the end-to-end tests: a real Neutron for the session, fake agents and a REST client per test.
 
 ``neutron`` (session): a ``NeutronServer`` with agent_down_time=10 s and report_interval=2 s, its own
-database and RabbitMQ vhost. ``fleet`` (per test): a ``Fleet`` whose hosts get a unique prefix, and
-whose agents are deleted from Neutron afterwards. ``rest`` (per test): a ``SeedClient`` that deletes
-the routers and networks it created. ``rpcdaemon`` (per test): ``tests.e2e.rpcd.Daemons``, which
-starts the real daemon process against this Neutron and stops it before the fleet's agents are deleted.
+database and RabbitMQ vhost, and a stock neutron.conf: no ``[oslo_messaging_notifications] driver``, so
+nothing but the server's casts to the agents says what changed. ``neutron_notifying`` (session, started
+only when a test asks for it): the same with ``driver = messagingv2``, as clouds with telemetry run it.
+``fleet`` (per test): a ``Fleet`` whose hosts get a unique prefix, and whose agents are deleted from
+Neutron afterwards. ``rest`` (per test): a ``SeedClient`` that deletes the routers and networks it
+created. ``rpcdaemon`` (per test): ``tests.e2e.rpcd.Daemons``, which starts the real daemon process
+against this Neutron and stops it before the fleet's agents are deleted.
 If the harness cannot start (no package index to build the Neutron venv, RabbitMQ or MariaDB down)
 every e2e test fails with the reason; set ``RPCDAEMON_SKIP_E2E=1`` to skip them instead.
 ``RPCDAEMON_E2E_KEEP_STATE=1`` keeps Neutron's config and logs (and the fake agents' logs) in the
@@ -47,7 +50,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def neutron() -> Iterator[NeutronServer]:
-    server = NeutronServer(agent_down_time=10, report_interval=2,
+    yield from _serve(notifications=False)
+
+
+@pytest.fixture(scope="session")
+def neutron_notifying() -> Iterator[NeutronServer]:
+    yield from _serve(notifications=True)
+
+
+def _serve(*, notifications: bool) -> Iterator[NeutronServer]:
+    server = NeutronServer(agent_down_time=10, report_interval=2, notifications=notifications,
                            keep_state=os.environ.get(KEEP_STATE_ENV) == "1")
     try:
         server.start()

@@ -12,7 +12,9 @@ import itertools
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from tests.contract_cases import CASES, Case, case_id
@@ -37,22 +39,38 @@ class RealWorld:
     def api(self) -> NeutronAPI:
         return self._api
 
-    def _host(self, *, l3: bool, dhcp: bool, agent_mode: str = MODE_LEGACY) -> tuple[str, dict[str, str]]:
-        host = self._fleet.add_host(f"h{next(self._names)}", l3=l3, dhcp=dhcp, ovs=False, agent_mode=agent_mode)
+    def _host(
+        self, *, l3: bool, dhcp: bool, agent_mode: str = MODE_LEGACY, az: str = "nova",
+        l3_config: dict[str, Any] | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        host = self._fleet.add_host(f"h{next(self._names)}", l3=l3, dhcp=dhcp, ovs=False, agent_mode=agent_mode,
+                                    az=az, l3_config=l3_config)
         ids = self._fleet.wait_registered(self._neutron.url, timeout=30)
         return host, {agent_type: ident for (h, agent_type), ident in ids.items() if h == host}
 
-    def l3_agent(self, *, agent_mode: str = MODE_LEGACY, admin_state_up: bool = True) -> Agent:
-        host, ids = self._host(l3=True, dhcp=False, agent_mode=agent_mode)
+    def l3_agent(
+        self,
+        *,
+        agent_mode: str = MODE_LEGACY,
+        admin_state_up: bool = True,
+        az: str = "nova",
+        router_id: str | None = None,
+        handle_internal_only_routers: bool = True,
+    ) -> Agent:
+        config: dict[str, Any] = {"handle_internal_only_routers": handle_internal_only_routers}
+        if router_id:
+            config["router_id"] = router_id
+        host, ids = self._host(l3=True, dhcp=False, agent_mode=agent_mode, az=az, l3_config=config)
         if not admin_state_up:
             self._rest.set_admin_state(ids[L3_AGENT], False)
-        return Agent(ids[L3_AGENT], L3_AGENT, host, admin_state_up, True, agent_mode, "nova")
+        return Agent(ids[L3_AGENT], L3_AGENT, host, admin_state_up, True, agent_mode, az,
+                     router_id, handle_internal_only_routers)
 
-    def dhcp_agent(self, *, admin_state_up: bool = True) -> Agent:
-        host, ids = self._host(l3=False, dhcp=True)
+    def dhcp_agent(self, *, admin_state_up: bool = True, az: str = "nova") -> Agent:
+        host, ids = self._host(l3=False, dhcp=True, az=az)
         if not admin_state_up:
             self._rest.set_admin_state(ids[DHCP_AGENT], False)
-        return Agent(ids[DHCP_AGENT], DHCP_AGENT, host, admin_state_up, True, None, "nova")
+        return Agent(ids[DHCP_AGENT], DHCP_AGENT, host, admin_state_up, True, None, az)
 
     def dead_agents(self) -> tuple[Agent, Agent]:
         host, ids = self._host(l3=True, dhcp=True)
@@ -66,13 +84,18 @@ class RealWorld:
             Agent(ids[DHCP_AGENT], DHCP_AGENT, host, True, False, None, "nova"),
         )
 
-    def router(self) -> Router:
+    def router(self, *, distributed: bool = False, ha: bool = False, az_hints: tuple[str, ...] = ()) -> Router:
         name = f"contract-router-{next(self._names)}"
-        return Router(self._rest.create_router(name), name=name)
+        router_id = self._rest.create_router(name, distributed=distributed, ha=ha, az_hints=az_hints)
+        return Router(router_id, name=name, distributed=distributed, ha=ha, availability_zone_hints=az_hints)
 
-    def network(self, *, dhcp: bool = True) -> Network:
+    def network(self, *, dhcp: bool = True, az_hints: tuple[str, ...] = ()) -> Network:
         name = f"contract-net-{next(self._names)}"
-        return Network(self._rest.create_network(name, dhcp=dhcp).id, name=name, dhcp_enabled=dhcp)
+        seeded = self._rest.create_network(name, dhcp=dhcp, az_hints=az_hints)
+        return Network(seeded.id, name=name, dhcp_enabled=dhcp, availability_zone_hints=az_hints)
+
+    def zone(self) -> str:
+        return f"caz-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture

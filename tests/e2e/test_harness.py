@@ -119,7 +119,9 @@ def test_create_network_leaves_placement_to_the_test(neutron: NeutronServer, fle
     assert rest.agents_for_network(network.id) == [dhcp]
 
 
-def test_network_delete_is_notified_on_the_bus(neutron: NeutronServer, rest: SeedClient) -> None:
+def test_network_delete_is_notified_on_the_bus(neutron_notifying: NeutronServer) -> None:
+    neutron = neutron_notifying  # a stock neutron.conf (the ``neutron`` fixture) sends no notifications
+    rest = SeedClient(neutron.url)
     network = rest.create_network("harness-notify", dhcp=False)
     # Nobody consumes notifications here, so they pile up in the queue oslo.messaging declares
     # for the routing key.

@@ -52,6 +52,7 @@ class FakeAgentStatus:
     start_flag_pending: bool
     rpc_serving: bool
     rpc_calls: dict[str, int] = field(default_factory=dict)  # e.g. router_added_to_agent: 1
+    configurations: dict[str, int] = field(default_factory=dict)  # the counts it reports: routers, networks, ...
 
 
 class Fleet:
@@ -179,12 +180,27 @@ class Fleet:
         ovs: bool = True,
         agent_mode: str = "legacy",
         az: str = "nova",
+        l3_config: dict[str, Any] | None = None,
     ) -> str:
-        """Start the host's agents (RPC servers up before the first heartbeat); returns its full name."""
+        """Start the host's agents (RPC servers up before the first heartbeat); returns its full name.
+
+        ``l3_config`` is merged into the L3 agent's reported ``configurations`` (e.g. ``router_id``,
+        ``handle_internal_only_routers``)."""
         full = self.prefix + host
-        kinds = self._command("add", host=full, l3=l3, dhcp=dhcp, ovs=ovs, agent_mode=agent_mode, az=az)
+        kinds = self._command("add", host=full, l3=l3, dhcp=dhcp, ovs=ovs, agent_mode=agent_mode, az=az,
+                              config=l3_config or {})
         self._hosts[full] = tuple(kinds)
         return full
+
+    def set_host(self, host: str, *, sync_delay: float | None = None, up_delay: float | None = None,
+                 broken: bool | None = None) -> dict[str, Any]:
+        """How the host's agents do their work: its L3/DHCP agents sync ``sync_delay`` seconds after the
+        server tells them, its OVS agent reports the bound ports up ``up_delay`` seconds later; ``broken``
+        agents answer RPC but never sync. Returns the host's options as they now are."""
+        options = {k: v for k, v in (("sync_delay", sync_delay), ("up_delay", up_delay), ("broken", broken))
+                   if v is not None}
+        result: dict[str, Any] = self._command("set", host=self.host(host), **options)
+        return result
 
     def crash(self, host: str) -> None:
         """The host dies: its agents stop heartbeating and stop answering RPC."""

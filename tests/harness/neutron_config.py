@@ -36,7 +36,11 @@ def render_neutron_conf(
     report_interval: int,
     l3_failover: bool,
     dhcp_failover: bool,
+    notifications: bool = False,
 ) -> str:
+    """neutron.conf. ``notifications``: set ``[oslo_messaging_notifications] driver = messagingv2``
+    (``network.delete.end`` and friends on ``notifications.info``); off, the section is absent, as in
+    a stock neutron.conf."""
     return f"""\
 [DEFAULT]
 core_plugin = ml2
@@ -57,11 +61,7 @@ notify_nova_on_port_data_changes = False
 [AGENT]
 report_interval = {report_interval}
 
-[oslo_messaging_notifications]
-# network.delete.end and friends go to exchange neutron, routing key notifications.info
-driver = messagingv2
-
-[quotas]
+{_NOTIFICATIONS if notifications else ""}[quotas]
 quota_router = -1
 quota_network = -1
 quota_subnet = -1
@@ -75,6 +75,14 @@ connection = {connection}
 
 [oslo_concurrency]
 lock_path = {state_dir}/lock
+"""
+
+
+_NOTIFICATIONS = """\
+[oslo_messaging_notifications]
+# network.delete.end and friends go to exchange neutron, routing key notifications.info
+driver = messagingv2
+
 """
 
 

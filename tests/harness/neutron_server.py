@@ -67,6 +67,7 @@ class NeutronServer:
         report_interval: int = 2,
         allow_automatic_l3agent_failover: bool = False,
         allow_automatic_dhcp_failover: bool = False,
+        notifications: bool = False,
         api_processes: int = 2,
         rabbit: services.Rabbit | None = None,
         mysql: services.MySQL | None = None,
@@ -78,6 +79,8 @@ class NeutronServer:
         self.report_interval = report_interval
         self.allow_automatic_l3agent_failover = allow_automatic_l3agent_failover
         self.allow_automatic_dhcp_failover = allow_automatic_dhcp_failover
+        # [oslo_messaging_notifications] driver = messagingv2; off (the default) is a stock neutron.conf.
+        self.notifications = notifications
         self.api_processes = api_processes
         self.rabbit = rabbit or services.Rabbit()
         self.mysql = mysql or services.MySQL()
@@ -234,6 +237,7 @@ class NeutronServer:
                 report_interval=self.report_interval,
                 l3_failover=self.allow_automatic_l3agent_failover,
                 dhcp_failover=self.allow_automatic_dhcp_failover,
+                notifications=self.notifications,
             )
         )
         self.ml2_conf_path.write_text(ML2_CONF)

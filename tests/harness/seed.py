@@ -97,8 +97,14 @@ class SeedClient:
 
     # -- routers ------------------------------------------------------------------------------
 
-    def create_router(self, name: str, *, ha: bool = False, distributed: bool = False) -> str:
-        body = {"router": {"name": name, "ha": ha, "distributed": distributed}}
+    def create_router(
+        self, name: str, *, ha: bool = False, distributed: bool = False, az_hints: Iterable[str] = ()
+    ) -> str:
+        """An HA router is scheduled by Neutron at once (onto up to max_l3_agents_per_router agents);
+        a legacy or distributed one is hosted nowhere until bound."""
+        body: dict[str, Any] = {"router": {"name": name, "ha": ha, "distributed": distributed}}
+        if az_hints:
+            body["router"]["availability_zone_hints"] = list(az_hints)
         router_id: str = self.request("POST", "/routers", body)["router"]["id"]
         self.created_routers.append(router_id)
         return router_id
@@ -137,11 +143,15 @@ class SeedClient:
         cidr: str = "10.0.0.0/24",
         keep_auto_bindings: bool = False,
         settle: float = 0.3,
+        az_hints: Iterable[str] = (),
     ) -> SeededNetwork:
         """A network with one IPv4 subnet. Neutron may bind it to a DHCP agent by itself when the
         subnet is created; those bindings are removed (re-checked after ``settle`` seconds) so the
         test decides placement, unless ``keep_auto_bindings``."""
-        network_id: str = self.request("POST", "/networks", {"network": {"name": name}})["network"]["id"]
+        spec: dict[str, Any] = {"name": name}
+        if az_hints:
+            spec["availability_zone_hints"] = list(az_hints)
+        network_id: str = self.request("POST", "/networks", {"network": spec})["network"]["id"]
         self.created_networks.append(network_id)
         subnet = {"network_id": network_id, "ip_version": 4, "cidr": cidr, "enable_dhcp": dhcp,
                   "name": f"{name}-subnet"}

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
-from rpcdaemon.observing.decode import MAX_BODY, Rejected, decode_message, describe_message
+from rpcdaemon.model import BusHints, Heartbeat, HintKind, NetworkChanged, NetworkDeleted, NetworkHint, RouterHint
+from rpcdaemon.observing.decode import MAX_BODY, MAX_IDS, Rejected, decode_message, describe_message
 
 # The 22 _context_* keys a Neutron 29 agent sends (values as in the neutron.md capture).
 CONTEXT = {
@@ -160,9 +160,126 @@ def test_network_delete_fanout_cast_is_a_deletion() -> None:
 def test_network_delete_cast_to_one_agent_is_not_a_deletion() -> None:
     msg = rpc("network_delete_end", {"payload": {"network_id": "net-1"}})
     out = decode(envelope(msg), routing_key="dhcp_agent.host-b")
-    assert isinstance(out, Rejected)
-    assert out.kind == "not handled"
-    assert out.method == "network_delete_end"
+    assert out == BusHints(networks=(NetworkHint("net-1", "host-b", HintKind.REMOVED, 123.5, "network_delete_end"),))
+
+
+# -- casts to the agents' own topics (what a stock neutron.conf puts on the bus) ------------------
+
+
+def cast(method: str, **kwargs: Any) -> bytes:
+    return envelope(rpc(method, kwargs, version="1.0"))
+
+
+@pytest.mark.parametrize(
+    ("method", "payload", "kind"),
+    [
+        pytest.param("network_create_end", {"network": {"id": "n1"}, "priority": 0}, HintKind.PLACED, id="create"),
+        pytest.param("network_update_end", {"network": {"id": "n1", "name": "x"}}, HintKind.CHANGED, id="update"),
+        pytest.param("subnet_create_end", {"subnet": {"id": "s", "network_id": "n1", "enable_dhcp": True}},
+                     HintKind.CHANGED, id="subnet-create"),
+        pytest.param("subnet_update_end", {"subnet": {"id": "s", "network_id": "n1"}}, HintKind.CHANGED,
+                     id="subnet-update"),
+        pytest.param("network_delete_end", {"network_id": "n1", "priority": 2}, HintKind.REMOVED, id="removed"),
+    ],
+)
+def test_dhcp_casts_to_one_agent_are_network_hints(method: str, payload: dict[str, Any], kind: HintKind) -> None:
+    out = decode(cast(method, payload=payload), routing_key="dhcp_agent.net-1.example.com")
+    assert out == BusHints(networks=(NetworkHint("n1", "net-1.example.com", kind, 123.5, method),))
+
+
+def test_a_router_interface_port_cast_also_names_the_router() -> None:
+    port = {"id": "p", "network_id": "n1", "device_id": "r1", "device_owner": "network:router_interface",
+            "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.1"}]}
+    out = decode(cast("port_create_end", payload={"port": port, "priority": 5}), routing_key="dhcp_agent.h")
+    assert out == BusHints(networks=(NetworkHint("n1", "h", HintKind.CHANGED, 123.5, "port_create_end"),),
+                           routers=(RouterHint("r1", None, HintKind.CHANGED, 123.5, "port_create_end"),))
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        pytest.param(cast("port_create_end", payload={"port": {"device_owner": "compute:nova", "network_id": "n"}}),
+                     "dhcp_agent.h", id="vm-port"),
+        pytest.param(cast("port_update_end", payload={"port": {"network_id": "n"}}), "dhcp_agent.h", id="update"),
+        pytest.param(cast("port_delete_end", payload={"port_id": "p", "network_id": "n"}), "dhcp_agent.h",
+                     id="port-delete"),
+        pytest.param(cast("network_create_end", payload={"network": {"id": "n"}}), "", id="create-on-fanout"),
+        pytest.param(cast("router_added_to_agent", payload=["r"]), "q-plugin", id="odd-key"),
+        pytest.param(cast("routers_updated", routers=["r"]), "", id="l3-update-on-fanout"),
+        pytest.param(cast("agent_updated", payload={"admin_state_up": False}), "l3_agent.h", id="agent-updated"),
+    ],
+)
+def test_other_casts_are_not_handled(body: bytes, key: str) -> None:
+    out = decode(body, routing_key=key)
+    assert isinstance(out, Rejected), out
+    assert out.kind == "not handled", out.reason
+
+
+def test_l3_casts_are_router_hints() -> None:
+    added = decode(cast("router_added_to_agent", payload=["r1", "r2", "r1"]), routing_key="l3_agent.h")
+    assert added == BusHints(routers=(RouterHint("r1", "h", HintKind.PLACED, 123.5, "router_added_to_agent"),
+                                      RouterHint("r2", "h", HintKind.PLACED, 123.5, "router_added_to_agent")))
+    updated = decode(cast("routers_updated", routers=["r1"]), routing_key="l3_agent.h")
+    assert updated == BusHints(routers=(RouterHint("r1", "h", HintKind.CHANGED, 123.5, "routers_updated"),))
+    removed = decode(cast("router_removed_from_agent", payload={"router_id": "r1"}), routing_key="l3_agent.h")
+    assert removed == BusHints(routers=(RouterHint("r1", "h", HintKind.REMOVED, 123.5, "router_removed_from_agent"),))
+    deleted = decode(cast("router_deleted", router_id="r1"), routing_key="")
+    assert deleted == BusHints(routers=(RouterHint("r1", None, HintKind.DELETED, 123.5, "router_deleted"),))
+
+
+def test_a_cast_naming_many_routers_keeps_a_bounded_number_and_says_so() -> None:
+    out = decode(cast("router_added_to_agent", payload=[f"r{i}" for i in range(MAX_IDS * 10)]),
+                 routing_key="l3_agent.h")
+    assert isinstance(out, BusHints)
+    assert len(out.routers) == MAX_IDS
+    assert out.more_routers
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        pytest.param(cast("network_create_end", payload={"network": {"id": 5}}), "dhcp_agent.h", id="int-id"),
+        pytest.param(cast("network_create_end", payload="n"), "dhcp_agent.h", id="str-payload"),
+        pytest.param(cast("subnet_update_end", payload={"subnet": None}), "dhcp_agent.h", id="no-subnet"),
+        pytest.param(cast("network_create_end", payload={"network": {"id": "n"}}), "dhcp_agent." + "h" * 300,
+                     id="long-host"),
+        pytest.param(cast("network_create_end", payload={"network": {"id": "n"}}), "dhcp_agent.", id="no-host"),
+        pytest.param(cast("router_added_to_agent", payload=[]), "l3_agent.h", id="no-ids"),
+        pytest.param(cast("router_added_to_agent", payload=["r", None]), "l3_agent.h", id="none-id"),
+        pytest.param(cast("routers_updated", routers="r"), "l3_agent.h", id="str-routers"),
+        pytest.param(cast("router_removed_from_agent", payload=["r"]), "l3_agent.h", id="list-payload"),
+        pytest.param(cast("router_deleted", router_id="x" * 300), "", id="long-id"),
+        pytest.param(cast("port_create_end", payload={"port": {"device_owner": "network:router_interface"}}),
+                     "dhcp_agent.h", id="iface-no-ids"),
+    ],
+)
+def test_malformed_casts_are_rejected(body: bytes, key: str) -> None:
+    out = decode(body, routing_key=key)
+    assert isinstance(out, Rejected), out
+    assert out.kind == "bad agent cast", out.reason
+    assert len(out.reason) < 200
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(["network_create_end", "network_update_end", "subnet_create_end", "subnet_update_end",
+                            "network_delete_end", "port_create_end", "router_added_to_agent", "routers_updated",
+                            "router_removed_from_agent", "router_deleted", "port_update_end"]),
+    args=st.dictionaries(st.sampled_from(["payload", "routers", "router_id"]),
+                         st.recursive(st.none() | st.integers() | st.text(max_size=8),
+                                      lambda c: st.lists(c, max_size=80) | st.dictionaries(
+                                          st.sampled_from(["network", "subnet", "port", "id", "network_id",
+                                                           "device_id", "device_owner", "router_id"]), c, max_size=4),
+                                      max_leaves=120), max_size=3),
+    key=st.sampled_from(["", "dhcp_agent.h", "l3_agent.h", "dhcp_agent.", "q-plugin", "l3_agent.a.b"]),
+)
+def test_any_cast_decodes_to_bounded_hints_or_a_rejection(method: str, args: dict[str, Any], key: str) -> None:
+    out = decode(envelope(rpc(method, args)), routing_key=key)
+    assert isinstance(out, (BusHints, NetworkDeleted, Rejected)), out
+    if isinstance(out, BusHints):
+        assert len(out.routers) <= MAX_IDS
+        assert len(out.networks) <= 1
+        assert all(0 < len(h.router_id) <= 255 for h in out.routers)
 
 
 @pytest.mark.parametrize(

@@ -221,6 +221,43 @@ def test_network_idempotent_answers_return_normally(api: OpenStackNeutron, stub:
     assert [(s.method, s.body) for s in stub.api_requests()] == [("POST", {"network_id": NETWORK}), ("DELETE", None)]
 
 
+def test_router_not_hosted_409_on_unbind_is_done(api: OpenStackNeutron, stub: Stub) -> None:
+    # Neutron 29 with ML2/OVS answers 204 here (the contract case); the OVN L3 plugin and older
+    # releases answer 409 RouterNotHostedByL3Agent: either way the router is not on that agent.
+    stub.on("DELETE", f"/v2.0/agents/{AGENT}/l3-routers/{ROUTER}", 409, neutron_error("RouterNotHostedByL3Agent"))
+    api.unbind_router(AGENT, ROUTER)
+    assert [s.method for s in stub.api_requests()] == ["DELETE"]
+    # The same type on a bind is no "done": only the unbind has that meaning.
+    stub.on("POST", f"/v2.0/agents/{AGENT}/l3-routers", 409, neutron_error("RouterNotHostedByL3Agent"))
+    with pytest.raises(NeutronError) as caught:
+        api.bind_router(AGENT, ROUTER)
+    assert caught.value.kind is ErrorKind.PERMANENT
+
+
+def test_dvr_unbind_refusal_is_permanent(api: OpenStackNeutron, stub: Stub) -> None:
+    stub.on("DELETE", f"/v2.0/agents/{AGENT}/l3-routers/{ROUTER}", 409,
+            neutron_error("DVRL3CannotRemoveFromDvrAgent"))
+    with pytest.raises(NeutronError) as caught:
+        api.unbind_router(AGENT, ROUTER)
+    assert (caught.value.kind, caught.value.status) == (ErrorKind.PERMANENT, 409)
+    assert len(stub.api_requests()) == 1  # not retried by the adapter
+
+
+def test_agent_configuration_restrictions_are_read(api: OpenStackNeutron, stub: Stub) -> None:
+    base = {"agent_type": "L3 agent", "admin_state_up": True, "alive": True, "availability_zone": "az1"}
+    stub.on("GET", "/v2.0/agents", 200, {"agents": [
+        {**base, "id": "p", "host": "pinned", "configurations": {"agent_mode": "legacy", "router_id": ROUTER}},
+        {**base, "id": "g", "host": "gw-only", "configurations": {"handle_internal_only_routers": False}},
+        {**base, "id": "n", "host": "normal", "configurations": {"handle_internal_only_routers": True}},
+        {**base, "id": "o", "host": "old", "configurations": None},
+    ]})
+    agents = {a.id: a for a in api.list_agents()}
+    assert (agents["p"].router_id, agents["p"].handle_internal_only_routers) == (ROUTER, True)
+    assert (agents["g"].router_id, agents["g"].handle_internal_only_routers) == (None, False)
+    assert (agents["n"].router_id, agents["n"].handle_internal_only_routers) == (None, True)
+    assert (agents["o"].router_id, agents["o"].handle_internal_only_routers) == (None, True)
+
+
 def test_other_network_conflicts_still_raise(api: OpenStackNeutron, stub: Stub) -> None:
     stub.on("POST", f"/v2.0/agents/{AGENT}/dhcp-networks", 409, neutron_error("NetworkNotHostedByDhcpAgent"))
     with pytest.raises(NeutronError) as caught:
@@ -436,3 +473,30 @@ def test_only_the_adapter_imports_openstack_and_keystone_checks_stay_light() -> 
              "print(sorted(m for m in sys.modules if m == 'openstack' or m.startswith('openstack.')))")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_port_reads_filter_in_chunks_that_keep_urls_short(api: OpenStackNeutron, stub: Stub) -> None:
+    def ports(seen: Seen) -> Answer:
+        ids = seen.query.get("device_id") or seen.query.get("network_id") or []
+        owner = (seen.query.get("device_owner") or ["network:router_interface"])[0]
+        return 200, {"ports": [{"id": f"p-{d}", "device_id": d, "device_owner": owner, "binding:host_id": "h",
+                                "status": "ACTIVE", "network_id": d} for d in ids]}, {}
+
+    stub.routes[("GET", "/v2.0/ports")] = ports
+    routers = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(250)]
+    got = api.ports_of_devices(routers)
+    assert sorted(p.device_id for p in got) == sorted(routers)
+    assert {(p.host, p.status) for p in got} == {("h", "ACTIVE")}
+    reads = stub.api_requests()
+    assert [len(r.query["device_id"]) for r in reads] == [60, 60, 60, 60, 10]
+    assert all(sorted(r.query["fields"]) == sorted(
+        ["id", "device_id", "device_owner", "binding:host_id", "status", "network_id"]) for r in reads)
+    longest = max(len(urllib.parse.urlencode([(k, v) for k, vs in r.query.items() for v in vs])) for r in reads)
+    assert longest < 3000  # uWSGI's default buffer for the request line and headers is 4 KB
+    stub.seen.clear()
+    dhcp = api.dhcp_ports(["net-1", "net-2"])
+    assert [p.device_owner for p in dhcp] == ["network:dhcp"] * 2
+    assert stub.api_requests()[0].query["device_owner"] == ["network:dhcp"]
+    stub.seen.clear()
+    assert api.ports_of_devices([]) == []
+    assert stub.api_requests() == []

@@ -96,6 +96,9 @@ GOOD_AGENT = [
     ("startup_grace", "", None),
     ("cafile", "/ca.pem", Path("/ca.pem")),
     ("insecure", "yes", True),
+    ("ready_timeout", "0", 0.0),
+    ("ready_timeout", "30", 30.0),
+    ("move_unready", "true", True),
 ]
 
 # (section, key, bad text, fragment of the error message)
@@ -148,6 +151,8 @@ BAD_AGENT = [
     ("retry_attempts", "0", "an integer from 1 to 100"),
     ("startup_grace", "soon", "a number of seconds from 0 to 86400"),
     ("insecure", "sure", "a boolean"),
+    ("ready_timeout", "2", "0 (do not follow) or a number of seconds from 5 to 86400"),
+    ("move_unready", "maybe", "a boolean"),
 ]
 
 
@@ -378,6 +383,7 @@ BOUNDS = [
     ("DHCPAgent", "max_moves_per_cycle", "1", "100000", "0", "100001"),
     ("DHCPAgent", "max_dead_agents", "0", "100000", "-1", "100001"),
     ("DHCPAgent", "workers", "1", "256", "0", "257"),
+    ("L3Agent", "ready_timeout", "5", "86400", "4.9", "86401"),
 ]
 
 

@@ -10,10 +10,11 @@ bound to that same agent return normally on every implementation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
-from rpcdaemon.model import Agent, Network, Router
+from rpcdaemon.model import Agent, Network, PortState, Router
 
 
 class ErrorKind(StrEnum):
@@ -72,6 +73,14 @@ class NeutronAPI(Protocol):
         """Every network, with ``dhcp_enabled`` computed from its subnets."""
         ...
 
+    def get_router(self, router_id: str) -> Router:
+        """One router, fresh (raises NOT_FOUND when it was deleted)."""
+        ...
+
+    def get_network(self, network_id: str) -> Network:
+        """One network with ``dhcp_enabled`` from its subnets (raises NOT_FOUND when it was deleted)."""
+        ...
+
     def routers_on_agent(self, agent_id: str) -> list[str]: ...
 
     def networks_on_agent(self, agent_id: str) -> list[str]: ...
@@ -87,3 +96,12 @@ class NeutronAPI(Protocol):
     def bind_network(self, agent_id: str, network_id: str) -> None: ...
 
     def unbind_network(self, agent_id: str, network_id: str) -> None: ...
+
+    def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
+        """The ports whose ``device_id`` is one of ``device_ids`` (a router's id for its ports), in
+        as few list calls as the URL length allows; unknown ids simply have no ports."""
+        ...
+
+    def dhcp_ports(self, network_ids: Sequence[str]) -> list[PortState]:
+        """The DHCP ports (``device_owner`` ``network:dhcp``) of the given networks."""
+        ...

@@ -168,7 +168,12 @@ class Executor:
         except _Skip as skip:
             return Outcome(action, OutcomeStatus.SKIPPED, self._clock() - started, str(skip))
         except NeutronError as err:
-            return Outcome(action, OutcomeStatus.FAILED, self._clock() - started, str(err))
+            # Only a bind can meet INVALID_TARGET (an unbind's refusals are other kinds): that target
+            # refuses this router or network for good, and the plugin stops planning the pair.
+            refusal = ""
+            if err.kind is ErrorKind.INVALID_TARGET and action.target is not None:
+                refusal = err.neutron_type or err.kind.value
+            return Outcome(action, OutcomeStatus.FAILED, self._clock() - started, str(err), refusal)
         except Exception as err:  # a bug must not kill the pass; it is retried next cycle
             self._log.exception("unexpected error on %s", action.describe())
             return Outcome(action, OutcomeStatus.FAILED, self._clock() - started, f"unexpected: {err!r}")

@@ -39,15 +39,22 @@ from rpcdaemon.acting.neutron_errors import (
     ROUTER_NOT_HOSTED,
     classify_response,
 )
-from rpcdaemon.model import L3_AGENT, Agent, Network, Router
+from rpcdaemon.model import L3_AGENT, PORT_DHCP, Agent, Network, PortState, Router
 
 LOG = logging.getLogger(__name__)
 
 _JSON_HEADERS = {"Accept": "application/json"}
-_ROUTER_FIELDS = ("id", "name", "distributed", "ha", "availability_zone_hints", "admin_state_up")
+_ROUTER_FIELDS = (
+    "id", "name", "distributed", "ha", "availability_zone_hints", "admin_state_up", "external_gateway_info",
+)
 _NETWORK_FIELDS = ("id", "name", "availability_zone_hints")
 # ``id`` is the pagination sort key: Neutron needs it in every page to build the next marker.
 _SUBNET_FIELDS = ("id", "network_id", "enable_dhcp")
+_PORT_FIELDS = ("id", "device_id", "device_owner", "binding:host_id", "status", "network_id")
+# Filter values per port listing: 60 UUIDs (47 bytes each as ``device_id=...&``) and the fields keep the
+# request line under 3 KB. uWSGI, neutron-server's usual container, refuses a request whose line and
+# headers exceed its ``buffer-size`` (4 KB by default) by resetting the connection (seen on the harness).
+PORT_FILTER_CHUNK = 60
 
 
 def classify_exception(exc: Exception, what: str) -> NeutronError:
@@ -152,6 +159,16 @@ class OpenStackNeutron:
         with_dhcp = {str(s["network_id"]) for s in self._list("subnets", fields=_SUBNET_FIELDS) if s.get("enable_dhcp")}
         return [_network(item, str(item["id"]) in with_dhcp) for item in networks]
 
+    def get_router(self, router_id: str) -> Router:
+        body = self._request("GET", f"/routers/{_quote(router_id)}", params=[("fields", f) for f in _ROUTER_FIELDS])
+        return _router(_member(body, "router"))
+
+    def get_network(self, network_id: str) -> Network:
+        path = f"/networks/{_quote(network_id)}"
+        item = _member(self._request("GET", path, params=[("fields", f) for f in _NETWORK_FIELDS]), "network")
+        subnets = self._list("subnets", fields=_SUBNET_FIELDS, filters=[("network_id", network_id)])
+        return _network(item, any(s.get("enable_dhcp") for s in subnets))
+
     def routers_on_agent(self, agent_id: str) -> list[str]:
         return _ids(self._request("GET", f"/agents/{_quote(agent_id)}/l3-routers"), "routers")
 
@@ -185,6 +202,22 @@ class OpenStackNeutron:
             f"/agents/{_quote(agent_id)}/dhcp-networks/{_quote(network_id)}",
             done_if=NETWORK_NOT_HOSTED,
         )
+
+    def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
+        return self._ports_by("device_id", device_ids)
+
+    def dhcp_ports(self, network_ids: Sequence[str]) -> list[PortState]:
+        return self._ports_by("network_id", network_ids, (("device_owner", PORT_DHCP),))
+
+    def _ports_by(
+        self, key: str, values: Sequence[str], extra: Sequence[tuple[str, str]] = ()
+    ) -> list[PortState]:
+        wanted = list(dict.fromkeys(values))
+        ports: list[PortState] = []
+        for i in range(0, len(wanted), PORT_FILTER_CHUNK):
+            filters = [*extra, *((key, v) for v in wanted[i:i + PORT_FILTER_CHUNK])]
+            ports += [_port(item) for item in self._list("ports", fields=_PORT_FIELDS, filters=filters)]
+        return ports
 
     # ----------------------------------------------------------------- plumbing
 
@@ -237,9 +270,11 @@ class OpenStackNeutron:
             return None
         raise error
 
-    def _list(self, collection: str, *, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def _list(
+        self, collection: str, *, fields: Sequence[str] = (), filters: Sequence[tuple[str, str]] = ()
+    ) -> list[dict[str, Any]]:
         """Every item of a collection, following Neutron's ``<collection>_links`` next markers."""
-        base = [("fields", name) for name in fields] + [("limit", str(self._page_size))]
+        base = [*filters, *(("fields", name) for name in fields), ("limit", str(self._page_size))]
         items: list[dict[str, Any]] = []
         params = base
         seen: set[str] = set()
@@ -335,9 +370,24 @@ def _agent(item: Mapping[str, Any]) -> Agent:
             alive=bool(item.get("alive", False)),
             agent_mode=str(mode) if mode else None,
             availability_zone=item.get("availability_zone") or None,
+            router_id=_config_str(config, "router_id"),
+            handle_internal_only_routers=_config_flag(config, "handle_internal_only_routers"),
         )
     except KeyError as exc:
         raise _unexpected(f"agent without {exc}") from None
+
+
+def _config_str(config: Any, key: str) -> str | None:
+    value = config.get(key) if isinstance(config, Mapping) else None
+    return str(value) if value else None
+
+
+def _config_flag(config: Any, key: str) -> bool:
+    """A boolean the agent reports in its configurations; absent or unreadable means Neutron's default, true."""
+    value = config.get(key, True) if isinstance(config, Mapping) else True
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off")
+    return bool(value) if value is not None else True
 
 
 def _router(item: Mapping[str, Any]) -> Router:
@@ -348,6 +398,18 @@ def _router(item: Mapping[str, Any]) -> Router:
         ha=bool(item.get("ha") or False),
         availability_zone_hints=tuple(item.get("availability_zone_hints") or ()),
         admin_state_up=bool(item.get("admin_state_up", True)),
+        external_gateway=bool(item.get("external_gateway_info")),
+    )
+
+
+def _port(item: Mapping[str, Any]) -> PortState:
+    return PortState(
+        id=str(item["id"]),
+        device_id=str(item.get("device_id") or ""),
+        device_owner=str(item.get("device_owner") or ""),
+        host=str(item.get("binding:host_id") or ""),
+        status=str(item.get("status") or ""),
+        network_id=str(item.get("network_id") or ""),
     )
 
 

@@ -10,6 +10,7 @@ Rules (each is a test in tests/unit/test_plan_dhcp.py):
   DHCP-enabled subnet on every live, admin-up DHCP agent); a number N keeps N hosts that are not dead,
   adding to the least-loaded eligible agents; hosts beyond N are never removed while alive;
 - only ALIVE admin-up agents receive networks; availability-zone hints are respected;
+- a (network, agent) pair in ``refused`` (Neutron refused that bind for good) is never planned;
 - at most ``max_moves`` actions a pass.
 
 Balance with N per network (``test_no_added_bind_ends_two_above_an_agent_that_could_have_taken_it``):
@@ -52,8 +53,10 @@ def plan_dhcp(
     networks: Mapping[str, Network],
     bindings: Mapping[str, frozenset[str]],
     policy: DhcpPolicy,
+    refused: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> Plan:
-    """``bindings`` maps network id -> ids of the DHCP agents hosting it."""
+    """``bindings`` maps network id -> ids of the DHCP agents hosting it; ``refused`` holds
+    (network id, agent id) pairs never to plan."""
     dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
     held: list[str] = []
     actions: list[Action] = []
@@ -96,6 +99,9 @@ def plan_dhcp(
         for nid in deleted:
             load.subtract(bindings[nid])
     loads = _Loads(targets, load)
+    refused_by: dict[str, frozenset[str]] = {}
+    for nid, aid in refused:
+        refused_by[nid] = refused_by.get(nid, frozenset()) | {aid}
     short_of_targets = 0
     nobody: frozenset[str] = frozenset()
     none: list[Agent] = []  # shared "no binds": never appended to (even_out only swaps items in place)
@@ -110,6 +116,7 @@ def plan_dhcp(
         network = networks[nid]
         hosts = bindings.get(nid, nobody)
         lost = hosts & dead
+        no = refused_by.get(nid)
         # Hosts that still count are hosts - lost: anything not judged dead (alive, warming, or not
         # yet known). Targets are never dead, so "a target not keeping it" is "a target not hosting
         # it": no copy of the host set is needed (with "all" it holds every agent).
@@ -117,18 +124,19 @@ def plan_dhcp(
         if moving and network.dhcp_enabled:
             if want_all:
                 if not target_ids <= hosts:  # else the common case: already on every target
-                    picked = [a for a in targets if a.id not in hosts and _eligible(a, network)]
+                    picked = [a for a in targets if a.id not in hosts and _eligible(a, network)
+                              and not (no and a.id in no)]
             else:
                 need = per - len(hosts) + len(lost)
                 if need > 0:
-                    picked = loads.take(network, hosts, need)
+                    picked = loads.take(network, hosts | no if no else hosts, need)
                     if len(picked) < need:
                         short_of_targets += 1
         if (lost and moving) or picked:
             work.append((nid, sorted(lost) if moving else [], picked))
 
     if not want_all:
-        loads.even_out(work, networks, bindings)
+        loads.even_out(work, networks, bindings, refused_by)
     reason = "policy: all agents" if want_all else f"policy: {policy.agents_per_network} per network"
     for nid, gone, picked in work:
         for aid in gone:
@@ -214,7 +222,13 @@ class _Loads:
             heapq.heappush(heap, entry)
         return found
 
-    def even_out(self, work: Work, networks: Mapping[str, Network], bindings: Mapping[str, frozenset[str]]) -> None:
+    def even_out(
+        self,
+        work: Work,
+        networks: Mapping[str, Network],
+        bindings: Mapping[str, frozenset[str]],
+        refused_by: Mapping[str, frozenset[str]],
+    ) -> None:
         """Re-place planned binds until none sits on an agent two or more above one that could take it.
 
         The greedy pass goes network by network, so a placement taken early can end on an agent that
@@ -232,7 +246,7 @@ class _Loads:
         for nid, _, picked in work:
             for agent in picked:
                 placed.setdefault(agent.id, []).append((nid, picked))
-        while self._sweep(placed, floor, networks, bindings):
+        while self._sweep(placed, floor, networks, bindings, refused_by):
             pass  # a giver that got lighter may now take from one visited before it: sweep again
 
     def _sweep(
@@ -241,6 +255,7 @@ class _Loads:
         floor: int,
         networks: Mapping[str, Network],
         bindings: Mapping[str, frozenset[str]],
+        refused_by: Mapping[str, frozenset[str]],
     ) -> bool:
         """One pass over the givers, most loaded first; True if any bind was re-placed."""
         moved = False
@@ -255,7 +270,7 @@ class _Loads:
             giver = self.by_id[aid]
             still: list[tuple[str, list[Agent]]] = []
             for nid, picked in placed[aid]:
-                exclude = bindings.get(nid, frozenset()) | {p.id for p in picked}
+                exclude = bindings.get(nid, frozenset()) | refused_by.get(nid, frozenset()) | {p.id for p in picked}
                 takers = self.take(networks[nid], exclude, 1, ceiling=self.load[aid] - 2)
                 if not takers:
                     still.append((nid, picked))

@@ -3,12 +3,16 @@
 Called by the L3Agent plugin each check that has something to do, and by the benchmarks.
 
 Rules (each is a test in tests/unit/test_plan_l3.py):
-- only routers hosted by a DEAD agent (or by no agent at all) are touched;
+- only routers hosted by a DEAD agent (or by no agent at all) are touched; a router bound only to
+  ``dvr`` agents is left alone (Neutron allows neither unbinding it from them nor binding it elsewhere);
 - the brake (too many dead at once) and "no live eligible target" mean: plan nothing for them;
 - targets are ALIVE, admin-up L3 agents that do not host the router already; legacy routers go to
   ``legacy`` or ``dvr_snat`` agents, distributed routers' SNAT only to ``dvr_snat`` agents, never to
   ``dvr`` (compute-node) agents; availability-zone hints are respected; HA routers are skipped by
-  default (VRRP fails them over by itself);
+  default (VRRP fails them over by itself); an agent configured with ``router_id`` takes only that
+  router, one with ``handle_internal_only_routers = false`` only routers with a gateway (Neutron
+  refuses the rest with InvalidL3Agent);
+- a (router, agent) pair in ``refused`` (Neutron refused that bind for good) is never planned;
 - the target is the least-loaded eligible agent, counting the moves planned in this same pass;
 - at most ``max_moves`` actions; the rest wait for the next check.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, Verdict, brake_reason
@@ -59,6 +64,10 @@ def can_host(agent: Agent, router: Router) -> bool:
             return False
     elif not hosts_snat(agent):
         return False
+    if agent.router_id and agent.router_id != router.id:
+        return False
+    if not agent.handle_internal_only_routers and not router.external_gateway:
+        return False
     hints = router.availability_zone_hints
     return not hints or agent.availability_zone in hints
 
@@ -67,7 +76,7 @@ class _LoadBook:
     """Least-loaded choice among targets, counting what this pass already planned.
 
     The choice is the minimum of (load, host, id) over the targets that can host the router and do
-    not host it yet. One heap per eligibility class (distributed or not, zone hints), built on first
+    not host it yet. One heap per eligibility class (distributed or not, zone hints, gateway), built on first
     use; all classes share one load count, so an entry whose load went up through another class is
     stale: it is re-pushed with the current load when it surfaces (loads only grow, so the first
     entry that is current is the true minimum). O(log n) a pick instead of a scan of every target.
@@ -76,13 +85,21 @@ class _LoadBook:
     def __init__(self, targets: Sequence[Agent], load: Mapping[str, int]) -> None:
         self._targets = targets
         self._load = {a.id: load.get(a.id, 0) for a in targets}
-        self._heaps: dict[tuple[bool, tuple[str, ...]], list[tuple[int, str, str, Agent]]] = {}
+        self._pinned = {a.id: a.router_id for a in targets if a.router_id}
+        self._heaps: dict[tuple[bool, tuple[str, ...], bool], list[tuple[int, str, str, Agent]]] = {}
 
-    def pick(self, router: Router, exclude: frozenset[str]) -> Agent | None:
-        cls = (router.distributed, router.availability_zone_hints)
+    def pick(self, router: Router, exclude: AbstractSet[str]) -> Agent | None:
+        # An agent configured with router_id takes one router only: it stays in its class's heap and
+        # is excluded for every other router (a heap per router would cost a scan of every target).
+        if self._pinned:
+            others = {aid for aid, rid in self._pinned.items() if rid != router.id}
+            if others:
+                exclude = exclude | others
+        cls = (router.distributed, router.availability_zone_hints, router.external_gateway)
         heap = self._heaps.get(cls)
         if heap is None:
-            heap = [(self._load[a.id], a.host, a.id, a) for a in self._targets if can_host(a, router)]
+            heap = [(self._load[a.id], a.host, a.id, a) for a in self._targets
+                    if can_host(a, replace(router, id=a.router_id) if a.router_id else router)]
             heapq.heapify(heap)
             self._heaps[cls] = heap
         load = self._load
@@ -113,8 +130,10 @@ def plan_l3(
     routers: Mapping[str, Router],
     bindings: Mapping[str, frozenset[str]],
     policy: L3Policy,
+    refused: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> Plan:
-    """Router moves for one pass. ``bindings`` maps router id -> ids of the L3 agents hosting it."""
+    """Router moves for one pass. ``bindings`` maps router id -> ids of the L3 agents hosting it;
+    ``refused`` holds (router id, agent id) pairs never to plan."""
     dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
     held: list[str] = []
 
@@ -133,8 +152,11 @@ def plan_l3(
             continue  # still hosted by an agent that is not dead
         central = hosts & central_ids
         if not central:
-            known = all(h in judged for h in hosts)  # a host we do not know may be hosting it
-            if policy.schedule_unhosted and not router.distributed and known:
+            # Only a router bound to no agent at all is scheduled. One bound only to agents we do not
+            # know may be hosted there; one bound only to dvr agents (whose mode changed after the
+            # bind) can be neither unbound (409 DVRL3CannotRemoveFromDvrAgent) nor bound elsewhere
+            # (409 RouterHostedByL3Agent): trying would fail every pass.
+            if policy.schedule_unhosted and not router.distributed and not hosts:
                 homeless.append((rid, router, None))
             continue
         # Every central host is dead: move from the first (non-HA routers have exactly one).
@@ -155,6 +177,9 @@ def plan_l3(
 
     load = Counter(chain.from_iterable(bindings.values()))
     book = _LoadBook(targets, load)
+    refused_by: dict[str, set[str]] = {}
+    for rid, aid in refused:
+        refused_by.setdefault(rid, set()).add(aid)
 
     actions: list[Action] = []
     no_target = 0
@@ -165,7 +190,9 @@ def plan_l3(
                 f" {len(homeless) - len(actions) - no_target} routers wait for the next check"
             )
             break
-        target = book.pick(router, bindings.get(router.id, nobody))
+        hosts = bindings.get(router.id, nobody)
+        no = refused_by.get(router.id)
+        target = book.pick(router, hosts | no if no else hosts)
         if target is None:
             no_target += 1
             continue

@@ -1,4 +1,4 @@
-"""Turn one raw bus message into a typed value: Heartbeat, NetworkDeleted, NetworkChanged or Rejected.
+"""Turn one raw bus message into a typed value: Heartbeat, NetworkDeleted, NetworkChanged, BusHints or Rejected.
 
 Called by the bus listener's callback (via the service wiring) for every message, and by the Dump
 plugin through ``describe_message``. Pure: no kombu, no I/O, no clock reads (``received_at`` is
@@ -15,7 +15,16 @@ Wire formats understood (see the neutron.md capture):
 - the notification ``network.delete.end`` (payload ``network_id``) and the RPC fanout cast
   ``network_delete_end`` (``args.payload.network_id``) on ``dhcp_agent_fanout``;
 - the notifications ``network.create/update.end`` and ``subnet.create/update/delete.end``
-  (NetworkChanged: the DHCPAgent plugin re-reads networks).
+  (NetworkChanged: the DHCPAgent plugin re-reads networks);
+- neutron-server's casts to one agent, which a stock neutron.conf sends too (``BusHints``): on
+  ``dhcp_agent.<host>`` ``network_create_end`` (``args.payload.network.id``), ``network_update_end``,
+  ``subnet_create_end``/``subnet_update_end`` (``args.payload.subnet.network_id``), ``network_delete_end``
+  (``args.payload.network_id``: removed from that agent) and ``port_create_end`` of a router interface
+  (``args.payload.port``: device_owner, device_id, network_id); on ``l3_agent.<host>``
+  ``router_added_to_agent`` (a call, ``args.payload`` = list of router ids), ``routers_updated``
+  (``args.routers``), ``router_removed_from_agent`` (``args.payload.router_id``); ``router_deleted``
+  (``args.router_id``) on ``l3_agent_fanout``. Any other method on those keys (``port_update_end``,
+  ``port_delete_end``, ... the bulk of that traffic) is "not handled", decided on the method name alone.
 
 Notifications exist only when neutron-server has ``[oslo_messaging_notifications] driver`` set
 (``messagingv2``: enveloped; ``messaging``: bare); they go to exchange ``neutron``, routing key
@@ -30,7 +39,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted, freeze_mapping
+from rpcdaemon.model import (
+    BusHints,
+    Heartbeat,
+    HintKind,
+    NetworkChanged,
+    NetworkDeleted,
+    NetworkHint,
+    RouterHint,
+    freeze_mapping,
+)
 from rpcdaemon.redact import mask_text, redact_mapping
 
 MAX_BODY = 1024 * 1024  # larger than any real report_state by three orders of magnitude
@@ -42,6 +60,11 @@ _VERSION_KEY = "oslo.version"
 _CONTEXT_PREFIX = "_context_"
 _RENDER_LIMIT = 4000
 _SCALARS = frozenset({str, int, bool, type(None)})
+# Router ids kept from one cast (router_added_to_agent may list every router of an agent's sync);
+# beyond this the message only says "many": the L3Agent plugin reconciles instead.
+MAX_IDS = 64
+DHCP_TOPIC = "dhcp_agent"
+L3_TOPIC = "l3_agent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +73,7 @@ class Rejected:
 
     ``reason`` is ``"<category>: <detail>"``; the category (``kind``) is one of a small fixed set
     (too large, not UTF-8, not JSON, too deep, bad envelope, not handled, bad heartbeat, bad network
-    event), so it can label a counter.
+    event, bad agent cast), so it can label a counter.
     """
 
     reason: str
@@ -61,7 +84,8 @@ class Rejected:
         return self.reason.split(":", 1)[0]
 
 
-Decoded = Heartbeat | NetworkDeleted | NetworkChanged | Rejected
+Decoded = Heartbeat | NetworkDeleted | NetworkChanged | BusHints | Rejected
+_Event = Heartbeat | NetworkDeleted | NetworkChanged | BusHints
 
 
 class _Bad(ValueError):
@@ -123,7 +147,7 @@ def unwrap(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
 
 def decode_message(
     body: bytes | str | Mapping[str, Any], *, routing_key: str, received_at: float
-) -> Heartbeat | NetworkDeleted | NetworkChanged | Rejected:
+) -> Decoded:
     """Decode one message; never raises. ``received_at`` is the listener's monotonic stamp."""
     try:
         return _decode(unwrap(body), routing_key, received_at)
@@ -133,7 +157,7 @@ def decode_message(
         return Rejected("too deep: message is nested too deeply")
 
 
-def _decode(msg: dict[str, Any], routing_key: str, received_at: float) -> Heartbeat | NetworkDeleted | NetworkChanged:
+def _decode(msg: dict[str, Any], routing_key: str, received_at: float) -> _Event:
     if "event_type" in msg:
         return _decode_notification(msg, received_at)
     method = msg.get("method")
@@ -144,16 +168,101 @@ def _decode(msg: dict[str, Any], routing_key: str, received_at: float) -> Heartb
         raise _Bad("bad envelope", "args is not an object", method[:80])
     if method == "report_state":
         return _decode_heartbeat(args, received_at)
-    if method == "network_delete_end":
-        # A cast to one agent (routing key dhcp_agent.<host>) means "network removed from this
-        # agent", which also happens when a network merely moves; only the fanout means deleted.
-        if "." in routing_key:
-            raise _Bad("not handled", "network_delete_end cast to one agent (removed, not deleted)", method)
+    # Casts to one agent: the method name decides first, so the bulk (port_update_end, ...) costs nothing more.
+    if method in _DHCP_CASTS or method in _L3_CASTS:
+        return _decode_cast(method, args, routing_key, received_at)
+    raise _Bad("not handled", f"method {method[:80]}", method[:80])
+
+
+# DHCP casts to dhcp_agent.<host>: method -> (what it says, payload key, id key). network_delete_end
+# to one agent is "removed"; on the fanout (no host in the routing key) it is a deletion, above.
+_DHCP_CASTS = {
+    "network_create_end": (HintKind.PLACED, "network", "id"),
+    "network_update_end": (HintKind.CHANGED, "network", "id"),
+    "subnet_create_end": (HintKind.CHANGED, "subnet", "network_id"),
+    "subnet_update_end": (HintKind.CHANGED, "subnet", "network_id"),
+    "network_delete_end": (HintKind.REMOVED, "", "network_id"),
+    "port_create_end": (HintKind.CHANGED, "port", "network_id"),
+}
+_L3_CASTS = frozenset({"router_added_to_agent", "routers_updated", "router_removed_from_agent", "router_deleted"})
+_ROUTER_INTERFACE = "network:router_interface"
+
+
+def _agent_host(routing_key: str, topic: str, method: str) -> str | None:
+    """The host of a cast to ``<topic>.<host>``; None for the fanout (empty routing key)."""
+    if not routing_key:
+        return None
+    prefix = topic + "."
+    if not routing_key.startswith(prefix):
+        raise _Bad("not handled", f"{method} on routing key {routing_key[:80]!r}", method)
+    host = routing_key[len(prefix):]
+    if not host or len(host) > MAX_HOST:
+        raise _Bad("bad agent cast", f"{method}: no host, or a host longer than {MAX_HOST}, in the routing key", method)
+    return host
+
+
+def _decode_cast(method: str, args: Mapping[str, Any], routing_key: str, received_at: float) -> _Event:
+    if method in _L3_CASTS:
+        return _decode_l3_cast(method, args, routing_key, received_at)
+    if method == "network_delete_end" and "." not in routing_key:
+        # Only the fanout means deleted; a cast to one agent means "removed from this agent", which
+        # also happens when a network merely moves.
         payload = args.get("payload")
         if not isinstance(payload, Mapping):
             raise _Bad("bad network event", "network_delete_end without a payload object", method)
         return NetworkDeleted(_network_id(payload.get("network_id"), method), received_at)
-    raise _Bad("not handled", f"method {method[:80]}", method[:80])
+    host = _agent_host(routing_key, DHCP_TOPIC, method)
+    if host is None:
+        raise _Bad("not handled", f"{method} on the fanout", method)
+    kind, resource, key = _DHCP_CASTS[method]
+    payload = args.get("payload")
+    if not isinstance(payload, Mapping):
+        raise _Bad("bad agent cast", f"{method} without a payload object", method)
+    inner = payload.get(resource) if resource else payload
+    if not isinstance(inner, Mapping):
+        raise _Bad("bad agent cast", f"{method} without a {resource} object", method)
+    if method == "port_create_end":
+        # Only a router's interface says something (a router on that network may need an agent);
+        # every other port is the DHCP agent's business alone.
+        owner = inner.get("device_owner")
+        if not isinstance(owner, str) or not owner.startswith(_ROUTER_INTERFACE):
+            raise _Bad("not handled", "port_create_end of a port that is not a router interface", method)
+        router = _resource_id(inner.get("device_id"), method)
+        network = _resource_id(inner.get(key), method)
+        return BusHints(networks=(NetworkHint(network, host, kind, received_at, method),),
+                        routers=(RouterHint(router, None, HintKind.CHANGED, received_at, method),))
+    network = _resource_id(inner.get(key), method)
+    return BusHints(networks=(NetworkHint(network, host, kind, received_at, method),))
+
+
+def _decode_l3_cast(method: str, args: Mapping[str, Any], routing_key: str, received_at: float) -> BusHints:
+    host = _agent_host(routing_key, L3_TOPIC, method)
+    if method == "router_deleted":
+        ids: Any = [args.get("router_id")]
+        kind = HintKind.DELETED
+        host = None  # a fanout; a cast of it to one agent still means the router is gone
+    elif host is None:
+        raise _Bad("not handled", f"{method} on the fanout", method)
+    elif method == "router_added_to_agent":
+        ids, kind = args.get("payload"), HintKind.PLACED
+    elif method == "routers_updated":
+        ids, kind = args.get("routers"), HintKind.CHANGED
+    else:  # router_removed_from_agent
+        payload = args.get("payload")
+        if not isinstance(payload, Mapping):
+            raise _Bad("bad agent cast", f"{method} without a payload object", method)
+        ids, kind = [payload.get("router_id")], HintKind.REMOVED
+    if not isinstance(ids, list) or not ids:
+        raise _Bad("bad agent cast", f"{method} without a non-empty list of router ids", method)
+    kept = tuple(dict.fromkeys(_resource_id(rid, method) for rid in ids[:MAX_IDS]))
+    hints = tuple(RouterHint(rid, host, kind, received_at, method) for rid in kept)
+    return BusHints(routers=hints, more_routers=len(ids) > MAX_IDS)
+
+
+def _resource_id(value: Any, method: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_HOST:
+        raise _Bad("bad agent cast", f"{method}: an id is missing or not a non-empty string", method)
+    return value
 
 
 # Notifications (oslo notifier, topic notifications.info) that change what DHCP must serve, and
@@ -312,6 +421,9 @@ def describe_message(
     elif isinstance(decoded, (NetworkDeleted, NetworkChanged)):
         data["network_id"] = decoded.network_id
         parts.append(f"network={_printable(decoded.network_id)}")
+    elif isinstance(decoded, BusHints) and decoded.networks:
+        data["network_id"] = decoded.networks[0].network_id
+        parts.append(f"network={_printable(decoded.networks[0].network_id)}")
     if verbose:
         rendered = _compact(msg)
     else:
@@ -325,7 +437,7 @@ def describe_message(
     return Description(data, mask_text(" ".join(parts)))
 
 
-def _decode_quietly(msg: dict[str, Any], routing_key: str) -> Heartbeat | NetworkDeleted | NetworkChanged | None:
+def _decode_quietly(msg: dict[str, Any], routing_key: str) -> _Event | None:
     try:
         return _decode(msg, routing_key, 0.0)
     except (_Bad, RecursionError):

@@ -21,7 +21,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from rpcdaemon.model import Agent, Heartbeat
+from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Agent, Heartbeat
+
+# The heartbeat ``configurations`` key that counts what an agent of each type hosts.
+LOAD_KEYS = {DHCP_AGENT: "networks", L3_AGENT: "routers"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,12 @@ class AgentRegistry:
         # Keys whose first heartbeat is a return, not a birth: listed at the first reconcile, or
         # listed by Neutron as dead. None until the first listing (then every key counts as known).
         self._known: set[tuple[str, str]] | None = None
+        # When each listed agent last said start_flag (it restarted): refusals of it are forgotten then.
+        self._started: dict[tuple[str, str], float] = {}
+        # Last load count per listed agent key, and the keys whose count changed since the last take.
+        # Both bounded by the cloud: only keys the API lists are kept.
+        self._loads: dict[tuple[str, str], int] = {}
+        self._load_changed: set[tuple[str, str]] = set()
 
     # -- fed by the bus thread -------------------------------------------------------------------
     def set_listening(self, since: float | None) -> None:
@@ -90,8 +99,23 @@ class AgentRegistry:
                 if new_beats is not None:
                     new_beats = (hb.received_at,) if hb.start_flag else (*new_beats, hb.received_at)[-_BEATS_KEPT:]
             self._heard[key] = _Heard(hb, revived_at, new_beats)
+            if hb.start_flag and key in self._agents:
+                self._started[key] = hb.received_at
             if key not in self._agents:
                 self._unknown.add(key)
+            else:
+                self._note_load(key, hb)
+
+    def _note_load(self, key: tuple[str, str], hb: Heartbeat) -> None:
+        """Under the lock: remember the agent's load count; note a change (ints only: junk is ignored)."""
+        load_key = LOAD_KEYS.get(key[0])
+        count = hb.configurations.get(load_key) if load_key else None
+        if type(count) is not int:  # exact type: a bool is an int subclass, and no count
+            return
+        prior = self._loads.get(key)
+        self._loads[key] = count
+        if prior is not None and prior != count:
+            self._load_changed.add(key)
 
     # -- fed by the reconcile --------------------------------------------------------------------
     def replace_agents(self, agents: list[Agent], now: float) -> None:
@@ -109,6 +133,9 @@ class AgentRegistry:
                 k: v for k, v in self._heard.items() if k in fresh or v.last.received_at > horizon
             }
             self._unknown = {k for k in self._unknown if k not in fresh and k in self._heard}
+            self._started = {k: v for k, v in self._started.items() if k in fresh}
+            self._loads = {k: v for k, v in self._loads.items() if k in fresh}
+            self._load_changed &= fresh.keys()
 
     def update_agents(self, agents: list[Agent]) -> None:
         """Refresh some agents (e.g. a fresh second opinion) without forgetting the others."""
@@ -138,6 +165,13 @@ class AgentRegistry:
             self._unknown -= taken
             return sorted(taken)
 
+    def take_load_changes(self, agent_type: str) -> dict[str, int]:
+        """Host -> new load count of the ``agent_type`` agents whose count changed since the last take."""
+        with self._lock:
+            taken = {k for k in self._load_changed if k[0] == agent_type}
+            self._load_changed -= taken
+            return {k[1]: self._loads[k] for k in taken if k in self._loads}
+
     def observations(self, agent_type: str | None = None) -> list[Observation]:
         with self._lock:
             out = []
@@ -151,6 +185,11 @@ class AgentRegistry:
                     out.append(Observation(agent, heard.last.received_at, heard.revived_at,
                                            heard.new_beats, heard.last))
             return out
+
+    def restarted_at(self, agent_type: str, host: str) -> float | None:
+        """When the agent's last heartbeat with ``start_flag`` (a restart) arrived, if one was heard."""
+        with self._lock:
+            return self._started.get((agent_type, host))
 
     def last_heard(self, agent_type: str, host: str) -> float | None:
         with self._lock:

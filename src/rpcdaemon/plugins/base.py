@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
+from rpcdaemon.acting.readiness import Readiness, ReadinessFollower, ReadinessPolicy
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import (
     BrakePolicy,
@@ -35,6 +37,7 @@ from rpcdaemon.deciding.liveness import (
 )
 from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
+from rpcdaemon.plugins.bus_news import BusNews, HintView
 
 _UNKNOWN_SAID_PER_GAP = 5  # unknown hosts named per reconcile gap; the rest are counted
 
@@ -54,6 +57,9 @@ class Timing:
     # A heartbeat from a host the API does not list brings the next reconcile forward, but at most
     # once per this many seconds: anyone who can publish on the bus can invent host names.
     unknown_reconcile_every: float = 30.0
+    # A (resource, agent) pair Neutron refused for good is not planned again for this long, or until
+    # that agent restarts (its heartbeat says start_flag): its configuration may have changed.
+    refusal_memory: float = 3600.0
 
 
 @dataclass
@@ -65,6 +71,7 @@ class PassReport:
     plan: Plan = field(default_factory=Plan)
     outcomes: list[Outcome] = field(default_factory=list)
     api_calls: bool = False
+    readiness: list[Readiness] = field(default_factory=list)  # moved resources found up (or given up on)
 
 
 class FailoverPlugin:
@@ -72,6 +79,8 @@ class FailoverPlugin:
 
     name = "base"
     agent_type = ""
+    follows: Literal["router", "network"] = "router"  # what readiness following looks at
+    bindings: dict[str, frozenset[str]]  # resource id -> ids of the agents hosting it (set by subclasses)
     brake: BrakePolicy  # set by subclasses from their policy
 
     def __init__(
@@ -86,6 +95,7 @@ class FailoverPlugin:
         bus_outages: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        readiness: ReadinessPolicy | None = None,
     ) -> None:
         self.api = api
         self.registry = registry
@@ -109,6 +119,13 @@ class FailoverPlugin:
         self._unknown_said: set[tuple[str, str]] = set()
         self._unknown_window_end = self.started_at  # a few unknown hosts are named per window, the rest counted
         self._unknown_named = self._unknown_unnamed = 0
+        # Hints off the bus and heartbeat load counts: targeted re-reads between reconciles.
+        self.news = BusNews(self, resource=self.follows)
+        # (router or network id, agent id) -> when Neutron refused that bind for good (see ``refuse``).
+        self.refused: dict[tuple[str, str], float] = {}
+        # Off unless asked for (wiring passes the [L3Agent]/[DHCPAgent] ready_timeout).
+        self.follower = ReadinessFollower(api, readiness or ReadinessPolicy(timeout=0), kind=self.follows,
+                                          plugin=self.name, clock=clock, logger=self.log)
 
     # -- hooks -----------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -130,6 +147,13 @@ class FailoverPlugin:
         """Apply outcomes to the cached bindings."""
         raise NotImplementedError
 
+    def hint_view(self) -> HintView | None:
+        """The cache as the bus hints are judged against (None: this plugin takes no hints)."""
+        return None
+
+    def refresh_resources(self, ids: Sequence[str]) -> None:
+        """Re-read these resources and their bindings (two calls each), after bus hints."""
+
     # -- shared machinery --------------------------------------------------------------------------
     def listening_since(self) -> float | None:
         bus = self._bus_since()
@@ -149,6 +173,18 @@ class FailoverPlugin:
     def request_reconcile(self, delay: float = 0.0) -> None:
         self._next_reconcile = min(self._next_reconcile, self.clock() + delay)
 
+    @property
+    def window(self) -> float:
+        """The rate limit of every reconcile the bus can bring forward (``unknown_reconcile_every``)."""
+        return self.timing.unknown_reconcile_every
+
+    def reconcile_soon(self, now: float) -> float:
+        """Bring the next reconcile forward, at most once per ``window`` since the last one (shared by
+        every bus-driven trigger: whoever can publish on the bus can fake them); returns the delay."""
+        delay = max(0.0, self._unknown_next - now)
+        self.request_reconcile(delay)
+        return delay
+
     def check(self) -> PassReport:
         """One pass. Never raises: an error is logged and the next pass tries again."""
         now = self.clock()
@@ -161,16 +197,27 @@ class FailoverPlugin:
         except Exception:
             self.log.exception("%s pass failed; trying again next check", self.name)
             self.request_reconcile(self.timing.retry_reconcile_after)
+        try:
+            self._follow_up(report)  # also on an idle pass, but only while moves are followed
+        except Exception:
+            self.log.exception("%s readiness check failed; trying again next check", self.name)
         self.last = report
         return report
 
     def _check(self, now: float, report: PassReport) -> None:
         if now < self._next_reconcile and self.api_ok_since is not None:
             self._note_unknown(now)  # else the reconcile due now settles who is unknown
+            report.api_calls |= self.news.note(now)  # hints and load counts: targeted re-reads
         if now >= self._next_reconcile or self.api_ok_since is None:
             report.api_calls = True
+            self.news.discard()  # the reconcile reads everything they could say
             self._reconcile(now)
         judged = self.judge(now)
+        if self.news.new_targets(judged, now):
+            report.api_calls = True
+            self.news.discard()
+            self._reconcile(now)
+            judged = self.judge(now)
         report.judged = judged
         if self._ask_again(judged, now):
             report.api_calls = True
@@ -193,8 +240,85 @@ class FailoverPlugin:
         started = self.clock()
         outcomes = self.executor.run(plan.actions, self.still_valid)
         report.outcomes = outcomes
+        for o in outcomes:
+            if o.refusal and o.action.target is not None:
+                self.refuse(o.action.resource_id, o.action.target.id, o.detail or o.refusal)
         self.fold(outcomes)
+        self.follower.track(outcomes, started)
         self._summarise(outcomes, self.clock() - started)
+
+    def _follow_up(self, report: PassReport) -> None:
+        """Poll the followed moves' ports (at most every poll interval); act on those not ready in time."""
+        if not self.follower.tracked:
+            return
+        polls = self.follower.polls
+        report.readiness = self.follower.poll()
+        report.api_calls = report.api_calls or self.follower.polls != polls
+        if not self.follower.policy.move_unready:
+            return
+        for r in report.readiness:
+            if not r.ready:
+                self._move_on(r)
+
+    def _move_on(self, r: Readiness) -> None:
+        """``move_unready``: unbind what its target did not bring up; the planner then picks another agent,
+        never that one again for it (the pair is refused)."""
+        what = self.follows
+        self.refuse(r.resource_id, r.target.id, f"{what} not ready on {r.target.host} after {r.seconds:.0f}s")
+        try:
+            if what == "router":
+                self.api.unbind_router(r.target.id, r.resource_id)
+            else:
+                self.api.unbind_network(r.target.id, r.resource_id)
+        except NeutronError as err:
+            self.log.warning("%s: cannot unbind %s %s from %s (%s); trying again in %.0fs unless it is up by then",
+                             self.name, what, r.resource_id, r.target.describe(), err, self.follower.policy.timeout)
+            self.follower.follow_again(r)
+            return
+        hosts = self.bindings.get(r.resource_id, frozenset()) - {r.target.id}
+        if hosts:
+            self.bindings[r.resource_id] = hosts
+        else:
+            self.bindings.pop(r.resource_id, None)
+        self.log.warning("%s: unbound %s %s from %s, which did not bring it up; moving it to another agent",
+                         self.name, what, r.resource_id, r.target.describe())
+
+    def refuse(self, resource_id: str, agent_id: str, reason: str) -> None:
+        """Plan ``resource_id`` onto ``agent_id`` no more: Neutron refused it for good (InvalidL3Agent,
+        a DVR refusal, ...) or the agent never brought it up. One WARNING per pair; the pair is forgotten
+        when the agent restarts or after ``refusal_memory`` seconds."""
+        key = (resource_id, agent_id)
+        if key not in self.refused:
+            agent = self.registry.agent(agent_id)
+            self.log.warning(
+                "%s: agent %s refused %s (%s); not planning that pair again until the agent restarts"
+                " (at most %.0fs)", self.name, agent.describe() if agent else agent_id, resource_id, reason,
+                self.timing.refusal_memory,
+            )
+        self.refused[key] = self.clock()
+
+    def refused_pairs(self) -> frozenset[tuple[str, str]]:
+        """The pairs the planners must not pick, after forgetting those of restarted agents and old ones."""
+        if not self.refused:
+            return frozenset()
+        now = self.clock()
+        restarted: dict[str, float | None] = {}
+        keep: dict[tuple[str, str], float] = {}
+        for (rid, aid), at in self.refused.items():
+            if aid not in restarted:
+                agent = self.registry.agent(aid)
+                restarted[aid] = (
+                    self.registry.restarted_at(agent.agent_type, agent.host) if agent is not None else None
+                )
+            started = restarted[aid]
+            if now - at >= self.timing.refusal_memory:
+                continue
+            if started is not None and started > at:
+                self.log.info("%s: agent %s restarted; %s may be planned onto it again", self.name, aid, rid)
+                continue
+            keep[(rid, aid)] = at
+        self.refused = keep
+        return frozenset(keep)
 
     def _ask_again(self, judged: dict[str, Judged], now: float) -> bool:
         """Should we take a fresh second opinion from Neutron before planning?

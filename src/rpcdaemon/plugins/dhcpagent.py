@@ -7,18 +7,23 @@ Built by the service (or the demo); the service calls ``check()`` every ``check_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from rpcdaemon.acting.api import ErrorKind, NeutronError
 from rpcdaemon.deciding.dhcp import DhcpPolicy, _eligible, plan_dhcp
+from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.model import DHCP_AGENT, ActionKind, Agent, Network, Outcome, OutcomeStatus
+from rpcdaemon.model import DHCP_AGENT, ActionKind, Agent, BusHints, HintKind, Network, Outcome, OutcomeStatus
 from rpcdaemon.plugins.base import FailoverPlugin
+from rpcdaemon.plugins.bus_news import HintView
 
 
 class DHCPAgentPlugin(FailoverPlugin):
     name = "DHCPAgent"
     agent_type = DHCP_AGENT
+    follows = "network"
 
     def __init__(self, *args: Any, policy: DhcpPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -35,8 +40,39 @@ class DHCPAgentPlugin(FailoverPlugin):
             self.networks = {nid: n for nid, n in self.networks.items() if nid != network_id}
         self.log.info("network %s deleted; removing it from every DHCP agent", network_id)
 
-    def on_network_changed(self) -> None:
-        self.request_reconcile()
+    def on_network_changed(self, network_id: str | None = None) -> None:
+        """A notification (network/subnet create/update/delete.end): re-read that network in the next
+        pass, like a cast (a full reconcile per notification would cost O(agents) per event)."""
+        if network_id is None:
+            self.request_reconcile()
+            return
+        self.news.add([Hint(network_id, None, HintKind.CHANGED, "notification")])
+
+    def on_bus_hints(self, hints: BusHints) -> None:
+        """What a cast to a DHCP agent says, queued for the next pass."""
+        if hints.networks:
+            self.news.add([Hint(h.network_id, h.host, h.kind, h.method) for h in hints.networks])
+
+    def hint_view(self) -> HintView:
+        networks = self.networks
+        return HintView(known=networks.keys(), settled={nid for nid, n in networks.items() if n.dhcp_enabled},
+                        bindings=self.bindings)
+
+    def refresh_resources(self, ids: Sequence[str]) -> None:
+        networks = dict(self.networks)  # replaced, never mutated: the bus thread may replace it too
+        for nid in ids:
+            try:
+                networks[nid] = self.api.get_network(nid)
+            except NeutronError as err:
+                if err.kind is not ErrorKind.NOT_FOUND:
+                    raise
+                networks.pop(nid, None)  # deleted: its bindings (if any are left) are cleaned up
+            hosts = frozenset(self.api.agents_for_network(nid))
+            if hosts:
+                self.bindings[nid] = hosts
+            else:
+                self.bindings.pop(nid, None)
+        self.networks = networks
 
     # -- hooks ---------------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -71,7 +107,7 @@ class DHCPAgentPlugin(FailoverPlugin):
                 continue
             if target_ids <= keeping:
                 continue
-            if any(_eligible(targets[t], net) for t in target_ids - keeping):
+            if any(_eligible(targets[t], net) and (nid, t) not in self.refused for t in target_ids - keeping):
                 return True
         return False
 
@@ -85,7 +121,7 @@ class DHCPAgentPlugin(FailoverPlugin):
                 self.bindings[nid] = self.bindings.get(nid, frozenset()) | {agent.id}
 
     def plan(self, judged: dict[str, Judged]) -> Plan:
-        return plan_dhcp(judged, self.networks, self.bindings, self.policy)
+        return plan_dhcp(judged, self.networks, self.bindings, self.policy, self.refused_pairs())
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

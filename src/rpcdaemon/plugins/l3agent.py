@@ -7,12 +7,29 @@ keeps the cached view of routers and bindings that the planner reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import L3Policy, Plan, hosts_snat, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.model import L3_AGENT, ActionKind, Agent, Outcome, OutcomeStatus, Router
+from rpcdaemon.model import (
+    L3_AGENT,
+    MODE_DVR,
+    MODE_DVR_NO_EXTERNAL,
+    ActionKind,
+    Agent,
+    BusHints,
+    Outcome,
+    OutcomeStatus,
+    Router,
+)
 from rpcdaemon.plugins.base import FailoverPlugin
+from rpcdaemon.plugins.bus_news import HintView
+
+# Agents that never host a router's central part: a cast to them is about their local part only.
+_LOCAL_ONLY_MODES = frozenset({MODE_DVR, MODE_DVR_NO_EXTERNAL})
 
 
 class L3AgentPlugin(FailoverPlugin):
@@ -27,6 +44,38 @@ class L3AgentPlugin(FailoverPlugin):
         # router id -> ids of the L3 agents hosting it
         self.bindings: dict[str, frozenset[str]] = {}
 
+    # -- bus hints (add is called from the bus thread: it only queues) ----------------------------
+    def on_bus_hints(self, hints: BusHints) -> None:
+        """What a cast to an L3 agent (or a router interface port cast to a DHCP agent) says."""
+        if hints.routers or hints.more_routers:
+            self.news.add([Hint(h.router_id, h.host, h.kind, h.method) for h in hints.routers],
+                          lost=hints.more_routers)
+
+    def hint_view(self) -> HintView:
+        routers = self.routers
+        placeable = {o.agent.host: o.agent.id for o in self.registry.observations(self.agent_type)
+                     if o.agent.agent_mode not in _LOCAL_ONLY_MODES}
+        return HintView(known=routers.keys(), settled=routers.keys(), bindings=self.bindings,
+                        agents_by_host=placeable)
+
+    def refresh_resources(self, ids: Sequence[str]) -> None:
+        routers = dict(self.routers)
+        for rid in ids:
+            try:
+                routers[rid] = self.api.get_router(rid)
+                hosts = frozenset(self.api.agents_for_router(rid))
+            except NeutronError as err:
+                if err.kind is not ErrorKind.NOT_FOUND:
+                    raise
+                routers.pop(rid, None)  # deleted
+                hosts = frozenset()
+            if hosts:
+                self.bindings[rid] = hosts
+            else:
+                self.bindings.pop(rid, None)
+        self.routers = routers
+
+    # -- hooks ---------------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
         routers = {r.id: r for r in self.api.list_routers()}
         bindings: dict[str, set[str]] = {}
@@ -53,8 +102,8 @@ class L3AgentPlugin(FailoverPlugin):
     def _unhosted(self, router: Router, judged: dict[str, Judged]) -> bool:
         if router.distributed or (router.ha and self.policy.skip_ha_routers):
             return False
-        hosts = self.bindings.get(router.id, frozenset())
-        return not any(h not in judged or hosts_snat(judged[h].agent) for h in hosts)
+        # Bound to no agent at all (one bound only to dvr agents cannot be moved: see deciding.l3).
+        return not self.bindings.get(router.id)
 
     def refresh_for(self, dead: list[Agent]) -> None:
         for agent in dead:
@@ -70,7 +119,7 @@ class L3AgentPlugin(FailoverPlugin):
                 self.bindings[rid] = self.bindings.get(rid, frozenset()) | {agent.id}
 
     def plan(self, judged: dict[str, Judged]) -> Plan:
-        return plan_l3(judged, self.routers, self.bindings, self.policy)
+        return plan_l3(judged, self.routers, self.bindings, self.policy, self.refused_pairs())
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
