@@ -20,7 +20,7 @@ from typing import Protocol
 
 from rpcdaemon import __version__
 from rpcdaemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
-from rpcdaemon.logs import configure_logging, reset_logging
+from rpcdaemon.logs import configure_logging, reopen_log_files, reset_logging
 from rpcdaemon.neutronconf import Resolved, resolve_settings
 from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
 from rpcdaemon.preflight import PreflightError, run_checks
@@ -50,11 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the agents' heartbeats on the AMQP bus and acting through the Neutron API.",
         epilog="Every configuration key, with its meaning and default: rpcdaemon --print-example-config. "
         "Exit status: 0 ok, 1 could not start or failed, 2 invalid configuration or usage. "
-        "SIGTERM or SIGINT stop the daemon within seconds.",
+        "SIGTERM or SIGINT stop the daemon within seconds; SIGHUP reopens the log file (a restart applies "
+        "configuration changes).",
     )
     parser.add_argument("-d", dest="foreground", action="store_true",
                         help="don't detach: stay in the foreground, write no pidfile, log to stderr "
-                        "(at DEBUG unless [Daemon] loglevel says otherwise)")
+                        "(at DEBUG, INFO under systemd, unless [Daemon] loglevel says otherwise)")
     parser.add_argument("-c", dest="config", metavar="FILE", type=Path, default=DEFAULT_CONFIG,
                         help="configuration file (default: %(default)s; packaged installs use /etc/rpcdaemon.conf)")
     parser.add_argument("--dry-run", action="store_true",
@@ -160,12 +161,20 @@ def _shutdown_bound(settings: Settings) -> float:
     return shutdown_bound((ps.timeout, ps.retry_attempts) for _, ps in settings.agent_plugins())
 
 
+def _reopen_logs() -> None:
+    """SIGHUP (daemonize calls this in the main thread): logrotate has moved the log file."""
+    if reopen_log_files():
+        log.info("SIGHUP: log file reopened")
+    else:
+        log.info("SIGHUP: no log file to reopen (logging to stderr); a restart applies configuration changes")
+
+
 def _run_foreground(settings: Settings, run: Runner) -> int:
     configure_logging(settings, foreground=True)
     try:
         _started(settings, foreground=True)
         code = run_foreground(lambda stop: run(settings, stop, foreground=True),
-                              shutdown_timeout=_shutdown_bound(settings))
+                              shutdown_timeout=_shutdown_bound(settings), on_hup=_reopen_logs)
         log.info("rpcdaemon exiting (status %d)", code)
         return code
     finally:
@@ -188,7 +197,8 @@ def _run_detached(settings: Settings, run: Runner) -> int:
         _started(settings, foreground=False)
 
     code = run_detached(lambda stop: run(settings, stop, foreground=False), pidfile=settings.daemon.pidfile,
-                        after_detach=after_detach, shutdown_timeout=_shutdown_bound(settings))
+                        after_detach=after_detach, shutdown_timeout=_shutdown_bound(settings),
+                        on_hup=_reopen_logs)
     log.info("rpcdaemon exiting (status %d)", code)
     return code
 

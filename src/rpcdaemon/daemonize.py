@@ -7,6 +7,11 @@ the event's lock, and a ``run`` that does not return within ``shutdown_timeout``
 second signal) is cut short with ``os._exit``, so shutdown is bounded whatever the plugins do. The
 bound comes from ``shutdown_bound``: long enough for an in-flight move to finish its bind.
 
+SIGHUP never stops the daemon (in either mode): its handler only notes it, and the main thread then
+calls ``on_hup`` (the CLI reopens the log file there, for logrotate) outside the handler, so a
+handler lock held by the interrupted code can never deadlock it. Configuration is not reloaded:
+a restart applies changes.
+
 Pid file: the file is a lock. The starting process opens it and takes an ``flock`` *before* detaching
 and the daemon keeps that open file (python-daemon preserves it across the fork) for its whole life,
 so "is it running?" is "is the lock held?": a second or racing start is refused on the terminal it was
@@ -190,8 +195,10 @@ class PidLock:
 
 
 def _supervise(run: Callable[[threading.Event], int], stop: threading.Event, signals: list[int],
-               shutdown_timeout: float, cleanup: Callable[[], None]) -> int:
+               shutdown_timeout: float, cleanup: Callable[[], None], hups: list[int] | None = None,
+               on_hup: Callable[[], None] | None = None) -> int:
     result: list[int] = []
+    hups = [] if hups is None else hups
 
     def target() -> None:
         try:
@@ -205,6 +212,9 @@ def _supervise(run: Callable[[threading.Event], int], stop: threading.Event, sig
     deadline: float | None = None
     while worker.is_alive():
         worker.join(_POLL)
+        if hups:
+            del hups[:]  # several HUPs since the last look: one reopen serves them all
+            _hangup(on_hup)
         if stop.is_set() and deadline is None:
             deadline = time.monotonic() + shutdown_timeout
             if signals:
@@ -219,6 +229,24 @@ def _supervise(run: Callable[[threading.Event], int], stop: threading.Event, sig
     return result[0] if result else 1
 
 
+def _hangup(on_hup: Callable[[], None] | None) -> None:
+    """SIGHUP, in the main thread: ``on_hup`` (reopen the logs); a failure is logged, never fatal."""
+    if on_hup is None:
+        log.info("SIGHUP: nothing to reopen (a restart applies configuration changes)")
+        return
+    try:
+        on_hup()
+    except Exception:
+        log.exception("SIGHUP: reopening the log file failed; logging goes on as before")
+
+
+def _hup_handler(hups: list[int]) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        hups.append(signum)  # only this: the main thread does the work (see _supervise)
+
+    return handle
+
+
 def _handler(stop: threading.Event, signals: list[int]) -> Callable[[int, FrameType | None], None]:
     def handle(signum: int, frame: FrameType | None) -> None:
         # Only a list append and Event.set here: the main thread never holds the event's lock.
@@ -228,14 +256,18 @@ def _handler(stop: threading.Event, signals: list[int]) -> Callable[[int, FrameT
     return handle
 
 
-def run_foreground(run: Callable[[threading.Event], int], *, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> int:
-    """Run in this process (no pid file, no detaching); SIGINT/SIGTERM stop it. Main thread only."""
+def run_foreground(run: Callable[[threading.Event], int], *, shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                   on_hup: Callable[[], None] | None = None) -> int:
+    """Run in this process (no pid file, no detaching); SIGINT/SIGTERM stop it, SIGHUP calls ``on_hup``.
+    Main thread only."""
     stop = threading.Event()
     signals: list[int] = []
+    hups: list[int] = []
     handler = _handler(stop, signals)
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _hup_handler(hups))
     try:
-        return _supervise(run, stop, signals, shutdown_timeout, cleanup=lambda: None)
+        return _supervise(run, stop, signals, shutdown_timeout, cleanup=lambda: None, hups=hups, on_hup=on_hup)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -247,6 +279,7 @@ def run_detached(
     pidfile: Path,
     after_detach: Callable[[], None] = lambda: None,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    on_hup: Callable[[], None] | None = None,
 ) -> int:
     """Lock ``pidfile``, detach (double fork, new session, cwd /, stdio to /dev/null), run until stopped.
 
@@ -258,6 +291,7 @@ def run_detached(
     lock = PidLock.acquire(pidfile.absolute())
     stop = threading.Event()
     signals: list[int] = []
+    hups: list[int] = []
     handler = _handler(stop, signals)
     context = daemon.DaemonContext(
         # Always fork, even when the parent is init (python-daemon would not): `rpcdaemon` without -d
@@ -268,6 +302,7 @@ def run_detached(
         signal_map={
             signal.SIGTERM: handler,
             signal.SIGINT: handler,
+            signal.SIGHUP: _hup_handler(hups),  # python-daemon leaves it at "terminate" otherwise
             signal.SIGTSTP: None,
             signal.SIGTTIN: None,
             signal.SIGTTOU: None,
@@ -283,7 +318,7 @@ def run_detached(
         after_detach()
         if lock.stale is not None:
             log.warning("replaced stale pidfile %s (pid %s was not running)", lock.path, lock.stale)
-        return _supervise(run, stop, signals, shutdown_timeout, cleanup=lock.release)
+        return _supervise(run, stop, signals, shutdown_timeout, cleanup=lock.release, hups=hups, on_hup=on_hup)
     finally:
         lock.release()
         with contextlib.suppress(Exception):

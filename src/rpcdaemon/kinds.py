@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rpcdaemon.coordination import TOOZ_SCHEMES
 from rpcdaemon.plugins.dump_filter import DumpFilterError, check_filter
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -166,6 +167,25 @@ def _parse_nonempty(text: str) -> str:
     return text
 
 
+_LOCK_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _parse_lock_group(text: str) -> str:
+    if not _LOCK_GROUP.fullmatch(text):
+        raise ValueError
+    return text
+
+
+def _parse_coordination_url(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    if not sep or not rest.strip("/"):
+        raise ValueError
+    if scheme.lower() not in TOOZ_SCHEMES:
+        raise Invalid(f"{scheme}:// locks do not expire when their holder goes silent, so a frozen instance "
+                      "would keep the lock for ever")
+    return text
+
+
 def _parse_jmespath(text: str) -> str:
     # Bounded in length and depth, RecursionError caught: a one-line error, never a traceback.
     try:
@@ -204,4 +224,6 @@ BROKER = Kind("a host, host:port or amqp:// URL", _parse_rpchost)
 ADDRESS = Kind("an IP address or host name", _parse_address)
 HTTP_URL = Kind("an http:// or https:// URL", _parse_url)
 JMESPATH = Kind("a JMESPath expression", _parse_jmespath)
+LOCK_GROUP = Kind("a name of letters, digits, '.', '_' and '-' (at most 100 characters)", _parse_lock_group)
+COORDINATION_URL = Kind(f"a tooz URL ({', '.join(s + '://' for s in TOOZ_SCHEMES)})", _parse_coordination_url)
 PER_NETWORK = Kind("'all' or an integer >= 1", _parse_per_network, lambda v: "all" if v is None else str(v))

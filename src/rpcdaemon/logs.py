@@ -2,8 +2,10 @@
 
 ``cli.main`` calls ``configure_logging`` once the process is where it will run (after detaching, so
 the log file is opened by the daemon itself) and ``reset_logging`` when it returns. Foreground (-d):
-stderr, DEBUG unless the config names a level. Detached: the ``[Daemon] logfile`` (reopened when
-logrotate moves it). Each plugin logs through ``rpcdaemon.<plugin name in lower case>`` at its own level.
+stderr, DEBUG unless the config names a level (INFO under systemd: the journal wants no DEBUG by
+default). Detached: the ``[Daemon] logfile``, reopened when logrotate moves it and on SIGHUP
+(``reopen_log_files``, called by the daemon shell outside the signal handler). Each plugin logs
+through ``rpcdaemon.<plugin name in lower case>`` at its own level.
 Every record goes through ``MaskingFormatter``: ``redact.mask_text``, the linear last-resort filter
 (structural redaction of known secrets happens where they are known: see ``rpcdaemon.redact``).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import logging.handlers
+import os
 import sys
 from collections.abc import Mapping
 from typing import TextIO
@@ -53,9 +56,16 @@ def plugin_logger_name(plugin: str) -> str:
     return f"rpcdaemon.{plugin.lower()}"
 
 
-def daemon_level(settings: Settings, *, foreground: bool) -> int:
-    """The ``[Daemon] loglevel``; unset means DEBUG in the foreground (as the seed did) and INFO detached."""
-    name = settings.daemon.loglevel or ("DEBUG" if foreground else "INFO")
+def under_systemd(environ: Mapping[str, str]) -> bool:
+    """Started by systemd: its output goes to the journal (JOURNAL_STREAM) or it speaks sd_notify."""
+    return bool(environ.get("JOURNAL_STREAM") or environ.get("NOTIFY_SOCKET"))
+
+
+def daemon_level(settings: Settings, *, foreground: bool, environ: Mapping[str, str] | None = None) -> int:
+    """The ``[Daemon] loglevel``; unset means DEBUG in the foreground (as the seed did), but INFO under
+    systemd (the journal keeps what it is given) and when detached."""
+    env = os.environ if environ is None else environ
+    name = settings.daemon.loglevel or ("DEBUG" if foreground and not under_systemd(env) else "INFO")
     return logging.getLevelNamesMapping()[name]
 
 
@@ -64,9 +74,10 @@ _installed: list[logging.Handler] = []
 _saved_levels: dict[str, int] = {}
 
 
-def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | None = None) -> None:
+def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | None = None,
+                      environ: Mapping[str, str] | None = None) -> None:
     reset_logging()
-    level = daemon_level(settings, foreground=foreground)
+    level = daemon_level(settings, foreground=foreground, environ=environ)
     handler: logging.Handler
     if foreground:
         handler = logging.StreamHandler(stream or sys.stderr)
@@ -87,6 +98,22 @@ def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | 
         logger = logging.getLogger(name or None)
         _saved_levels[name] = logger.level
         logger.setLevel(value)
+
+
+def reopen_log_files() -> int:
+    """Reopen the log file if it was moved or removed (logrotate's rename, then SIGHUP); how many
+    file handlers were looked at. Holds each handler's lock, so no record is written meanwhile.
+    Never from a signal handler: the thread it interrupts may hold that lock."""
+    count = 0
+    for handler in _installed:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.acquire()  # emit() holds it too: a record is never written to a half-swapped stream
+            try:
+                handler.reopenIfNeeded()
+            finally:
+                handler.release()
+            count += 1
+    return count
 
 
 def reset_logging() -> None:

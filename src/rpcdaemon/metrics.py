@@ -4,17 +4,19 @@ Owned by the service, which calls ``observe_pass`` after every plugin check and 
 loop; served on ``[Daemon] metrics_address:metrics_port`` when the port is not 0. A private
 CollectorRegistry keeps tests and the demo independent of the global default registry. The service
 asks ``server_problem()`` every loop: a server thread that died is restarted once per death, and if it
-cannot be, the service exits non-zero.
+cannot be, the service exits non-zero. The same listener answers ``/healthz`` and ``/readyz`` from the
+probe the service attaches (see ``rpcdaemon.health``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rpcdaemon.health import HealthServer, ProbeSource
 from rpcdaemon.plugins.base import PassReport
 
 log = logging.getLogger("rpcdaemon")
@@ -57,10 +59,15 @@ class Metrics:
         self.not_ready = Counter(
             "rpcdaemon_not_ready", "moved resources not ready within ready_timeout", ["plugin"], registry=self.registry
         )
+        self.leader = Gauge(
+            "rpcdaemon_leader", "1 while this instance is the active one (it holds the leadership lease), 0 on a "
+            "standby", registry=self.registry,
+        )
         self._seen: dict[str, set[tuple[str, str, str, str]]] = {}
         self._dropped_seen: dict[str, int] = {}
-        self._server: Any = None
+        self._server: HealthServer | None = None
         self._thread: threading.Thread | None = None
+        self._probe: ProbeSource | None = None
         self._where: tuple[str, int] | None = None
 
     def observe_drops(self, listener: str, total: int) -> None:
@@ -69,6 +76,10 @@ class Metrics:
         if delta > 0:
             self.dropped.labels(listener).inc(delta)
         self._dropped_seen[listener] = total
+
+    def follow_leader(self, is_leader: Callable[[], bool]) -> None:
+        """``rpcdaemon_leader`` is read from ``is_leader()`` at each scrape: never a check interval late."""
+        self.leader.set_function(lambda: 1.0 if is_leader() else 0.0)
 
     def observe_bus(self, connected: bool) -> None:
         self.bus_connected.set(1 if connected else 0)
@@ -91,9 +102,17 @@ class Metrics:
             else:
                 self.not_ready.labels(plugin).inc()
 
+    def attach_probe(self, probe: ProbeSource) -> None:
+        """What ``/healthz`` and ``/readyz`` report (the service's ``probe``)."""
+        self._probe = probe
+        if self._server is not None:
+            self._server.attach(probe)
+
     def serve(self, address: str, port: int) -> None:
-        """Bind and serve in a thread. Raises OSError if the address cannot be bound."""
-        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        """Bind and serve ``/metrics``, ``/healthz`` and ``/readyz`` in a thread. Raises OSError if the
+        address cannot be bound."""
+        self._server = HealthServer(address, port, self.registry, self._probe)
+        self._thread = self._server.thread
         self._where = (address, port)
 
     @property
@@ -103,7 +122,7 @@ class Metrics:
     def server_problem(self) -> str | None:
         """None while the server thread runs (or none was asked for); after it died, one restart is
         tried and None returned if it worked, else what is wrong."""
-        if self._thread is None or self._thread.is_alive() or self._where is None:
+        if self._thread is None or self._thread.is_alive() or self._where is None or self._server is None:
             return None
         address, port = self._where
         log.error("metrics server on %s:%d stopped; restarting it", address, port)

@@ -4,7 +4,9 @@
 detaching, so that a start failure reaches the terminal as one line and exit status 2 (a systemd
 restart loop helps nobody when the configuration is wrong). Each check uses the code the daemon will
 use: the broker URL goes through ``observing.bus.check_url`` (kombu's own parsing, every failover
-alternate), a clouds.yaml cloud through ``acting.openstack_neutron.check_cloud``, the metrics address
+alternate), ``[coordination] backend_url`` through ``coordination.tooz_lock`` (tooz and the backend's
+client installed, a lock expiry longer than the lease), a clouds.yaml cloud through
+``acting.openstack_neutron.check_cloud``, the metrics address
 through the resolver, and on the start path only (``--check-config`` may run next to a live daemon) the
 metrics port is bound once and released.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rpcdaemon.neutronconf import Resolved
 from rpcdaemon.settings import Settings
@@ -31,6 +33,17 @@ class Checkers:
     check_url: Callable[..., object]
     check_cloud: Callable[[str], None]
     resolve: Callable[[str, int], object] = socket.getaddrinfo
+    check_coordination: Callable[[str], None] = field(default_factory=lambda: check_coordination)
+
+
+def check_coordination(url: str) -> None:
+    """``[coordination] backend_url`` as the daemon will use it: tooz and the backend's client library
+    installed, a backend whose locks expire, an expiry longer than the lease (no connection is made)."""
+    try:
+        from rpcdaemon.coordination.tooz_lock import check_backend_url  # tooz: an optional extra
+    except ImportError as exc:
+        raise ValueError(f"{exc.name or 'tooz'} is not installed: pip install 'rpcdaemon[coordination]'") from None
+    check_backend_url(url)
 
 
 def default_checkers() -> Checkers:
@@ -47,6 +60,12 @@ def run_checks(settings: Settings, resolved: Resolved, *, starting: bool, checke
         c.check_url(resolved.broker_url, resolved.broker_tls)
     except ValueError as exc:
         raise PreflightError(str(exc)) from None
+    coordination = settings.coordination
+    if coordination.enabled and coordination.backend_url and (resolved.l3 or resolved.dhcp):
+        try:
+            c.check_coordination(coordination.backend_url)
+        except ValueError as exc:  # the text shows the URL without its password
+            raise PreflightError(f"{settings.source}: [coordination] backend_url: {exc}") from None
     for name, plugin in (("L3Agent", resolved.l3), ("DHCPAgent", resolved.dhcp)):
         if plugin is not None and plugin.access.cloud and not plugin.access.endpoint:
             try:

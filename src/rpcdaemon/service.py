@@ -3,6 +3,19 @@
 ``wiring.run`` builds a ``Service`` from the settings (``cli.main`` calls it in the foreground or inside
 python-daemon); the demo builds one directly around an in-memory bus and the fake Neutron. One stop event ends
 everything: every wait is ``stop.wait(timeout)`` and shutdown is bounded.
+
+Proof of life: the check loop thread, and only it, pings systemd's watchdog (``sdnotify``): at each
+iteration, during its idle wait, and while a long pass runs, after each API call of the plugin and each
+finished action or call attempt of the executor (``_pass_progress``). A loop blocked for good stops the
+pings, and ``/healthz`` (``probe``) turns 503. READY=1 is sent once the bus listener is connected and
+every failover plugin's Neutron API answered; STATUS= whenever the summary (``status_text``) changes.
+
+Several instances (``leadership``, a ``coordination.leader.Leadership`` that ``wiring`` builds): every
+check asks the lease for the role, before each plugin. Active: the full pass. Standby: the bus
+listeners and the registry stay warm, each plugin makes at most one read per reconcile_interval and no
+write. Starting: nothing yet. A promotion wakes the idle loop at once and starts a new term in every
+plugin; a demotion stops the passes at once (the fence skips the writes of the running one). The lock
+is released in ``shutdown``, after the executors have finished their in-flight moves.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,9 +31,12 @@ from typing import TYPE_CHECKING, Any
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.readiness import ReadinessPolicy
+from rpcdaemon.acting.watched import WatchedAPI
+from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
-from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
+from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy, Verdict
+from rpcdaemon.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted
 from rpcdaemon.observing.bus import BrokerTLS, RawMessage, Subscription, make_connection
@@ -29,6 +46,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.sdnotify import WATCHDOG_MIN_INTERVAL, Notifier
 
 if TYPE_CHECKING:
     from rpcdaemon.plugins.dump import DumpPlugin
@@ -38,6 +56,8 @@ log = logging.getLogger("rpcdaemon")
 EXIT_FAILED, EXIT_START = 1, 2  # a thread of the daemon gave up; the daemon could not start
 # This many check passes in a row raising end the process (non-zero: systemd restarts it).
 MAX_STEP_FAILURES = 5
+# While it waits on the leadership's role changes, the idle loop looks at the stop event this often.
+STOP_POLL = 0.1
 
 
 class StartError(Exception):
@@ -96,6 +116,9 @@ def build_plugin(
 ) -> FailoverPlugin:
     logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
     executor = Executor(api, cfg.executor, stop=stop, clock=clock, logger=logger)
+    # The plugin's own calls run in the check loop thread: each one ending is its proof of life (the
+    # service sets on_call_end); the executor's workers report through Executor.on_progress instead.
+    api = WatchedAPI(api)
     common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock, "readiness": cfg.readiness}
     if name == "L3Agent":
         policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
@@ -124,8 +147,14 @@ class Service:
         on_pass: Callable[[FailoverPlugin], None] | None = None,
         bus_tls: BrokerTLS | None = None,
         connection_factory: Callable[[], Any] | None = None,
+        notifier: Notifier | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.registry = registry
+        # Several instances (coordination.leader): only the one holding the lease checks and moves; None
+        # means this one always does ([coordination] enabled = false, the demo, the tests).
+        self.leadership = leadership
+        self._term: str = ROLE_STARTING if leadership is not None else ROLE_ACTIVE  # the role of the last step
         self.plugins = list(plugins)
         self.dump = dump
         self.check_interval = check_interval
@@ -133,6 +162,18 @@ class Service:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.on_pass = on_pass
+        self.notifier = notifier or Notifier(None)
+        # The check loop's signs of life (see probe): written by the loop thread, read by the HTTP threads.
+        self._life_lock = threading.Lock()
+        self._loop_at = clock()  # its last iteration (or idle wake-up)
+        self._progress_at: float | None = None  # the running pass's last finished call or action
+        self._loop_thread: int | None = None
+        for plugin in self.plugins:
+            plugin.executor.on_progress = self._pass_progress
+            if isinstance(plugin.api, WatchedAPI):
+                plugin.api.on_call_end = self._pass_progress
+        self.metrics.attach_probe(self.probe)
+        self.metrics.follow_leader(lambda: self.role() == ROLE_ACTIVE)
         self.listeners: list[BusListener] = []
         factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
@@ -169,6 +210,95 @@ class Service:
 
     def bus_since(self) -> float | None:
         return self.link_since
+
+    def role(self) -> str:
+        """This instance's part: "active" (checks and moves), "standby" (another instance is active) or
+        "starting" (not settled yet). Read by STATUS= and /readyz; the leadership lease decides it, now."""
+        if self.leadership is None:
+            return ROLE_ACTIVE
+        return self.leadership.role().value
+
+    def probe(self) -> Probe:
+        """Alive? Ready? For /healthz, /readyz and READY=1. Any thread: it only reads state published
+        under locks (the loop's signs of life here, the link state in the listener) and plain values."""
+        now = self.clock()
+        with self._life_lock:
+            last = self._loop_at if self._progress_at is None else max(self._loop_at, self._progress_at)
+        primary = self.listeners[0] if self.listeners else None
+        return Probe(
+            role=self.role(),
+            bus=primary.link().connected if primary is not None else False,
+            api=tuple((p.name, p.api_ok) for p in self.plugins),
+            loop_age=max(0.0, now - last),
+            loop_limit=loop_age_limit(self.check_interval),
+        )
+
+    def status_text(self, probe: Probe) -> str:
+        """The STATUS= line: "active; L3Agent 3 alive 1 dead; DHCPAgent 3 alive; bus up"."""
+        parts = [probe.role]
+        for p in self.plugins:
+            if p.api_ok is None:
+                parts.append(f"{p.name} waiting for the Neutron API")
+                continue
+            counts = Counter(j.verdict for j in p.last.judged.values())
+            said = " ".join(f"{counts[v]} {v.value}" for v in Verdict if counts[v]) or "no agents"
+            if p.last.plan.braked:
+                said += ", brake engaged"
+            if p.api_ok is False:
+                said += ", Neutron API failing"
+            parts.append(f"{p.name} {said}")
+        if self.dump is not None:
+            parts.append("Dump")
+        parts.append("bus up" if probe.bus else "bus down")
+        return "; ".join(parts)
+
+    def _loop_beat(self) -> None:
+        """The check loop thread is here: record it, ping the watchdog (the notifier limits the rate)."""
+        with self._life_lock:
+            self._loop_at = self.clock()
+            self._progress_at = None
+        self.notifier.watchdog()
+
+    def _pass_progress(self) -> None:
+        """A call or action of the running pass ended. Proof of life only in the loop thread itself:
+        the executor reports its workers' progress from there, and nothing else may ping for it."""
+        if threading.get_ident() != self._loop_thread:
+            return
+        with self._life_lock:
+            self._progress_at = self.clock()
+        self.notifier.watchdog()
+
+    def _notify_state(self) -> None:
+        probe = self.probe()
+        text = self.status_text(probe)
+        if probe.ready and not self.notifier.is_ready:
+            log.info("ready: %s", text)
+            self.notifier.ready(text)
+        self.notifier.status(text)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait for the next check (or the stop), still pinging: an idle loop is a live one. Real time,
+        as ``stop.wait`` is (the injected clock may be a simulation's)."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0 or self._wait(min(left, WATCHDOG_MIN_INTERVAL)):
+                return
+            self._loop_beat()
+
+    def _wait(self, seconds: float) -> bool:
+        """``stop.wait(seconds)``, also cut short by a leadership role change, so that a promoted standby
+        checks at once. True when cut short (stop or role change)."""
+        if self.leadership is None:
+            return self.stop.wait(seconds)
+        end = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self.leadership.wait_changed(min(left, STOP_POLL)):
+                return True
+        return True
 
     def bus_outages(self) -> int:
         return self.link_outages
@@ -237,22 +367,44 @@ class Service:
                         "dead on silence alone until a full window has passed without drops", dropped)
 
     def step(self) -> None:
-        """One check: refresh the link state, then one pass of every failover plugin."""
+        """One check: refresh the link state, then one pass of every failover plugin: a full one while
+        this instance is the active one, a standby's (no write, one read per reconcile_interval) while
+        another is, none while starting. The role is asked again before each plugin: a demotion stops
+        the passes at once (and the fence skips the writes of the one running)."""
         self._update_link()
         for p in self.plugins:
             if self.stop.is_set():
                 break  # stopping: no new pass (its API calls are not bounded by the shutdown bound)
-            report = p.check()
+            role = self._note_role()
+            if role == ROLE_ACTIVE:
+                report = p.check()
+            elif role == ROLE_STANDBY:
+                report = p.standby_check()
+            else:
+                continue
             self.metrics.observe_pass(p.name, report)
             if self.on_pass is not None:
                 self.on_pass(p)
 
+    def _note_role(self) -> str:
+        """The role now; on a promotion every plugin starts a new term (a fresh reconcile first)."""
+        role = self.role()
+        if role != self._term:
+            if role == ROLE_ACTIVE:
+                for p in self.plugins:
+                    p.start_term()
+            self._term = role
+        return role
+
     def start(self) -> None:
         for listener in self.listeners:
             listener.start()
+        if self.leadership is not None:
+            self.leadership.start()
 
     def run(self) -> int:
         """Run until ``stop``: 0 then; EXIT_FAILED when a part of the daemon gave up (CRITICAL logged)."""
+        self._loop_thread = threading.get_ident()
         self.start()
         log.info("rpcdaemon running: plugins %s", " ".join(
             [p.name for p in self.plugins] + (["Dump"] if self.dump else [])) or "none")
@@ -260,10 +412,12 @@ class Service:
         failures = 0
         try:
             while not self.stop.is_set():
+                self._loop_beat()
                 problem = self.health()
                 if problem is None:
                     try:
                         self.step()
+                        self._notify_state()
                         failures = 0
                     except Exception:
                         failures += 1
@@ -276,7 +430,7 @@ class Service:
                                  problem, EXIT_FAILED)
                     code = EXIT_FAILED
                     break
-                self.stop.wait(self.check_interval)
+                self._idle(self.check_interval)
         finally:
             self.shutdown()
         log.info("rpcdaemon stopped")
@@ -289,13 +443,21 @@ class Service:
                 return f"bus listener {listener.name} gave up: {listener.fatal}"
             if not listener.is_alive() and not self.stop.is_set():
                 return f"bus listener {listener.name} stopped"
+        if self.leadership is not None and (problem := self.leadership.problem()) is not None:
+            return problem
         return self.metrics.server_problem()
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         self.stop.set()
         for listener in self.listeners:
-            listener.join(timeout=5)
+            if listener.ident is not None:  # started (a service may be shut down before it ran)
+                listener.join(timeout=5)
         for p in self.plugins:
             p.executor.close()
+        if self.leadership is not None:
+            # Only now: a move past its unbind has made its bind (the fence let it, holding the lease).
+            self.leadership.close()
         self.metrics.close()
+        self.notifier.close()
 

@@ -1,6 +1,7 @@
 """rpcdaemon.conf: the settings, declared once, validated when loaded.
 
-One frozen dataclass per section (``[Daemon]``, ``[L3Agent]``, ``[DHCPAgent]``, ``[Dump]``). Every
+One frozen dataclass per section (``[Daemon]``, ``[L3Agent]``, ``[DHCPAgent]``, ``[Dump]``,
+``[coordination]``). Every
 field carries its default, a one-line reason and a ``Kind`` (``rpcdaemon.kinds``: how the ini text is
 parsed and what is allowed, bounds included); the loader, the error messages, ``--check-config`` and
 ``etc/rpcdaemon.conf.example`` are all derived from those declarations. ``cli.main`` calls
@@ -26,11 +27,13 @@ from rpcdaemon.kinds import (
     BOOL,
     BROKER,
     CONF_PATHS,
+    COORDINATION_URL,
     DAY,
     HTTP_URL,
     JMESPATH,
     LEVEL,
     LEVEL_NAME,
+    LOCK_GROUP,
     NAME,
     PATH,
     PER_NETWORK,
@@ -46,6 +49,7 @@ from rpcdaemon.kinds import (
 from rpcdaemon.redact import mask_text, redact_value, redact_within
 
 L3AGENT, DHCPAGENT, DUMP = "L3Agent", "DHCPAgent", "Dump"
+COORDINATION = "coordination"  # lower case, as in the other OpenStack services' [coordination] backend_url
 PLUGIN_NAMES = (L3AGENT, DHCPAGENT, DUMP)
 AGENT_PLUGINS = (L3AGENT, DHCPAGENT)
 DEFAULT_PIDFILE = Path("/var/run/rpcdaemon.pid")
@@ -131,8 +135,8 @@ class DaemonSettings:
     logfile: Path = setting(  # noqa: RUF009
         DEFAULT_LOGFILE, "Log file of the detached daemon; with -d logs go to stderr.", PATH)
     loglevel: str | None = setting(
-        None, "Log level; empty means INFO when detached and DEBUG with -d.",
-        optional(LEVEL_NAME, "INFO (DEBUG with -d)"))
+        None, "Log level; empty means INFO when detached or under systemd, and DEBUG with -d otherwise.",
+        optional(LEVEL_NAME, "INFO (DEBUG with -d outside systemd)"))
     check_interval: float = setting(
         2.0, "Seconds between checks of liveness and bindings; failover waits at most this long extra.",
         seconds(0.1, 600))
@@ -263,11 +267,28 @@ class DumpSettings:
 
 
 @dataclass(frozen=True)
+class CoordinationSettings:
+    enabled: bool = setting(
+        True, "Run as one of several instances with the same configuration (one per controller): only the one "
+        "holding the leadership lock moves anything, the others listen and stand by; a lone instance simply holds "
+        "it. false: this instance always acts (never run two of those).", BOOL)
+    backend_url: str | None = setting(
+        None, "tooz coordination URL of the lock (the OpenStack convention; needs pip install "
+        "'rpcdaemon[coordination]'), e.g. redis://host:6379, etcd3+http://host:2379, zookeeper://host:2181; "
+        "empty means the RabbitMQ broker of the bus holds it (an exclusive queue, no extra server).",
+        optional(COORDINATION_URL, "the bus's RabbitMQ"))
+    group: str = setting(
+        "rpcdaemon", "Name of the lock (rpcdaemon.leader.GROUP): the same on every instance of one deployment, "
+        "different for deployments that share a broker or backend.", LOCK_GROUP)
+
+
+@dataclass(frozen=True)
 class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     l3: L3AgentSettings = field(default_factory=L3AgentSettings)
     dhcp: DHCPAgentSettings = field(default_factory=DHCPAgentSettings)
     dump: DumpSettings = field(default_factory=DumpSettings)
+    coordination: CoordinationSettings = field(default_factory=CoordinationSettings)
     # Where the settings came from, for messages; and what the loader found odd but harmless.
     source: str = field(default="rpcdaemon.conf", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -286,6 +307,7 @@ SECTIONS: dict[str, tuple[str, type[Any]]] = {
     L3AGENT: ("l3", L3AgentSettings),
     DHCPAGENT: ("dhcp", DHCPAgentSettings),
     DUMP: ("dump", DumpSettings),
+    COORDINATION: ("coordination", CoordinationSettings),
 }
 
 

@@ -3,13 +3,17 @@
 ``run`` is what ``cli.main`` runs (in the foreground or detached). Reads each failover plugin's neutron.conf
 once, builds the Neutron adapter, the shared registry, the plugins, the Dump plugin and the metrics
 server. Both agent plugins share one registry and one bus listener; if their neutron.conf files
-disagree on ``agent_down_time`` the larger wins (the safer choice) and a WARNING says so.
+disagree on ``agent_down_time`` the larger wins (the safer choice) and a WARNING says so. With
+``[coordination] enabled`` (the default) it builds the leadership lease (``build_leadership``: the
+broker's lock, or tooz's with ``backend_url``) and fences each plugin's Neutron adapter with it; a dry
+run takes no lock.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,17 +21,26 @@ from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import ExecutorPolicy
+from rpcdaemon.acting.fence import FencedNeutron
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
+from rpcdaemon.coordination.leader import Leadership, LockBackend
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
-from rpcdaemon.observing.bus import url_for_log
+from rpcdaemon.observing.bus import BrokerLock, BrokerTLS, lock_connection, url_for_log
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.sdnotify import Notifier, watchdog_seconds, watchdog_warning
 from rpcdaemon.service import EXIT_START, AgentPluginConfig, Service, StartError, build_plugin
-from rpcdaemon.settings import AgentPluginSettings, DHCPAgentSettings, L3AgentSettings, Settings
+from rpcdaemon.settings import (
+    AgentPluginSettings,
+    CoordinationSettings,
+    DHCPAgentSettings,
+    L3AgentSettings,
+    Settings,
+)
 
 log = logging.getLogger("rpcdaemon")
 # A real new agent is listed by Neutron within one report; invented host names must not cost more
@@ -105,6 +118,14 @@ def build_service(
     factory = api_factory or OpenStackNeutron
     holder: dict[str, Service] = {}
     plugins: list[FailoverPlugin] = []
+    leadership = None
+    if wanted and d.dry_run:
+        # A dry run next to the live instances must not take the lock from them: it would act for the
+        # group and change nothing. It plans as if it were the active one.
+        log.info("leadership: not taken by a dry run (the live instances keep the lock)")
+    elif wanted:
+        leadership = build_leadership(settings.coordination, bus_url, resolved.broker_tls)
+    may_write = leadership.is_leader if leadership is not None else (lambda: True)
     for name, pn in wanted.items():
         ps = settings.section(name)
         assert isinstance(ps, AgentPluginSettings)
@@ -114,6 +135,7 @@ def build_service(
         except ValueError as exc:  # e.g. a clouds.yaml cloud that is not there: the text says which
             raise StartError(f"{name}: {exc}") from None
         cfg = plugin_config(ps, pn, down_time, d.dry_run)
+        api = FencedNeutron(api, may_write)  # the plugin, its executor and its follower: every write asks the lease
         plugins.append(build_plugin(name, api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
                                     bus_outages=lambda: holder["svc"].bus_outages(),
                                     stop=stop, clock=time.monotonic))
@@ -123,8 +145,12 @@ def build_service(
         dump = DumpPlugin(settings.dump.queue, settings.dump.filter, out=sink, verbose=settings.dump.verbose)
     queue_expire = max((settings.section(n).queue_expire for n in wanted), default=600.0) or None
     metrics = Metrics()
+    notifier = Notifier.from_environ(os.environ)
+    if notifier.enabled:
+        _check_watchdog([settings.section(n).timeout for n in wanted])
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
-                  queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls)
+                  queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls,
+                  notifier=notifier, leadership=leadership)
     holder["svc"] = svc
     if d.metrics_port:
         try:
@@ -132,10 +158,43 @@ def build_service(
         except OSError as exc:  # preflight probed it before detaching; something took it since
             raise StartError(f"[Daemon] metrics_address:metrics_port {d.metrics_address}:{d.metrics_port}: "
                              f"cannot listen: {exc.strerror or exc}") from None
-        log.info("metrics on http://%s:%d/metrics", d.metrics_address, d.metrics_port)
+        log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", d.metrics_address, d.metrics_port)
     if d.dry_run:
         log.warning("DRY RUN: actions are planned and logged, Neutron is never changed")
     return svc
+
+
+def build_leadership(c: CoordinationSettings, bus_url: str, tls: BrokerTLS | None) -> Leadership | None:
+    """The leadership lease of ``[coordination]``: on the bus's broker unless ``backend_url`` names a tooz
+    backend; None when ``enabled = false`` (this instance always acts)."""
+    if not c.enabled:
+        log.info("leadership: off ([coordination] enabled = false): this instance always acts; run no other")
+        return None
+    backend: LockBackend
+    if c.backend_url:
+        try:
+            from rpcdaemon.coordination.tooz_lock import ToozLock  # tooz: an optional extra
+        except ImportError as exc:
+            raise StartError(f"[coordination] backend_url is set, but {exc.name or 'tooz'} is not installed: "
+                             "pip install 'rpcdaemon[coordination]'") from None
+        try:
+            backend = ToozLock(c.backend_url, c.group)
+        except ValueError as exc:  # the text names the URL without its password
+            raise StartError(f"[coordination] backend_url: {exc}") from None
+    else:
+        backend = BrokerLock(lambda: lock_connection(bus_url, tls), c.group)
+    leadership = Leadership(backend)
+    log.info("leadership: %s; only the instance holding it acts (lease %gs, confirmed every %gs)",
+             leadership.describe(), leadership.lease, leadership.interval)
+    return leadership
+
+
+def _check_watchdog(timeouts: list[float]) -> None:
+    """Warn when the unit's WatchdogSec would kill a healthy daemon (see ``sdnotify.watchdog_warning``)."""
+    period = watchdog_seconds(os.environ, os.getpid())
+    problem = watchdog_warning(period, timeouts, ExecutorPolicy().backoff_max) if period is not None else None
+    if problem is not None:
+        log.warning("%s", problem)
 
 
 def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:

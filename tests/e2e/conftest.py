@@ -46,6 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
             if skip:
                 item.add_marker(pytest.mark.skip(reason=f"{SKIP_ENV}=1"))
+    # The broker restart disturbs the session's neutron-server for a while: it runs last of all.
+    items.sort(key=lambda item: _HERE in item.path.parents and item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,10 @@ def render_config(
     l3: Mapping[str, object] | None = None,
     dhcp: Mapping[str, object] | None = None,
     dump: Mapping[str, object] | None = None,
+    coordination: Mapping[str, object] | None = None,
 ) -> str:
     """rpcdaemon.conf for the harness. ``agent`` applies to both [L3Agent] and [DHCPAgent]; ``l3``,
-    ``dhcp``, ``daemon`` and ``dump`` add to or override their section's keys."""
+    ``dhcp``, ``daemon``, ``dump`` and ``coordination`` add to or override their section's keys."""
     sections: dict[str, dict[str, object]] = {
         "Daemon": {"plugins": " ".join(plugins), "rpchost": broker_url(neutron), "check_interval": 1,
                    "metrics_port": metrics_port, **(daemon or {})},
@@ -98,6 +100,8 @@ def render_config(
     sections["DHCPAgent"] = {**common, **(dhcp or {})}
     if dump:
         sections["Dump"] = dict(dump)
+    if coordination:
+        sections["coordination"] = dict(coordination)
     lines: list[str] = []
     for name, keys in sections.items():
         lines.append(f"[{name}]")
@@ -133,6 +137,8 @@ class RpcDaemon:
         self._files = [log, out]
         env = dict(os.environ)
         env.pop("PYTHONWARNINGS", None)  # the daemon runs as operators run it, not with pytest's "error"
+        for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(var, None)  # a CI runner under systemd must not make these daemons talk to it
         self.proc = subprocess.Popen(
             [str(RPCDAEMON), "-d", "-c", str(self.config), *self.args],
             stdin=subprocess.DEVNULL, stdout=out, stderr=log, cwd=self.config.parent, env=env,
@@ -258,6 +264,9 @@ class Daemons:
         self.workdir = workdir
         self.neutron = neutron
         self.started: list[RpcDaemon] = []
+        # One leadership lock per test: the daemons of one test are one deployment; a daemon left over
+        # from an earlier test (frozen, cut off) must not hold this test's daemons in standby.
+        self.group = f"e2e-{uuid.uuid4().hex[:10]}"
 
     def config(
         self,
@@ -269,11 +278,13 @@ class Daemons:
         l3: Mapping[str, object] | None = None,
         dhcp: Mapping[str, object] | None = None,
         dump: Mapping[str, object] | None = None,
+        coordination: Mapping[str, object] | None = None,
     ) -> Path:
         """Write ``<name>.conf`` for the harness (see ``render_config``), metrics on a free port."""
         path = self.workdir / f"{name}.conf"
+        coordination = {"group": self.group, **(coordination or {})}
         path.write_text(render_config(self.neutron, plugins=plugins, metrics_port=free_port(), daemon=daemon,
-                                      agent=agent, l3=l3, dhcp=dhcp, dump=dump))
+                                      agent=agent, l3=l3, dhcp=dhcp, dump=dump, coordination=coordination))
         return path
 
     def start(self, config: Path, *args: str, name: str | None = None) -> RpcDaemon:

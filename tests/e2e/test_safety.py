@@ -3,8 +3,8 @@
 Half the L3 agents dying at once trips the mass-failure brake; a Neutron API outage is survived and
 caught up on; a flapping agent loses its routers once and gets nothing back while it warms up; a dry
 run changes nothing; and a RabbitMQ outage longer than agent_down_time moves nothing at all, after
-which failover works as before. The RabbitMQ test restarts the machine's broker, so it is the last
-test of the last e2e module (and its own test).
+which failover works as before. The RabbitMQ test restarts the machine's broker, so it runs last of all
+(the e2e conftest orders it so), with three instances running as on three controllers.
 """
 
 from __future__ import annotations
@@ -220,42 +220,64 @@ def rabbitmqctl(*args: str) -> None:
 def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
     neutron: NeutronServer, fleet: Fleet, rest: SeedClient, rpcdaemon: Daemons
 ) -> None:
+    """With three instances running, as on three controllers: zero moves by any of them, exactly one
+    active afterwards, and that one handles the next real failure."""
     l3 = add_hosts(fleet, neutron, ["dying", "b", "c", "d"])
     for name in l3:
         seed_routers(rest, l3[name], 4, prefix=f"broker-{name}")
     before = placement_of(rest, l3)
-    daemon = rpcdaemon.start(rpcdaemon.config())
-    daemon.wait_ready()
+    trio = [rpcdaemon.start(rpcdaemon.config(name), name=name) for name in ("bo-1", "bo-2", "bo-3")]
+    for daemon in trio:
+        daemon.wait_ready()
     hosts = {(L3_AGENT, fleet.host(name)) for name in l3}
-    wait_until(lambda: all(daemon.verdicts().get(key) == "alive" for key in hosts), 10, "the daemon to hear all")
+    for daemon in trio:
+        wait_until(lambda d=daemon: all(d.verdicts().get(key) == "alive" for key in hosts), 10,  # type: ignore[misc]
+                   "every instance to hear all")
+    assert sum(leader_of(d) for d in trio) == 1
 
     outage = neutron.agent_down_time + 2
     try:
         rabbitmqctl("stop_app")
         stopped = time.monotonic()
-        wait_until(lambda: daemon.metrics()["rpcdaemon_bus_connected"] == [({}, 0.0)], 10, "the daemon to notice")
+        for daemon in trio:
+            wait_until(lambda d=daemon: d.metrics()["rpcdaemon_bus_connected"] == [({}, 0.0)], 10,  # type: ignore[misc]
+                       "every instance to notice")
         wait_until(lambda: time.monotonic() - stopped > outage, outage + 5, "the outage to last")
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
     restarted = time.monotonic()
 
-    # Neutron's processes, the fake agents and the daemon reconnect by themselves.
+    # Neutron's processes, the fake agents and the daemons reconnect by themselves.
     wait_alive_in_neutron(rest, l3.values(), True, timeout=90)
-    wait_until(lambda: all(daemon.verdicts().get(key) == "alive" for key in hosts), 30,
-               "the daemon to hear every agent again", daemon.hint)
+    for daemon in trio:
+        wait_until(lambda d=daemon: all(d.verdicts().get(key) == "alive" for key in hosts), 30,  # type: ignore[misc]
+                   "every instance to hear every agent again", daemon.hint)
+    wait_until(lambda: sum(leader_of(d) for d in trio) == 1, 20, "exactly one active instance again")
     recovered = time.monotonic() - restarted
     time.sleep(neutron.agent_down_time / 2)  # several more checks after the recovery
-    print(f"\nbroker outage of {outage} s: everything back {recovered:.1f} s after start_app, "
-          f"{len(daemon.actions())} moves")
-    assert daemon.actions() == [], daemon.hint()
-    assert daemon.actions_total() == 0
+    moves = [a for d in trio for a in d.actions()]
+    print(f"\nbroker outage of {outage} s, three instances: everything back {recovered:.1f} s after start_app, "
+          f"{len(moves)} moves")
+    assert moves == [], "".join(d.hint() for d in trio)
+    assert sum(d.actions_total() for d in trio) == 0
+    assert sum(leader_of(d) for d in trio) == 1
     assert placement_of(rest, l3) == before
 
     # And then the ordinary service: a real failure is handled as usual. (Stopping the fake agent's
     # RPC server can take seconds after a broker restart; its heartbeats stop at once.)
+    active = next(d for d in trio if leader_of(d))
     crashed = time.monotonic()
     fleet.crash("dying")
-    wait_moved(rest, l3, "dying", sorted(before["dying"]), daemon, timeout=neutron.agent_down_time + 15)
+    wait_moved(rest, l3, "dying", sorted(before["dying"]), active, timeout=neutron.agent_down_time + 15)
     print(f"after the outage: {len(before['dying'])} routers moved {time.monotonic() - crashed:.1f} s after a crash")
-    assert daemon.tracebacks() == [], daemon.hint()
+    for daemon in trio:
+        assert daemon.tracebacks() == [], daemon.hint()
+        if daemon is not active:
+            assert daemon.actions() == [], daemon.hint()
+
+
+def leader_of(daemon: RpcDaemon) -> int:
+    """1 if the daemon's ``rpcdaemon_leader`` gauge says active, else 0."""
+    samples = daemon.metrics().get("rpcdaemon_leader", [])
+    return 1 if samples and samples[0][1] == 1.0 else 0

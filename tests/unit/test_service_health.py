@@ -28,7 +28,12 @@ class _Plugin(FailoverPlugin):
     name = "Stub"
 
     def __init__(self) -> None:  # no API, no executor: check is overridden
+        from rpcdaemon.plugins.base import PassReport
+
         self.executor = _NoExecutor()  # type: ignore[assignment]
+        self.api = None  # type: ignore[assignment]
+        self.api_ok = True  # what the service's probe and STATUS= read
+        self.last = PassReport()
 
     def check(self):  # type: ignore[no-untyped-def]
         from rpcdaemon.plugins.base import PassReport

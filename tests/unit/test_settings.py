@@ -69,6 +69,11 @@ GOOD = [
     ("Dump", "filter", "method == 'report_state'", "method == 'report_state'"),
     ("Dump", "filter", "", None),
     ("Dump", "verbose", "1", True),
+    ("coordination", "enabled", "no", False),
+    ("coordination", "backend_url", "redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+    ("coordination", "backend_url", "etcd3+http://10.0.0.1:2379?lock_timeout=10", "etcd3+http://10.0.0.1:2379?lock_timeout=10"),
+    ("coordination", "backend_url", "", None),
+    ("coordination", "group", "dc1.region-a_2", "dc1.region-a_2"),
 ]
 # Keys shared by both agent plugins.
 GOOD_AGENT = [
@@ -129,6 +134,12 @@ BAD = [
     ("Dump", "filter", "a[", "a JMESPath expression"),
     ("Dump", "filter", "`bad", "a JMESPath expression"),
     ("Dump", "verbose", "very", "a boolean"),
+    ("coordination", "enabled", "sometimes", "a boolean"),
+    ("coordination", "backend_url", "file:///var/lib/rpcdaemon", "file:// locks do not expire"),
+    ("coordination", "backend_url", "mysql://db/rpcdaemon", "mysql:// locks do not expire"),
+    ("coordination", "backend_url", "127.0.0.1:6379", "a tooz URL"),
+    ("coordination", "group", "two words", "a name of letters, digits"),
+    ("coordination", "group", "x" * 101, "at most 100 characters"),
 ]
 BAD_AGENT = [
     ("conffile", "", "space- or comma-separated files and directories"),
@@ -277,7 +288,8 @@ def test_missing_sections_mean_defaults_and_unlisted_sections_are_fine() -> None
         ("[Daemon]\n\n[l3agent]\ntimeout = 5\n",
          "line 3: [l3agent]: unknown section (names are case-sensitive); did you mean [L3Agent]?"),
         ("[DHCP_Agent]\n", "line 1: [DHCP_Agent]: unknown section; did you mean [DHCPAgent]?"),
-        ("[DEFAULT]\n", "line 1: [DEFAULT]: unknown section; the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump]"),
+        ("[DEFAULT]\n", "line 1: [DEFAULT]: unknown section; the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump]"
+                       " [coordination]"),
     ],
 )
 def test_unknown_keys_and_sections_are_errors_with_a_suggestion(text: str, expected: str) -> None:
@@ -357,7 +369,7 @@ def test_allow_unknown_keys_turns_unknown_names_into_warnings() -> None:
     assert settings.warnings == (
         "rpcdaemon.conf, line 4: [Daemon] chek_interval: ignored unknown key; did you mean check_interval?",
         "rpcdaemon.conf, line 5: [Firewall]: ignored unknown section; "
-        "the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump]",
+        "the sections are [Daemon] [L3Agent] [DHCPAgent] [Dump] [coordination]",
     )
     # It is not a way around bad values, nor around a known section spelt in another case.
     with pytest.raises(ConfigErrors) as caught:

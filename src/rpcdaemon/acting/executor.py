@@ -19,6 +19,12 @@ unbind still makes its bind (retried without backoff), so no router is left host
 stop; single-step actions and unbinds are not retried. The log says "stop: finishing N in-flight
 moves", then "stopped: N finished, M abandoned before unbind". ``daemonize.shutdown_bound`` sizes
 the process's shutdown bound from the same ``timeout`` and ``attempts``.
+
+Progress (``on_progress``): while ``run`` waits for its actions, the caller's thread (the service's
+check loop, which pings systemd's watchdog from it) is called back after each finished action and
+each finished API call attempt, answered or not. Only from the thread that called ``run``: a
+worker's call ending is counted there and reported at the caller's next look (every 0.2 s), so that
+actions stuck without end stop the callbacks, and with them the watchdog's pings.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rpcdaemon.acting.api import ErrorKind, NeutronAPI, NeutronError
+from rpcdaemon.acting.fence import Fenced
 from rpcdaemon.model import Action, ActionKind, Outcome, OutcomeStatus
 
 log = logging.getLogger("rpcdaemon.executor")
@@ -75,8 +82,14 @@ class Executor:
         stop: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._api = api
+        # Called in the thread that called run(), after each finished action or API call attempt.
+        self.on_progress = on_progress
+        self._calls_ended = 0  # API call attempts that returned or raised (any thread)
+        self._calls_reported = 0
+        self._runner: int | None = None  # the thread inside run(), while it is there
         self._policy = policy
         self._stop = stop
         self._clock = clock
@@ -105,11 +118,15 @@ class Executor:
             return out
         with self._lock:
             self._finished_in_stop = self._abandoned = 0
-        futures = [self._pool.submit(self._apply_and_log, a, still_valid) for a in actions]
-        said_stop = self._wait(futures)
-        outcomes = [f.result() for f in futures]
-        if self._policy.verify:
-            outcomes = self._verify(outcomes, still_valid)
+        self._runner = threading.get_ident()
+        try:
+            futures = [self._pool.submit(self._apply_and_log, a, still_valid) for a in actions]
+            said_stop = self._wait(futures)
+            outcomes = [f.result() for f in futures]
+            if self._policy.verify:
+                outcomes = self._verify(outcomes, still_valid)
+        finally:
+            self._runner = None
         if said_stop or self._stop.is_set():
             with self._lock:
                 finished, abandoned = self._finished_in_stop, self._abandoned
@@ -121,13 +138,30 @@ class Executor:
         pending: set[Future[Outcome]] = set(futures)
         said = False
         while pending:
-            _, pending = wait(pending, timeout=_STOP_POLL, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=_STOP_POLL, return_when=FIRST_COMPLETED)
+            self._report_progress(len(done))
             if pending and not said and self._stop.is_set():
                 with self._lock:
                     calling = self._calling
                 self._log.info("stop: finishing %d in-flight moves", calling)
                 said = True
         return said
+
+    def _report_progress(self, finished: int = 0) -> None:
+        """In run()'s thread: one callback per finished action, or one if API calls ended meanwhile."""
+        if self.on_progress is None:
+            return
+        with self._lock:
+            ended = self._calls_ended
+        calls, self._calls_reported = ended - self._calls_reported, ended
+        for _ in range(finished or min(calls, 1)):
+            self.on_progress()
+
+    def _call_ended(self) -> None:
+        with self._lock:
+            self._calls_ended += 1
+        if self._runner == threading.get_ident():
+            self._report_progress()  # a read-back in run()'s own thread: report it now
 
     def _apply_and_log(self, action: Action, still_valid: Validator | None) -> Outcome:
         # One line per action as soon as it ends, so a crash mid-batch still leaves a record.
@@ -167,6 +201,10 @@ class Executor:
             return Outcome(action, OutcomeStatus.FAILED, self._clock() - started, str(gone))
         except _Skip as skip:
             return Outcome(action, OutcomeStatus.SKIPPED, self._clock() - started, str(skip))
+        except Fenced as fenced:
+            # Another instance is the active one now: it plans this again from its own reads. Not a
+            # failure (nothing was sent), and not retried here.
+            return Outcome(action, OutcomeStatus.SKIPPED, self._clock() - started, str(fenced))
         except NeutronError as err:
             # Only a bind can meet INVALID_TARGET (an unbind's refusals are other kinds): that target
             # refuses this router or network for good, and the plugin stops planning the pair.
@@ -271,7 +309,10 @@ class Executor:
         )
         for attempt in retrying:
             with attempt:
-                result = fn(*args)
+                try:
+                    result = fn(*args)
+                finally:
+                    self._call_ended()
         return result
 
     def _sleep(self, seconds: float) -> None:

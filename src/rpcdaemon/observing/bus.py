@@ -7,7 +7,8 @@ for the demo and the tests, and ``BrokerLink``: one connection as ``observing.li
 handles). Errors are classified here once: ``is_broker_error`` (the broker or the network: retried for
 ever) against everything else (a bug, a setting kombu cannot use), and ``explain`` turns an error into
 the words an operator acts on. Messages are handed over as ``RawMessage`` (raw bytes: kombu never
-deserialises them, so nothing can be unpickled).
+deserialises them, so nothing can be unpickled). ``BrokerLock`` is the leadership lock that
+``coordination.leader`` holds on the broker by default (an exclusive queue on a connection of its own).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rpcdaemon.observing.amqpurl import normalise_url, url_for_log
 __all__ = [
     "Ack",
     "BrokerLink",
+    "BrokerLock",
     "BrokerTLS",
     "Connection",
     "RawMessage",
@@ -36,6 +38,7 @@ __all__ = [
     "check_tls",
     "check_url",
     "fanout_subscription",
+    "lock_connection",
     "make_connection",
     "neutron_subscription",
     "normalise_url",
@@ -55,6 +58,12 @@ _Queue: Any = _entity.Queue
 
 _AMQP_HEARTBEAT = 20  # seconds; detects a silently dead broker or network within ~40 s
 _CONNECT_TIMEOUT = 1.5  # per host and attempt, so a black-holed broker does not delay shutdown
+# The leadership lock (BrokerLock): its connection's AMQP heartbeat, the bound on each socket read and
+# write, and the lease (shorter than the broker's 4-6 s detection of a silent client; see BrokerLock).
+LOCK_PREFIX = "rpcdaemon.leader."
+LOCK_HEARTBEAT = 2
+LOCK_IO_TIMEOUT = 2.0
+LOCK_LEASE = 3.0
 _NO_CLIENT_CERT = "it may require a client certificate: set ssl_cert_file/ssl_key_file"
 _CLIENT_CERT_REFUSED = "it may not accept the client certificate: check ssl_cert_file/ssl_key_file and its CA"
 
@@ -264,13 +273,137 @@ class BrokerLink:
             _quietly(self._conn.release)
 
 
-def make_connection(url: str, tls: BrokerTLS | None = None) -> Connection:
+class BrokerLock(BrokerLink):
+    """The leadership lock on the broker itself (``coordination.leader.LockBackend``): an exclusive,
+    non-durable queue ``rpcdaemon.leader.<group>``, declared on a connection of its own.
+
+    RabbitMQ lets one connection at a time declare an exclusive queue of a given name (anyone else's
+    declare is refused with 405 RESOURCE_LOCKED, across a cluster too) and deletes it when that
+    connection closes or goes silent. ``acquire`` declares it: True, or False on RESOURCE_LOCKED
+    (another instance holds it; the broker closes the refused channel, the connection is kept for the
+    next try). ``confirm`` is one passive declare of it on its own channel, plus the heartbeat check.
+    The connection has a 2 s AMQP heartbeat and a 2 s bound on every socket read and write, so a
+    black-holed link fails a confirmation instead of hanging it.
+
+    A standby tries every second, and every refused declare is an ERROR in the broker's log (two lines).
+    So before declaring, ``acquire`` asks whether the queue exists with a publish that cannot leave
+    anything behind: an empty message through the default exchange to the queue's name, ``mandatory``,
+    with publisher confirms: the broker returns it (NO_ROUTE) when there is no such queue, else routes it
+    to the holder's queue, whose ``x-max-length`` of 0 (and the message's ``expiration`` of 0) drops it
+    at once. Only a returned probe leads to a declare, so standbys add no line to the broker's log
+    (a lost race still ends in RESOURCE_LOCKED, as it should).
+
+    The invariant that makes the lease safe (``tests/component/test_leader_lock.py`` checks it): **the
+    lease (3 s) ends before the broker can give the lock to anyone else.** With a 2 s heartbeat RabbitMQ
+    looks for bytes received from the client every 2 s and closes the connection after two looks found
+    none, 4 to 6 s after the last byte it received. The lease counts from just before the last good
+    confirmation was sent, and the broker received that confirmation later still: the holder's lease has
+    ended at least 1 s before its queue can be deleted, and a standby can only declare it after that.
+    """
+
+    def __init__(self, factory: Callable[[], Connection], group: str) -> None:
+        super().__init__(factory)
+        self._name = LOCK_PREFIX + group
+        self._healthy = False  # the last call on the link succeeded: a clean close is worth trying
+        self._probe: Any = None  # the standby's channel for the existence probe
+        self._returned = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def lease(self) -> float:
+        return LOCK_LEASE
+
+    def acquire(self) -> bool:
+        self._healthy = False
+        self.connect()
+        self._conn.heartbeat_check()
+        if self._held_elsewhere():
+            self._healthy = True
+            return False
+        channel = self._conn.channel()
+        try:
+            channel.queue_declare(queue=self._name, durable=False, exclusive=True, auto_delete=True,
+                                  arguments={"x-max-length": 0})
+        except self._conn.channel_errors as exc:
+            if getattr(exc, "code", None) != 405 and "RESOURCE_LOCKED" not in str(exc):
+                raise
+            _quietly(channel.close)  # the broker closed it; this only forgets it
+            self._healthy = True
+            return False
+        self._channel = channel
+        self._healthy = True
+        _quietly(self._probe.close)
+        self._probe = None
+        return True
+
+    def _held_elsewhere(self) -> bool:
+        """Whether the lock queue exists: a mandatory, confirmed publish to it comes back if it does not."""
+        if self._probe is None:
+            self._probe = self._conn.channel()
+            self._probe.events["basic_return"].add(self._on_return)
+        self._returned = False
+        message = self._probe.prepare_message(b"", properties={"expiration": "0"})
+        self._probe.basic_publish(message, exchange="", routing_key=self._name, mandatory=True)
+        return not self._returned  # the return comes before the confirmation that publish waited for
+
+    def _on_return(self, *_: Any) -> None:
+        self._returned = True
+
+    def confirm(self) -> bool:
+        if self._channel is None or self._conn is None:
+            return False
+        self._healthy = False
+        self._conn.heartbeat_check()
+        self._channel.queue_declare(queue=self._name, passive=True)
+        self._healthy = True
+        return True
+
+    def release(self) -> None:
+        """Close the connection: the broker deletes the queue with it. A link that just failed is
+        dropped without a goodbye (it may be black-holed); a healthy one is closed cleanly."""
+        if self._conn is None:
+            return
+        if self._healthy:
+            self.close()
+        else:
+            self.discard()
+        self._conn, self._channel, self._probe, self._healthy = None, None, None, False
+
+    def describe(self) -> str:
+        """The broker being tried (any thread may ask: the link itself is never touched here)."""
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = self._factory()  # no network: only to show the URL
+            except Exception:
+                return "the broker"
+        shown = BrokerLink(self._factory)
+        shown._conn = conn
+        return shown.describe()
+
+    def is_backend_error(self, exc: BaseException) -> bool:
+        return self.is_broker_error(exc)
+
+
+def make_connection(url: str, tls: BrokerTLS | None = None, *, heartbeat: float = _AMQP_HEARTBEAT,
+                    io_timeout: float | None = None, confirm_publish: bool = False) -> Connection:
     """A kombu connection for ``url`` (``;``-separated alternates fail over round-robin).
 
     With ``tls`` (or an ``amqps://`` URL, which means ``BrokerTLS()``) the link is TLS: the chain is
     verified and, unless ``tls.verify_hostname`` is off, the certificate must name the host of the URL
-    being tried (each failover host is checked against its own name)."""
+    being tried (each failover host is checked against its own name). ``heartbeat`` is the AMQP heartbeat
+    asked for; ``io_timeout`` bounds every socket read and write (py-amqp's ``read_timeout`` and
+    ``write_timeout``), so that a synchronous call on a black-holed link fails instead of hanging;
+    ``confirm_publish`` makes every publish wait for the broker's confirmation."""
     options: dict[str, Any] = {}
+    if not url.startswith("memory://") and (io_timeout is not None or confirm_publish):
+        transport: dict[str, Any] = {"confirm_publish": True} if confirm_publish else {}
+        if io_timeout is not None:
+            transport.update(read_timeout=io_timeout, write_timeout=io_timeout)
+        options["transport_options"] = transport
     if url.startswith("memory://"):
         # The in-memory transport polls; its 1 s default would make the demo sluggish.
         options["transport_options"] = {"polling_interval": 0.01}
@@ -280,11 +413,17 @@ def make_connection(url: str, tls: BrokerTLS | None = None) -> Connection:
         tls = BrokerTLS()  # kombu's own amqps:// checks the chain but not the host name
     if tls is not None and not url.startswith("memory://"):
         tls_conn: Any = _TLSConnection  # untyped constructor, as _new_connection
-        conn: Connection = tls_conn(url, connect_timeout=_CONNECT_TIMEOUT, heartbeat=_AMQP_HEARTBEAT,
+        conn: Connection = tls_conn(url, connect_timeout=_CONNECT_TIMEOUT, heartbeat=heartbeat,
                                     ssl=tls_options(tls), **options)
         return conn
-    conn = _new_connection(url, connect_timeout=_CONNECT_TIMEOUT, heartbeat=_AMQP_HEARTBEAT, **options)
+    conn = _new_connection(url, connect_timeout=_CONNECT_TIMEOUT, heartbeat=heartbeat, **options)
     return conn
+
+
+def lock_connection(url: str, tls: BrokerTLS | None = None) -> Connection:
+    """The connection a ``BrokerLock`` holds its queue on: the bus URL and TLS (failover hosts too),
+    a short heartbeat and bounded socket calls."""
+    return make_connection(url, tls, heartbeat=LOCK_HEARTBEAT, io_timeout=LOCK_IO_TIMEOUT, confirm_publish=True)
 
 
 def tls_options(tls: BrokerTLS) -> dict[str, Any]:

@@ -11,6 +11,14 @@ The service calls ``check()`` every ``check_interval`` from its loop thread. A p
 
 A Neutron API outage is not a crash: the pass ends, ``api_ok_since`` is cleared, and no agent is judged
 dead until the daemon has listened for a full window again (see ``deciding.liveness``).
+
+With several instances (``coordination.leader``) the service calls ``standby_check()`` instead while
+another instance is the active one: no write, one ``list_agents`` per ``reconcile_interval``, which keeps
+``api_ok_since`` and the registry's agent list as a reconcile would, so that the listening window of a
+standby promoted later counts from its own bus connection and reads (no new window). ``start_term()``
+on a promotion drops what an earlier term cached (hints, followed moves) and makes the next pass start
+with a full reconcile. The plugin's Neutron adapter is fenced (``acting.fence``): a write made after a
+demotion is refused, and reported SKIPPED.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Literal
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
+from rpcdaemon.acting.fence import Fenced
 from rpcdaemon.acting.readiness import Readiness, ReadinessFollower, ReadinessPolicy
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import (
@@ -108,7 +117,11 @@ class FailoverPlugin:
         self.log = logger or logging.getLogger(f"rpcdaemon.{self.name.lower()}")
         self.started_at = clock()
         self.api_ok_since: float | None = None
+        # How the last reconcile or failed call went: None before the first, True answered, False failed.
+        # Read by other threads (the service's probe); written here only (a bool: atomic to readers).
+        self.api_ok: bool | None = None
         self._next_reconcile = self.started_at
+        self._standby_read_at = self.started_at  # a standby's next list_agents (standby_check)
         self.last = PassReport()
         self.totals: Counter[str] = Counter()
         self._held_said: tuple[str, ...] = ()
@@ -247,6 +260,45 @@ class FailoverPlugin:
         self.follower.track(outcomes, started)
         self._summarise(outcomes, self.clock() - started)
 
+    # -- several instances (coordination.leader): the service calls these instead of check() ----------------
+    def standby_check(self) -> PassReport:
+        """A standby's pass: no write and at most one read (``list_agents``) per ``reconcile_interval``.
+
+        The read keeps ``api_ok_since`` (so the listening window of a standby promoted later counts from
+        its own bus connection and API reads: no new window) and the registry's agent list warm, as a
+        reconcile would; the verdicts are judged from the registry for the metrics, with no API call."""
+        now = self.clock()
+        report = PassReport(at=now)
+        if now >= self._standby_read_at:
+            report.api_calls = True
+            self._standby_read_at = now + self.timing.reconcile_interval
+            try:
+                agents = self.api.list_agents()
+            except NeutronError as err:
+                self._api_failed(err)
+                self._standby_read_at = now + self.timing.retry_reconcile_after / 2
+            else:
+                self.registry.replace_agents(agents, now)
+                if self.api_ok_since is None:
+                    self.log.info("Neutron API reachable; %d %ss listed (standby: reading agents every %.0fs)",
+                                  sum(1 for a in agents if a.agent_type == self.agent_type), self.agent_type,
+                                  self.timing.reconcile_interval)
+                    self.api_ok_since = self.clock()
+                self.api_ok = True
+        report.judged = self.judge(now)
+        self.last = report
+        return report
+
+    def start_term(self) -> None:
+        """This instance has just become the active one: whatever it cached in an earlier term (bindings,
+        bus hints, moves it followed) may be stale, so the next pass starts with a full reconcile."""
+        now = self.clock()
+        self.news.discard()
+        self.follower.tracked.clear()
+        self._next_reconcile = min(self._next_reconcile, now)
+        self._next_opinion = min(self._next_opinion, now)
+        self._standby_read_at = now  # if demoted again, read at once
+
     def _follow_up(self, report: PassReport) -> None:
         """Poll the followed moves' ports (at most every poll interval); act on those not ready in time."""
         if not self.follower.tracked:
@@ -274,6 +326,11 @@ class FailoverPlugin:
             self.log.warning("%s: cannot unbind %s %s from %s (%s); trying again in %.0fs unless it is up by then",
                              self.name, what, r.resource_id, r.target.describe(), err, self.follower.policy.timeout)
             self.follower.follow_again(r)
+            return
+        except Fenced as fenced:
+            # Demoted meanwhile: the active instance follows (or moves) it from its own reads.
+            self.log.info("%s: %s %s not unbound from %s: %s", self.name, what, r.resource_id, r.target.describe(),
+                          fenced)
             return
         hosts = self.bindings.get(r.resource_id, frozenset()) - {r.target.id}
         if hosts:
@@ -347,6 +404,7 @@ class FailoverPlugin:
             self.log.info("Neutron API reachable; %d %ss listed", sum(
                 1 for a in agents if a.agent_type == self.agent_type), self.agent_type)
             self.api_ok_since = self.clock()
+        self.api_ok = True
         self._next_reconcile = now + self.timing.reconcile_interval
         self._unknown_next = now + self.timing.unknown_reconcile_every
 
@@ -382,6 +440,7 @@ class FailoverPlugin:
                              " and a full window has passed", err)
         self.totals["api_errors"] += 1
         self.api_ok_since = None
+        self.api_ok = False
         self.request_reconcile(self.timing.retry_reconcile_after / 2)
 
     def still_valid(self, action: Action) -> str | None:

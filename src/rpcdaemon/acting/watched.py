@@ -1,0 +1,81 @@
+"""A ``NeutronAPI`` that says when each call ends: the check loop's proof of life between its own calls.
+
+``service.build_plugin`` wraps the adapter a plugin (and its readiness follower) calls from the check
+loop thread; the service sets ``on_call_end`` and pings systemd's watchdog from it. A reconcile of a
+large cloud is one call per agent in a row (a thousand L3 agents with DVR), far longer than the
+watchdog allows, yet each answer shows the loop is not stuck. A call that never ends calls nothing, so
+the pings stop. The executor's workers use the bare adapter: ``Executor.on_progress`` reports theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.model import Agent, Network, PortState, Router
+
+T = TypeVar("T")
+
+
+class WatchedAPI:
+    """Delegates every ``NeutronAPI`` call to ``api``; then calls ``on_call_end`` (returned or raised)."""
+
+    def __init__(self, api: NeutronAPI, on_call_end: Callable[[], None] | None = None) -> None:
+        self.api = api
+        self.on_call_end = on_call_end
+
+    def _ended(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return fn(*args)
+        finally:
+            if self.on_call_end is not None:
+                self.on_call_end()
+
+    def list_agents(self) -> list[Agent]:
+        return self._ended(self.api.list_agents)
+
+    def get_agent(self, agent_id: str) -> Agent:
+        return self._ended(self.api.get_agent, agent_id)
+
+    def list_routers(self) -> list[Router]:
+        return self._ended(self.api.list_routers)
+
+    def list_networks(self) -> list[Network]:
+        return self._ended(self.api.list_networks)
+
+    def get_router(self, router_id: str) -> Router:
+        return self._ended(self.api.get_router, router_id)
+
+    def get_network(self, network_id: str) -> Network:
+        return self._ended(self.api.get_network, network_id)
+
+    def routers_on_agent(self, agent_id: str) -> list[str]:
+        return self._ended(self.api.routers_on_agent, agent_id)
+
+    def networks_on_agent(self, agent_id: str) -> list[str]:
+        return self._ended(self.api.networks_on_agent, agent_id)
+
+    def agents_for_router(self, router_id: str) -> list[str]:
+        return self._ended(self.api.agents_for_router, router_id)
+
+    def agents_for_network(self, network_id: str) -> list[str]:
+        return self._ended(self.api.agents_for_network, network_id)
+
+    def bind_router(self, agent_id: str, router_id: str) -> None:
+        self._ended(self.api.bind_router, agent_id, router_id)
+
+    def unbind_router(self, agent_id: str, router_id: str) -> None:
+        self._ended(self.api.unbind_router, agent_id, router_id)
+
+    def bind_network(self, agent_id: str, network_id: str) -> None:
+        self._ended(self.api.bind_network, agent_id, network_id)
+
+    def unbind_network(self, agent_id: str, network_id: str) -> None:
+        self._ended(self.api.unbind_network, agent_id, network_id)
+
+    def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
+        return self._ended(self.api.ports_of_devices, device_ids)
+
+    def dhcp_ports(self, network_ids: Sequence[str]) -> list[PortState]:
+        return self._ended(self.api.dhcp_ports, network_ids)

@@ -1,0 +1,266 @@
+"""The real ``rpcdaemon`` process for the systemd-facing component tests: a scripted Neutron endpoint
+(noauth, as ``[L3Agent] endpoint`` talks to), a datagram socket standing in for systemd's notify socket,
+a vhost of the test's own on the shared RabbitMQ, and a launcher that scrubs the environment.
+
+Used by test_notify_process.py, test_sighup_process.py and test_health_process.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from conftest import AMQP_HOST, AMQP_PORT, declare_oslo_exchange, rabbitmqctl
+
+RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
+# What a systemd (or a CI runner under one) would hand down: never let it reach these daemons by accident.
+SYSTEMD_VARS = ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class NeutronStub:
+    """A Neutron v2.0 API with no agents and no routers, on a port chosen up front (``start`` binds it,
+    so a daemon can be started while nothing listens there). ``hang()``: requests are accepted and
+    never answered until ``release()``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._hang = threading.Event()
+        self._release = threading.Event()
+        self.hanging = threading.Event()  # a request is being held
+        self.requests = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                stub.requests += 1
+                if stub._hang.is_set():
+                    stub.hanging.set()
+                    stub._release.wait(120)
+                path = self.path.split("?")[0]
+                if path == "/":
+                    doc: dict[str, Any] = {"versions": [{"id": "v2.0", "status": "CURRENT",
+                                                         "links": [{"href": f"{stub.url}/v2.0/", "rel": "self"}]}]}
+                elif path == "/v2.0/agents":
+                    doc = {"agents": []}
+                elif path == "/v2.0/routers":
+                    doc = {"routers": []}
+                else:
+                    self._send(404, {"NeutronError": {"type": "HTTPNotFound", "message": path, "detail": ""}})
+                    return
+                self._send(200, doc)
+
+            def _send(self, status: int, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def hang(self) -> None:
+        self._release.clear()
+        self.hanging.clear()
+        self._hang.set()
+
+    def release(self) -> None:
+        self._hang.clear()
+        self._release.set()
+
+    def stop(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class NotifySocket:
+    """Where the daemon's sd_notify datagrams go (a short path: AF_UNIX paths end at 108 bytes). A
+    reader thread stamps each datagram on arrival, so the spacing of the pings can be measured."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="rpcd-n-", dir="/tmp"))
+        self.path = str(self._dir / "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.seen: list[tuple[float, str]] = []  # (monotonic time received, message)
+        self._lock = threading.Lock()
+        self._arrived: list[tuple[float, str]] = []
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._arrived.append((time.monotonic(), data.decode()))
+
+    def poll(self) -> list[tuple[float, str]]:
+        """Messages that arrived since the last poll (also kept in ``seen``)."""
+        with self._lock:
+            new, self._arrived = self._arrived, []
+        self.seen += new
+        return new
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
+        def found() -> str | None:
+            for _, message in self.poll():
+                if predicate(message):
+                    return message
+            return None
+
+        return str(wait_until(found, timeout, what))
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.join(5)
+        self.sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class Vhost:
+    """A RabbitMQ vhost of the test's own (guest may use it), with Neutron's exchange declared in it.
+    Deleting it closes every connection in it: a bus outage for one daemon, the broker untouched."""
+
+    def __init__(self) -> None:
+        self.name = f"rpcd-test-{uuid.uuid4().hex[:12]}"
+        self.url = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{self.name}"
+
+    def create(self) -> None:
+        rabbitmqctl("add_vhost", self.name)
+        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        declare_oslo_exchange(url=self.url)
+
+    def delete(self) -> None:
+        rabbitmqctl("delete_vhost", self.name)
+
+
+def http_get(port: int, path: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.headers.get("Content-Type", ""), answer.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+class RpcDaemon:
+    """One real ``rpcdaemon`` process (foreground with ``-d`` unless ``detached``), stderr to a file."""
+
+    def __init__(self, workdir: Path, config_text: str) -> None:
+        self.workdir = workdir
+        self.config = workdir / "rpcdaemon.conf"
+        self.config.write_text(config_text)
+        self.stderr_path = workdir / "stderr.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
+
+    @staticmethod
+    def environ(**extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS and k != "PYTHONWARNINGS"}
+        env.update(extra)
+        return env
+
+    def start(self, *, env: dict[str, str] | None = None) -> RpcDaemon:
+        with self.stderr_path.open("ab") as err:
+            self.proc = subprocess.Popen([str(RPCDAEMON), "-d", "-c", str(self.config)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir,
+                                         env=env or self.environ())
+        self.pids.append(self.proc.pid)
+        return self
+
+    def start_detached(self, pidfile: Path) -> int:
+        done = subprocess.run([str(RPCDAEMON), "-c", str(self.config)], capture_output=True, text=True, timeout=30,
+                              check=False, cwd=self.workdir, env=self.environ())
+        assert done.returncode == 0, done.stderr
+        pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the pid file"))
+        self.pids.append(pid)
+        return pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def l3_config(*, bus_url: str, endpoint: str, neutron_conf: Path, metrics_port: int = 0,
+              timeout: float = 30.0, extra: str = "") -> str:
+    """The L3Agent plugin against ``endpoint`` (noauth), checking every 0.2 s, reconciling every second."""
+    neutron_conf.write_text("[DEFAULT]\nagent_down_time = 10\n[AGENT]\nreport_interval = 2\n")
+    return (f"[Daemon]\nplugins = L3Agent\nrpchost = {bus_url}\ncheck_interval = 0.2\n"
+            f"metrics_port = {metrics_port}\nmetrics_address = 127.0.0.1\n{extra}"
+            f"[L3Agent]\nconffile = {neutron_conf}\nendpoint = {endpoint}\ntimeout = {timeout:g}\n"
+            "reconcile_interval = 1\nready_timeout = 0\n"
+            # a lock of its own: daemons of other tests (or other people's) on this broker are not its group
+            f"[coordination]\ngroup = test-{uuid.uuid4().hex[:10]}\n")
