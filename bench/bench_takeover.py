@@ -115,13 +115,21 @@ def _all_moved(rest: SeedClient, live: Sequence[str], routers: set[str]) -> bool
     return routers <= on_live
 
 
-def _seed_dying(fleet: Fleet, server: NeutronServer, rest: SeedClient, name: str, routers: int) -> tuple[str, set[str]]:
+def _seed_dying(fleet: Fleet, server: NeutronServer, rest: SeedClient, name: str,
+                routers: int) -> tuple[str, str, set[str]]:
     host = fleet.add_host(name, l3=True, dhcp=False, ovs=False)
     agent = fleet.wait_registered(server.url, timeout=60)[(host, L3_AGENT)]
     created = set(rest.create_routers_bulk(routers, prefix=name))
     rest.bind_routers_bulk(agent, sorted(created))
     time.sleep(2 * REPORT_INTERVAL)  # the new agent is heard steadily by every instance
-    return host, created
+    return host, agent, created
+
+
+def _forget(fleet: Fleet, rest: SeedClient, host: str, agent: str) -> None:
+    """The dead host is gone for good: deleted from Neutron as an operator would, so that earlier runs'
+    dead agents do not add up to the mass-failure brake's share."""
+    fleet.remove(host)
+    rest.delete_agent(agent)
 
 
 def _takeover(group: Group, fleet: Fleet, rest: SeedClient, live: Sequence[str], host: str,
@@ -178,15 +186,15 @@ def figures(*, runs: int = 5, routers: int = 30, backend_url: str = "", verbose:
         time.sleep(DOWN_TIME + 2)  # past the listening window: a steady group
         try:
             for run in range(runs):
-                host, created = _seed_dying(fleet, server, rest, f"dying-takeover-{run}", routers)
+                host, agent, created = _seed_dying(fleet, server, rest, f"dying-takeover-{run}", routers)
                 takeovers.append(_takeover(group, fleet, rest, live, host, created))
-                fleet.remove(host)
+                _forget(fleet, rest, host, agent)
                 time.sleep(DOWN_TIME / 2)  # the restarted instance settles as a standby
                 for kill, into in ((True, together), (False, alone)):
-                    host, created = _seed_dying(fleet, server, rest, f"dying-{'both' if kill else 'one'}-{run}",
-                                                routers)
+                    host, agent, created = _seed_dying(fleet, server, rest,
+                                                       f"dying-{'both' if kill else 'one'}-{run}", routers)
                     into.append(_failover(group, fleet, rest, live, host, created, kill_active=kill))
-                    fleet.remove(host)
+                    _forget(fleet, rest, host, agent)
                     time.sleep(DOWN_TIME / 2)
                 if verbose:
                     print(f"run {run + 1}/{runs}: takeover {takeovers[-1]:.1f} s; agent + active dying together "
