@@ -10,7 +10,8 @@ their ports are ACTIVE on the live hosts, rpcdaemon vs Neutron's own rescheduler
 ``Executor.run`` vs the same calls from a plain pool;
 (c) ``calls``: Neutron API calls per hour in steady state vs the original design; (d) ``decode``:
 heartbeats per second through bus + decode + registry (``bench/bench_decode.py``); (e) ``plan``: one
-full plan at scale (``bench/bench_plan.py``). (d) and (e) run in child processes (their memory and
+full plan at scale (``bench/bench_plan.py``); (g) ``takeover``: three instances, the active one killed
+(``bench/bench_takeover.py``). (d) and (e) run in child processes (their memory and
 CPU figures are then their own): (d)'s printed rate is read back, (e) is ``bench_plan.figures`` run by
 ``bench.run --child plan``, which prints its figures as one JSON line. A benchmark that fails gives an
 error row; the others still run.
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-NAMES = ("failover", "moves", "calls", "decode", "plan")
+NAMES = ("failover", "moves", "calls", "decode", "plan", "takeover")
 COLUMNS = ("benchmark", "measure", "rpcdaemon", "compared with", "goal", "met")
 
 if __package__ in (None, ""):  # ``python bench/run.py``: make ``bench`` and ``tests`` importable
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plan-networks", type=int)
     e.add_argument("--plan-per-network", help="DHCP agents per network: a number or 'all'")
     e.add_argument("--plan-runs", type=int, default=7)
+    g = parser.add_argument_group("(g) takeover")
+    g.add_argument("--takeover-runs", type=int, default=5, help="runs of each scenario (about 70 s each)")
     parser.add_argument("--child", choices=("plan",), help=argparse.SUPPRESS)
     return parser
 
@@ -200,7 +203,13 @@ def plan_runs(args: argparse.Namespace) -> dict[str, Callable[[], list[Figure]]]
                   if key.startswith("plan_") and value is not None]
         return read_figures(run_child(["bench.run", "--child", "plan", *passed, *sizes], 600))
 
-    return {"failover": failover, "moves": moves, "calls": calls, "decode": decode, "plan": plan}
+    def takeover() -> list[Figure]:
+        from bench import bench_takeover
+
+        return bench_takeover.figures(runs=2 if quick else args.takeover_runs, routers=10 if quick else 30)
+
+    return {"failover": failover, "moves": moves, "calls": calls, "decode": decode, "plan": plan,
+            "takeover": takeover}
 
 
 def main(argv: list[str] | None = None) -> int:
