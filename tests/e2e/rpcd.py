@@ -264,8 +264,10 @@ class Daemons:
         self.workdir = workdir
         self.neutron = neutron
         self.started: list[RpcDaemon] = []
-        # One leadership lock per test: the daemons of one test are one deployment; a daemon left over
-        # from an earlier test (frozen, cut off) must not hold this test's daemons in standby.
+        # A leadership lock per test and config name: two configs side by side in one test are two
+        # deployments (both act); a daemon left over from an earlier test (frozen, cut off) must not hold
+        # this test's daemons in standby. Instances of one deployment pass ``coordination={"group": ...}``
+        # (e.g. ``self.group``).
         self.group = f"e2e-{uuid.uuid4().hex[:10]}"
 
     def config(
@@ -282,7 +284,7 @@ class Daemons:
     ) -> Path:
         """Write ``<name>.conf`` for the harness (see ``render_config``), metrics on a free port."""
         path = self.workdir / f"{name}.conf"
-        coordination = {"group": self.group, **(coordination or {})}
+        coordination = {"group": f"{self.group}-{name}", **(coordination or {})}
         path.write_text(render_config(self.neutron, plugins=plugins, metrics_port=free_port(), daemon=daemon,
                                       agent=agent, l3=l3, dhcp=dhcp, dump=dump, coordination=coordination))
         return path

@@ -58,10 +58,14 @@ def wait_one_active(daemons: Sequence[RpcDaemon], timeout: float) -> RpcDaemon:
                       lambda: "".join(d.hint() for d in daemons))
 
 
-def start_group(rpcdaemon: Daemons, names: Iterable[str], **config: object) -> list[RpcDaemon]:
-    started = [rpcdaemon.start(rpcdaemon.config(name, **config), name=name) for name in names]  # type: ignore[arg-type]
-    for daemon in started:
-        daemon.wait_ready(timeout=40)
+def start_group(rpcdaemon: Daemons, names: Iterable[str], *, daemon: dict[str, object] | None = None,
+                coordination: dict[str, object] | None = None) -> list[RpcDaemon]:
+    """Instances of one deployment: one lock group (the test's), each with its own metrics port and log."""
+    together = {"group": rpcdaemon.group, **(coordination or {})}
+    started = [rpcdaemon.start(rpcdaemon.config(name, daemon=daemon, coordination=together), name=name)
+               for name in names]
+    for instance in started:
+        instance.wait_ready(timeout=40)
     return started
 
 

@@ -226,7 +226,8 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
     for name in l3:
         seed_routers(rest, l3[name], 4, prefix=f"broker-{name}")
     before = placement_of(rest, l3)
-    trio = [rpcdaemon.start(rpcdaemon.config(name), name=name) for name in ("bo-1", "bo-2", "bo-3")]
+    trio = [rpcdaemon.start(rpcdaemon.config(name, coordination={"group": rpcdaemon.group}), name=name)
+            for name in ("bo-1", "bo-2", "bo-3")]
     for daemon in trio:
         daemon.wait_ready()
     hosts = {(L3_AGENT, fleet.host(name)) for name in l3}
