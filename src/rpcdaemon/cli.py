@@ -189,6 +189,13 @@ def _run_detached(settings: Settings, run: Runner) -> int:
             pass
     except OSError as exc:
         raise _StartError(f"cannot write logfile {logfile}: {exc.strerror}") from None
+    audit_log = settings.daemon.audit_log
+    try:
+        if audit_log is not None:
+            with audit_log.open("a", encoding="utf-8"):
+                pass
+    except OSError as exc:
+        raise _StartError(f"cannot write audit_log {audit_log}: {exc.strerror}") from None
     for warning in settings.warnings:
         print(f"rpcdaemon: warning: {warning}", file=sys.stderr)
 

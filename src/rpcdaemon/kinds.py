@@ -12,6 +12,7 @@ import configparser
 import ipaddress
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,17 @@ def integer(low: int, high: int, *, what: str | None = None) -> Kind:
         return value
 
     return Kind(what or f"an integer from {low} to {high}", parse)
+
+
+def choice(*values: str) -> Kind:
+    """One of a few fixed words (any case; the lower-case word is kept)."""
+
+    def parse(text: str) -> str:
+        if text.lower() not in values:
+            raise ValueError
+        return text.lower()
+
+    return Kind(f"one of {', '.join(values)}", parse)
 
 
 def optional(kind: Kind, empty_means: str) -> Kind:
@@ -227,3 +239,33 @@ JMESPATH = Kind("a JMESPath expression", _parse_jmespath)
 LOCK_GROUP = Kind("a name of letters, digits, '.', '_' and '-' (at most 100 characters)", _parse_lock_group)
 COORDINATION_URL = Kind(f"a tooz URL ({', '.join(s + '://' for s in TOOZ_SCHEMES)})", _parse_coordination_url)
 PER_NETWORK = Kind("'all' or an integer >= 1", _parse_per_network, lambda v: "all" if v is None else str(v))
+
+
+FENCE_PLACEHOLDERS = ("host", "agent_id", "agent_type")
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def _parse_command(text: str) -> tuple[str, ...]:
+    """A command line split as a POSIX shell would split it (quotes, backslashes), never run by one."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        raise Invalid(f"cannot split it into arguments: {str(exc).lower()}") from None
+    if not argv:
+        return ()
+    program = argv[0]
+    if _PLACEHOLDER.search(program):
+        raise Invalid("the program must be a fixed name; placeholders go in its arguments")
+    if "/" in program and not program.startswith("/"):
+        raise Invalid(f"{program!r} is a relative path: give an absolute path, or a name found on PATH")
+    known = " ".join(f"{{{name}}}" for name in FENCE_PLACEHOLDERS)
+    for arg in argv[1:]:
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in FENCE_PLACEHOLDERS:
+                raise Invalid(f"unknown placeholder {{{name}}} (known: {known})")
+    return argv
+
+
+# An empty text is no command (the default: no fencing).
+FENCE_COMMAND = Kind("a command line (split like a shell would, run by none), or empty for none", _parse_command,
+                     shlex.join)

@@ -8,19 +8,24 @@ default). Detached: the ``[Daemon] logfile``, reopened when logrotate moves it a
 through ``rpcdaemon.<plugin name in lower case>`` at its own level.
 Every record goes through ``MaskingFormatter``: ``redact.mask_text``, the linear last-resort filter
 (structural redaction of known secrets happens where they are known: see ``rpcdaemon.redact``).
+``[Daemon] log_format = json`` swaps it for ``JsonFormatter``: one JSON object per record, same masking,
+with an action's structured fields (``extra={"fields": ...}``) as keys of their own.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import logging.handlers
+import math
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from rpcdaemon.redact import mask_text
+from rpcdaemon.redact import mask_text, redact_mapping
 from rpcdaemon.settings import PLUGIN_NAMES, Settings
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -36,19 +41,62 @@ def _printable(value: object) -> object:
     return value.translate(_CONTROL) if isinstance(value, str) else value
 
 
+def _printable_args(record: logging.LogRecord) -> logging.LogRecord:
+    """``record``, or a copy whose string arguments have their control characters escaped."""
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(a, str) for a in args):
+        record = copy.copy(record)
+        record.args = tuple(_printable(a) for a in args)
+    elif isinstance(args, Mapping):
+        record = copy.copy(record)
+        record.args = {k: _printable(v) for k, v in args.items()}
+    return record
+
+
 class MaskingFormatter(logging.Formatter):
     """Masks secrets in the whole formatted record (message, arguments and traceback alike), and
     escapes control characters in string arguments so that no value can start a line of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        args = record.args
-        if isinstance(args, tuple) and any(isinstance(a, str) for a in args):
-            record = copy.copy(record)
-            record.args = tuple(_printable(a) for a in args)
-        elif isinstance(args, Mapping):
-            record = copy.copy(record)
-            record.args = {k: _printable(v) for k, v in args.items()}
-        return mask_text(super().format(record))
+        return mask_text(super().format(_printable_args(record)))
+
+
+def utc_timestamp(at: float) -> str:
+    """``at`` (seconds since the epoch) in RFC 3339, UTC, to the millisecond: ``2026-12-02T10:41:40.123Z``."""
+    whole = math.floor(at)
+    millis = min(999, round((at - whole) * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """``[Daemon] log_format = json``: one JSON object per record, on one line (ASCII only).
+
+    ``ts`` (RFC 3339 UTC), ``level``, ``logger``, ``message`` (as the text format shows it: control
+    characters in arguments escaped, secrets masked), ``exc_info`` with a traceback; and the record's
+    ``fields`` (a mapping passed as ``extra={"fields": ...}``, as the executor does for each action:
+    kind, resource_id, from_host, from_id, to_host, to_id, status, seconds ...), secret-named keys masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": utc_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask_text(_printable_args(record).getMessage()),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            for key, value in redact_mapping(dict(fields)).items():
+                out.setdefault(str(key), value)
+        if record.exc_info:
+            out["exc_info"] = mask_text(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack_info"] = mask_text(self.formatStack(record.stack_info))
+        return json.dumps(out, ensure_ascii=True, default=str)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The main log's formatter for ``[Daemon] log_format`` (text or json)."""
+    return JsonFormatter() if log_format == "json" else MaskingFormatter(FORMAT)
 
 
 def plugin_logger_name(plugin: str) -> str:
@@ -84,7 +132,7 @@ def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | 
     else:
         # Watched: a log file moved away by logrotate is reopened, no copytruncate needed.
         handler = logging.handlers.WatchedFileHandler(settings.daemon.logfile, encoding="utf-8")
-    handler.setFormatter(MaskingFormatter(FORMAT))
+    handler.setFormatter(make_formatter(settings.daemon.log_format))
     root = logging.getLogger()
     root.addHandler(handler)
     _installed.append(handler)
@@ -100,9 +148,25 @@ def configure_logging(settings: Settings, *, foreground: bool, stream: TextIO | 
         logger.setLevel(value)
 
 
+# Other files the daemon appends to (the audit trail): reopen_log_files reopens them too.
+_reopeners: list[Callable[[], None]] = []
+
+
+def reopen_on_hup(reopen: Callable[[], None]) -> Callable[[], None]:
+    """Have ``reopen_log_files`` call ``reopen`` too (after the log file's); returns what undoes it."""
+    _reopeners.append(reopen)
+
+    def undo() -> None:
+        if reopen in _reopeners:
+            _reopeners.remove(reopen)
+
+    return undo
+
+
 def reopen_log_files() -> int:
-    """Reopen the log file if it was moved or removed (logrotate's rename, then SIGHUP); how many
-    file handlers were looked at. Holds each handler's lock, so no record is written meanwhile.
+    """Reopen the log file if it was moved or removed (logrotate's rename, then SIGHUP), then the other
+    files registered with ``reopen_on_hup``; how many log file handlers were looked at. Holds each
+    handler's lock, so no record is written meanwhile.
     Never from a signal handler: the thread it interrupts may hold that lock."""
     count = 0
     for handler in _installed:
@@ -113,6 +177,8 @@ def reopen_log_files() -> int:
             finally:
                 handler.release()
             count += 1
+    for reopen in list(_reopeners):
+        reopen()  # each says what it did
     return count
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 L3_AGENT = "L3 agent"
 DHCP_AGENT = "DHCP agent"
@@ -224,6 +224,23 @@ class Outcome:
     # InvalidL3Agent): retrying the same pair cannot succeed, so the plugin remembers the pair.
     refusal: str = ""
 
+    def fields(self) -> dict[str, Any]:
+        """The outcome as flat, JSON-ready fields: the executor's per-action log line carries them
+        (``extra={"fields": ...}``, shown by ``log_format = json``) and the audit trail writes them."""
+        a = self.action
+        return {
+            "kind": a.kind.value,
+            "resource_id": a.resource_id,
+            "from_host": a.source.host if a.source is not None else None,
+            "from_id": a.source.id if a.source is not None else None,
+            "to_host": a.target.host if a.target is not None else None,
+            "to_id": a.target.id if a.target is not None else None,
+            "reason": a.reason,
+            "status": self.status.value,
+            "seconds": round(self.seconds, 3),
+            "detail": self.detail,
+        }
+
 
 # Port owners that make up a router on its L3 agent's host (neutron_lib.constants.DEVICE_OWNER_*).
 PORT_ROUTER_INTERFACE = "network:router_interface"
@@ -249,3 +266,18 @@ class PortState:
     @property
     def active(self) -> bool:
         return self.status == PORT_ACTIVE
+
+
+class AuditRecord(Protocol):
+    """Where the core reports a decision or an action for the audit trail (``[Daemon] audit_log``).
+
+    The shell's ``audit.AuditLog.record``, handed to each plugin by the service (``FailoverPlugin.audit``);
+    ``no_audit`` when the trail is off. ``record("fence", plugin="L3Agent", host="net-1", agent_id="a1",
+    result="ok", seconds=1.2)`` writes one JSON line, ``ts``, ``event`` and ``instance`` added, secrets
+    redacted. Any thread; never raises. A new event name or field goes into ``audit_schema.json`` too."""
+
+    def __call__(self, event: str, /, **fields: Any) -> None: ...
+
+
+def no_audit(event: str, /, **fields: Any) -> None:
+    """The audit trail when ``[Daemon] audit_log`` is empty: nothing is written."""

@@ -6,7 +6,7 @@ restart loop helps nobody when the configuration is wrong). Each check uses the 
 use: the broker URL goes through ``observing.bus.check_url`` (kombu's own parsing, every failover
 alternate), ``[coordination] backend_url`` through ``coordination.tooz_lock`` (tooz and the backend's
 client installed, a lock expiry longer than the lease), a clouds.yaml cloud through
-``acting.openstack_neutron.check_cloud``, the metrics address
+``acting.openstack_neutron.check_cloud``, a ``fence_command``'s program on PATH, the metrics address
 through the resolver, and on the start path only (``--check-config`` may run next to a live daemon) the
 metrics port is bound once and released.
 """
@@ -14,6 +14,7 @@ metrics port is bound once and released.
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Checkers:
     check_cloud: Callable[[str], None]
     resolve: Callable[[str, int], object] = socket.getaddrinfo
     check_coordination: Callable[[str], None] = field(default_factory=lambda: check_coordination)
+    which: Callable[[str], str | None] = shutil.which  # where a fence_command's program is
 
 
 def check_coordination(url: str) -> None:
@@ -72,6 +74,11 @@ def run_checks(settings: Settings, resolved: Resolved, *, starting: bool, checke
                 c.check_cloud(plugin.access.cloud)
             except ValueError as exc:
                 raise PreflightError(f"{settings.source}: [{name}] cloud: {exc}") from None
+    for name, ps in settings.agent_plugins():
+        if ps.fence_command and c.which(ps.fence_command[0]) is None:
+            # Every failover would wait on a fence that cannot run: refuse to start instead.
+            raise PreflightError(f"{settings.source}: [{name}] fence_command: {ps.fence_command[0]!r} is not an "
+                                 "executable program (searched on PATH unless given as an absolute path)")
     d = settings.daemon
     if d.metrics_port:
         where = f"{settings.source}: [Daemon] metrics_address = {d.metrics_address}"

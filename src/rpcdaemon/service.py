@@ -20,6 +20,7 @@ is released in ``shutdown``, after the executors have finished their in-flight m
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -28,10 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rpcdaemon import __version__
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
+from rpcdaemon.acting.fencing import FencePolicy, Fencer
 from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.acting.watched import WatchedAPI
+from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
+from rpcdaemon.audit import AuditLog, PassAuditor
 from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
@@ -101,6 +105,7 @@ class AgentPluginConfig:
     skip_ha_routers: bool = True
     agents_per_network: int | None = None
     readiness: ReadinessPolicy | None = None  # None: moves are not followed
+    fence: FencePolicy | None = None  # None: no fence_command, dead agents' work moves at once
 
 
 def build_plugin(
@@ -113,13 +118,20 @@ def build_plugin(
     stop: threading.Event,
     clock: Callable[[], float] = time.monotonic,
     bus_outages: Callable[[], int] = lambda: 0,
+    may_write: Callable[[], bool] = lambda: True,
 ) -> FailoverPlugin:
+    """``may_write``: the leadership lease, asked right before a fence command starts (the writes ask it
+    through the adapter's ``acting.fence.FencedNeutron``)."""
     logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
-    executor = Executor(api, cfg.executor, stop=stop, clock=clock, logger=logger)
+    errors = ApiErrors()  # the plugin's and its executor's failed calls, in one count (the metrics read it)
+    executor = Executor(WatchedAPI(api, errors=errors), cfg.executor, stop=stop, clock=clock, logger=logger)
     # The plugin's own calls run in the check loop thread: each one ending is its proof of life (the
     # service sets on_call_end); the executor's workers report through Executor.on_progress instead.
-    api = WatchedAPI(api)
-    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock, "readiness": cfg.readiness}
+    api = WatchedAPI(api, errors=errors)
+    fencer = Fencer(cfg.fence, may_run=may_write, stop=stop, dry_run=cfg.executor.dry_run,
+                    logger=logger) if cfg.fence is not None and cfg.fence.command else None
+    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock, "readiness": cfg.readiness,
+              "fencer": fencer}
     if name == "L3Agent":
         policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
         return L3AgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=policy, **common)
@@ -149,8 +161,14 @@ class Service:
         connection_factory: Callable[[], Any] | None = None,
         notifier: Notifier | None = None,
         leadership: Leadership | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.registry = registry
+        # The audit trail ([Daemon] audit_log): start, stop, role changes and what each pass decided and did
+        # (PassAuditor, through the plugins' on_decided and the executors' on_outcome as it happens); the
+        # plugins' own events (fence runs) through FailoverPlugin.audit. Closed by run().
+        self.audit = audit
+        self._audited = PassAuditor(audit.record) if audit is not None else None
         # Several instances (coordination.leader): only the one holding the lease checks and moves; None
         # means this one always does ([coordination] enabled = false, the demo, the tests).
         self.leadership = leadership
@@ -169,11 +187,16 @@ class Service:
         self._progress_at: float | None = None  # the running pass's last finished call or action
         self._loop_thread: int | None = None
         for plugin in self.plugins:
+            if self._audited is not None and audit is not None:
+                plugin.audit = audit.record
+                plugin.on_decided = functools.partial(self._audited.decided, plugin.name)
+                plugin.executor.on_outcome = functools.partial(self._audited.outcome, plugin.name)
             plugin.executor.on_progress = self._pass_progress
             if isinstance(plugin.api, WatchedAPI):
                 plugin.api.on_call_end = self._pass_progress
         self.metrics.attach_probe(self.probe)
         self.metrics.follow_leader(lambda: self.role() == ROLE_ACTIVE)
+        self.metrics.follow_agents(registry, clock, {p.agent_type for p in self.plugins})
         self.listeners: list[BusListener] = []
         factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
@@ -330,6 +353,7 @@ class Service:
             return
         for listener in self.listeners:
             self.metrics.observe_drops(listener.name, listener.counts.dropped)
+            self.metrics.observe_reconnects(listener.name, listener.link().outages)
         link = self.listeners[0].link()
         since = link.since if link.connected else None
         self._note_drops(self.listeners[0].counts.dropped)
@@ -382,7 +406,9 @@ class Service:
                 report = p.standby_check()
             else:
                 continue
-            self.metrics.observe_pass(p.name, report)
+            self.metrics.observe_check(p, report, active=role == ROLE_ACTIVE)
+            if self._audited is not None:
+                self._audited.note(p.name, report, follows=p.follows)
             if self.on_pass is not None:
                 self.on_pass(p)
 
@@ -390,6 +416,8 @@ class Service:
         """The role now; on a promotion every plugin starts a new term (a fresh reconcile first)."""
         role = self.role()
         if role != self._term:
+            if self.audit is not None and self.leadership is not None:
+                self.audit.record("leadership", role=role, previous=self._term, lock=self.leadership.describe())
             if role == ROLE_ACTIVE:
                 for p in self.plugins:
                     p.start_term()
@@ -406,10 +434,14 @@ class Service:
         """Run until ``stop``: 0 then; EXIT_FAILED when a part of the daemon gave up (CRITICAL logged)."""
         self._loop_thread = threading.get_ident()
         self.start()
-        log.info("rpcdaemon running: plugins %s", " ".join(
-            [p.name for p in self.plugins] + (["Dump"] if self.dump else [])) or "none")
+        names = [p.name for p in self.plugins] + (["Dump"] if self.dump else [])
+        log.info("rpcdaemon running: plugins %s", " ".join(names) or "none")
+        if self.audit is not None:
+            self.audit.record("start", version=__version__, plugins=names,
+                              dry_run=any(p.executor.dry_run for p in self.plugins))
         code = 0
         failures = 0
+        problem: str | None = None
         try:
             while not self.stop.is_set():
                 self._loop_beat()
@@ -433,6 +465,10 @@ class Service:
                 self._idle(self.check_interval)
         finally:
             self.shutdown()
+            if self.audit is not None:
+                # After the in-flight moves (their lines are in) and the lock's release.
+                self.audit.record("stop", exit_status=code, reason=problem or "stop requested")
+                self.audit.close()
         log.info("rpcdaemon stopped")
         return code
 

@@ -29,6 +29,7 @@ from rpcdaemon.kinds import (
     CONF_PATHS,
     COORDINATION_URL,
     DAY,
+    FENCE_COMMAND,
     HTTP_URL,
     JMESPATH,
     LEVEL,
@@ -40,6 +41,7 @@ from rpcdaemon.kinds import (
     TEXT,
     Invalid,
     Kind,
+    choice,
     fraction,
     integer,
     optional,
@@ -137,6 +139,14 @@ class DaemonSettings:
     loglevel: str | None = setting(
         None, "Log level; empty means INFO when detached or under systemd, and DEBUG with -d otherwise.",
         optional(LEVEL_NAME, "INFO (DEBUG with -d outside systemd)"))
+    log_format: str = setting(
+        "text", "Format of the log: text (one line per record), or json (one JSON object per line: ts, level, "
+        "logger, message, and for each action kind, resource_id, from/to host and id, status, seconds).",
+        choice("text", "json"))
+    audit_log: Path | None = setting(  # noqa: RUF009
+        None, "Audit trail: a file receiving one JSON line per decision and action (verdict changes, brake, "
+        "fence runs, moves, leadership, start and stop), appended to, reopened on SIGHUP; empty means none.",
+        optional(PATH, "no audit trail"))
     check_interval: float = setting(
         2.0, "Seconds between checks of liveness and bindings; failover waits at most this long extra.",
         seconds(0.1, 600))
@@ -229,6 +239,18 @@ class AgentPluginSettings:
     move_unready: bool = setting(
         False, "Unbind a resource not ready within ready_timeout from that agent, so that it moves to another "
         "one (never back to that agent).", BOOL)
+    fence_command: tuple[str, ...] = setting(
+        (), "Command run once per dead agent before its routers or networks move (e.g. an IPMI power-off), so "
+        "that a node judged dead cannot keep forwarding next to the new host: split like a shell would, never "
+        "run by one; {host}, {agent_id} and {agent_type} in its arguments (and RPCDAEMON_FENCE_HOST, "
+        "RPCDAEMON_FENCE_AGENT_ID, RPCDAEMON_FENCE_AGENT_TYPE in its environment) name the dead agent; exit "
+        "status 0 means fenced. Empty means no fencing.", FENCE_COMMAND)
+    fence_timeout: float = setting(
+        60.0, "Seconds fence_command may run; then its process group is killed and the fence counts as failed.",
+        seconds(1, 600))
+    move_when_fence_fails: bool = setting(
+        False, "When fence_command fails (non-zero exit, timeout, not found): false keeps the agent's work where "
+        "it is and tries the fence again later (30 s, doubling up to 5 min); true moves it anyway.", BOOL)
 
     def effective_agent_down_time(self, neutron_default: float) -> float:
         return self.agent_down_time if self.agent_down_time is not None else neutron_default
@@ -400,7 +422,8 @@ def load_settings(path: Path) -> Settings:
     settings = replace(
         settings,
         daemon=replace(settings.daemon, pidfile=base / settings.daemon.pidfile,
-                       logfile=base / settings.daemon.logfile),
+                       logfile=base / settings.daemon.logfile,
+                       audit_log=base / settings.daemon.audit_log if settings.daemon.audit_log else None),
         l3=replace(settings.l3, conffile=tuple(base / entry for entry in settings.l3.conffile)),
         dhcp=replace(settings.dhcp, conffile=tuple(base / entry for entry in settings.dhcp.conffile)),
     )

@@ -17,13 +17,16 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.acting.fence import FencedNeutron
+from rpcdaemon.acting.fencing import FencePolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
+from rpcdaemon.audit import AuditLog
 from rpcdaemon.coordination.leader import Leadership, LockBackend
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
@@ -74,6 +77,8 @@ def plugin_config(ps: AgentPluginSettings, pn: PluginNeutron, down_time: float, 
         agents_per_network=ps.agents_per_network if isinstance(ps, DHCPAgentSettings) else None,
         readiness=ReadinessPolicy(timeout=ps.ready_timeout, poll_interval=READY_POLL_INTERVAL,
                                   move_unready=ps.move_unready) if ps.ready_timeout > 0 else None,
+        fence=FencePolicy(command=ps.fence_command, timeout=ps.fence_timeout,
+                          move_when_fails=ps.move_when_fence_fails) if ps.fence_command else None,
     )
 
 
@@ -138,7 +143,7 @@ def build_service(
         api = FencedNeutron(api, may_write)  # the plugin, its executor and its follower: every write asks the lease
         plugins.append(build_plugin(name, api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
                                     bus_outages=lambda: holder["svc"].bus_outages(),
-                                    stop=stop, clock=time.monotonic))
+                                    stop=stop, clock=time.monotonic, may_write=may_write))
     dump = None
     if "Dump" in d.plugins:
         sink: TextIO = out if foreground else _LogStream(logging.getLogger("rpcdaemon.dump"))  # type: ignore[assignment]
@@ -148,20 +153,33 @@ def build_service(
     notifier = Notifier.from_environ(os.environ)
     if notifier.enabled:
         _check_watchdog([settings.section(n).timeout for n in wanted])
+    audit = open_audit(d.audit_log) if d.audit_log else None
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
                   queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls,
-                  notifier=notifier, leadership=leadership)
+                  notifier=notifier, leadership=leadership, audit=audit)
     holder["svc"] = svc
     if d.metrics_port:
         try:
             metrics.serve(d.metrics_address, d.metrics_port)
         except OSError as exc:  # preflight probed it before detaching; something took it since
+            if audit is not None:
+                audit.close()
             raise StartError(f"[Daemon] metrics_address:metrics_port {d.metrics_address}:{d.metrics_port}: "
                              f"cannot listen: {exc.strerror or exc}") from None
         log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", d.metrics_address, d.metrics_port)
     if d.dry_run:
         log.warning("DRY RUN: actions are planned and logged, Neutron is never changed")
     return svc
+
+
+def open_audit(path: Path) -> AuditLog:
+    """The ``[Daemon] audit_log`` file, opened for appending (the CLI checked it before detaching)."""
+    try:
+        audit = AuditLog(path)
+    except OSError as exc:
+        raise StartError(f"[Daemon] audit_log {path}: cannot open for appending: {exc.strerror or exc}") from None
+    log.info("audit trail: %s (one JSON line per decision and action)", path)
+    return audit
 
 
 def build_leadership(c: CoordinationSettings, bus_url: str, tls: BrokerTLS | None) -> Leadership | None:

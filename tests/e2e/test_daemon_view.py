@@ -80,4 +80,24 @@ def test_daemon_and_neutron_list_the_same_agents_alive_and_dead(
     print(f"\nboth say dead {time.monotonic() - crashed:.1f} s after the crash")
     assert len(view) == 6
     assert sum(not alive for alive in view.values()) == 2
+
+    # The dashboard metrics tell the same story: the dead host's routers and network gone from it, each live L3
+    # agent's routers as Neutron binds them, and heartbeat ages on the daemon's clock past agent_down_time for
+    # the dead agents only.
+    def hosted_as_neutron() -> dict[tuple[str, str], float] | None:
+        ours = {(labels["agent_type"], labels["host"]): value
+                for labels, value in daemon.metrics().get("rpcdaemon_agent_resources", [])
+                if labels["host"].startswith(fleet.prefix)}
+        routers = {(L3_AGENT, h): float(len(rest.routers_on_agent(ids[(h, L3_AGENT)]))) for h in hosts}
+        done = ours.get((L3_AGENT, hosts[0])) == 0 and ours.get((DHCP_AGENT, hosts[0])) == 0
+        return ours if done and routers == {k: v for k, v in ours.items() if k[0] == L3_AGENT} else None
+
+    hosted = wait_until(hosted_as_neutron, 30, "rpcdaemon_agent_resources to match Neutron", daemon.hint)
+    print(f"rpcdaemon_agent_resources as Neutron says {time.monotonic() - crashed:.1f} s after the crash")
+    assert sum(v for (kind, _), v in hosted.items() if kind == L3_AGENT) == 2
+    ages = {(labels["agent_type"], labels["host"]): value
+            for labels, value in daemon.metrics().get("rpcdaemon_agent_heartbeat_age_seconds", [])
+            if labels["host"].startswith(fleet.prefix)}
+    assert {key for key, age in ages.items() if age > neutron.agent_down_time} == dead, ages
+    assert len(ages) == 6
     assert daemon.tracebacks() == []

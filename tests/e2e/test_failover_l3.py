@@ -8,6 +8,7 @@ bus and acting through the Neutron API. Timings are printed (``pytest -s`` shows
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from tests.e2e.rpcd import (
@@ -29,12 +30,15 @@ ROUTERS = 50
 
 
 def test_routers_of_a_dead_agent_move_to_live_agents_by_load(
-    neutron: NeutronServer, fleet: Fleet, rest: SeedClient, rpcdaemon: Daemons
+    neutron: NeutronServer, fleet: Fleet, rest: SeedClient, rpcdaemon: Daemons, tmp_path: Path
 ) -> None:
     l3 = add_hosts(fleet, neutron, ["dying", "b", "c", "d"])
     routers = seed_routers(rest, l3["dying"], ROUTERS, prefix="l3-failover")
     live = [l3[name] for name in ("b", "c", "d")]
-    daemon = rpcdaemon.start(rpcdaemon.config())
+    # The fence hook: a command run with the dead agent's host and id before its routers move.
+    fenced = tmp_path / "fenced"
+    fence = f"sh -c 'echo \"$1 $2\" >> {fenced}' fence {{host}} {{agent_id}}"
+    daemon = rpcdaemon.start(rpcdaemon.config(l3={"fence_command": fence}))
     daemon.wait_ready()
 
     crashed = time.monotonic()  # heartbeats stop now; crash() returns once its RPC server is down
@@ -65,6 +69,14 @@ def test_routers_of_a_dead_agent_move_to_live_agents_by_load(
     # read-back) is over.
     wait_until(lambda: daemon.actions_total(plugin="L3Agent", kind="move-router", status="done") == ROUTERS,
                10, "the metrics to count the moves", daemon.hint)
+    # Fenced once, with the dead agent's host and id, before the first move.
+    dying_host = rest.agent(l3["dying"])["host"]
+    assert fenced.read_text() == f"{dying_host} {l3['dying']}\n", daemon.hint()
+    lines = daemon.log().splitlines()
+    said = f"fenced {dying_host} ({l3['dying']}): sh exit status 0"
+    fence_at = next(i for i, line in enumerate(lines) if said in line)
+    assert fence_at < lines.index(moves[0].line), daemon.hint()
+    assert daemon.metrics()["rpcdaemon_fence_runs_total"] == [({"plugin": "L3Agent", "result": "ok"}, 1.0)]
     assert daemon.tracebacks() == []
 
 

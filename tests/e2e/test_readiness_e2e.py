@@ -9,10 +9,14 @@ host. A "broken" host answers RPC but never syncs: its routers never come up the
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from tests.e2e.rpcd import Daemons, RpcDaemon, wait_until
 from tests.harness.fleet import Fleet
@@ -20,6 +24,7 @@ from tests.harness.neutron_server import NeutronServer
 from tests.harness.router_ports import Topology
 from tests.harness.seed import SeedClient
 
+from rpcdaemon.audit import SCHEMA_FILE
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +48,14 @@ def l3_hosts(fleet: Fleet, neutron: NeutronServer, names: list[str]) -> tuple[di
     return {name: ids[(host, L3_AGENT)] for name, host in hosts.items()}, hosts
 
 
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    for doc in docs:
+        validator.validate(doc)
+    return docs
+
+
 def ready_times(daemon: RpcDaemon) -> tuple[int, list[float]]:
     """Routers the daemon logged ready, and each logged time (a summary line gives its median and max)."""
     log = daemon.log()
@@ -57,7 +70,7 @@ def ready_times(daemon: RpcDaemon) -> tuple[int, list[float]]:
 
 
 def test_moved_routers_are_logged_ready_once_their_ports_are_active_on_the_new_hosts(
-    neutron: NeutronServer, fleet: Fleet, topology: Topology, rpcdaemon: Daemons
+    neutron: NeutronServer, fleet: Fleet, topology: Topology, rpcdaemon: Daemons, tmp_path: Path
 ) -> None:
     l3, hosts = l3_hosts(fleet, neutron, ["dying", "b", "c"])
     for name in ("b", "c"):
@@ -68,7 +81,8 @@ def test_moved_routers_are_logged_ready_once_their_ports_are_active_on_the_new_h
     assert fleet.status("dying", "l3").configurations["routers"] == ROUTERS
     assert fleet.status("dying", "l3").configurations["ex_gw_ports"] == ROUTERS
 
-    daemon = rpcdaemon.start(rpcdaemon.config(l3={"ready_timeout": 60}))
+    audit = tmp_path / "audit.log"
+    daemon = rpcdaemon.start(rpcdaemon.config(l3={"ready_timeout": 60}, daemon={"audit_log": audit}))
     daemon.wait_ready()
     fleet.crash("dying")
     crashed = time.monotonic()
@@ -90,6 +104,20 @@ def test_moved_routers_are_logged_ready_once_their_ports_are_active_on_the_new_h
     print(f"\nreadiness: {ROUTERS} routers' ports ACTIVE on live hosts {all_up:.1f} s after the crash; "
           f"logged times to ready {min(times):.1f}-{max(times):.1f} s")
     assert daemon.tracebacks() == []
+    # The audit trail tells the same story, each line valid against the shipped schema.
+    lines = audit_lines(audit)
+    assert lines[0]["event"] == "start"
+    dead = [x for x in lines if x["event"] == "verdict" and x["agent_id"] == l3["dying"] and x["to"] == "dead"]
+    assert [x["host"] for x in dead] == [hosts["dying"]], lines
+    moves = [x for x in lines if x["event"] == "action"]
+    assert len(moves) == ROUTERS, moves
+    assert {(x["kind"], x["status"], x["from_id"], x["from_host"]) for x in moves} == {
+        ("move-router", "done", l3["dying"], hosts["dying"])}
+    assert {x["to_id"] for x in moves} == {l3["b"], l3["c"]}
+    assert lines.index(dead[0]) < lines.index(moves[0])
+    ready = {x["resource_id"]: x for x in lines if x["event"] == "ready"}
+    assert ready.keys() == {x["resource_id"] for x in moves}
+    assert all(r["ready"] and 1.5 <= r["seconds"] <= 30 for r in ready.values()), ready
 
 
 def test_a_broken_target_is_a_warning_and_move_unready_moves_its_routers_on(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon import wiring
+from rpcdaemon.acting.watched import ApiErrors
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
@@ -34,6 +35,8 @@ class _Plugin(FailoverPlugin):
         self.api = None  # type: ignore[assignment]
         self.api_ok = True  # what the service's probe and STATUS= read
         self.last = PassReport()
+        self.api_errors = ApiErrors()  # what the metrics read after each check
+        self.bindings = {}
 
     def check(self):  # type: ignore[no-untyped-def]
         from rpcdaemon.plugins.base import PassReport

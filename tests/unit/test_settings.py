@@ -46,6 +46,10 @@ GOOD = [
     ("Daemon", "logfile", "/tmp/r.log", Path("/tmp/r.log")),
     ("Daemon", "loglevel", "warning", "WARNING"),
     ("Daemon", "loglevel", "", None),
+    ("Daemon", "log_format", "JSON", "json"),
+    ("Daemon", "log_format", "text", "text"),
+    ("Daemon", "audit_log", "/var/log/rpcdaemon/audit.log", Path("/var/log/rpcdaemon/audit.log")),
+    ("Daemon", "audit_log", "", None),
     ("Daemon", "check_interval", "0.5", 0.5),
     ("Daemon", "dry_run", "yes", True),
     ("Daemon", "dry_run", "Off", False),
@@ -104,6 +108,11 @@ GOOD_AGENT = [
     ("ready_timeout", "0", 0.0),
     ("ready_timeout", "30", 30.0),
     ("move_unready", "true", True),
+    ("fence_command", "", ()),
+    ("fence_command", "/usr/sbin/fence_ipmilan --ip '{host}-bmc' -n {agent_id}",
+     ("/usr/sbin/fence_ipmilan", "--ip", "{host}-bmc", "-n", "{agent_id}")),
+    ("fence_timeout", "10", 10.0),
+    ("move_when_fence_fails", "yes", True),
 ]
 
 # (section, key, bad text, fragment of the error message)
@@ -115,6 +124,7 @@ BAD = [
     ("Daemon", "pidfile", "", "a file path"),
     ("Daemon", "logfile", "", "a file path"),
     ("Daemon", "loglevel", "verbose", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("Daemon", "log_format", "xml", "one of text, json"),
     ("Daemon", "check_interval", "0", "a number of seconds from 0.1 to 600 (0 is below the minimum 0.1)"),
     ("Daemon", "check_interval", "-1", "a number of seconds from 0.1 to 600"),
     ("Daemon", "check_interval", "nan", "a number of seconds from 0.1 to 600"),
@@ -164,6 +174,11 @@ BAD_AGENT = [
     ("insecure", "sure", "a boolean"),
     ("ready_timeout", "2", "0 (do not follow) or a number of seconds from 5 to 86400"),
     ("move_unready", "maybe", "a boolean"),
+    ("fence_command", "fence --ip '{host}", "a command line (split like a shell would, run by none), or empty for "
+     "none (cannot split it into arguments: no closing quotation)"),
+    ("fence_command", "fence {hostname}", "unknown placeholder {hostname}"),
+    ("fence_timeout", "never", "a number of seconds from 1 to 600"),
+    ("move_when_fence_fails", "maybe", "a boolean"),
 ]
 
 
@@ -198,7 +213,7 @@ def test_every_declared_key_has_a_good_and_a_bad_case() -> None:
     # Free-form names (cloud) and optional paths (empty means none) have no bad value; everything else must.
     assert declared - bad == {("L3Agent", "cloud"), ("DHCPAgent", "cloud"), ("L3Agent", "cafile"),
                               ("DHCPAgent", "cafile"), ("Daemon", "ssl_ca_file"), ("Daemon", "ssl_cert_file"),
-                              ("Daemon", "ssl_key_file")}
+                              ("Daemon", "ssl_key_file"), ("Daemon", "audit_log")}
 
 
 def test_error_message_is_exactly_one_clear_line() -> None:
@@ -396,6 +411,7 @@ BOUNDS = [
     ("DHCPAgent", "max_dead_agents", "0", "100000", "-1", "100001"),
     ("DHCPAgent", "workers", "1", "256", "0", "257"),
     ("L3Agent", "ready_timeout", "5", "86400", "4.9", "86401"),
+    ("DHCPAgent", "fence_timeout", "1", "600", "0.9", "601"),
 ]
 
 

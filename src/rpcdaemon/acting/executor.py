@@ -5,7 +5,10 @@ thread pool of ``workers``), retries with exponential backoff for temporary erro
 "already done" treated as done (the adapter makes unbind-of-unbound and bind-twice succeed), a
 last-moment check before each action (``still_valid``: is the source still dead, is the target still
 alive?) so no router is bound to an agent that stopped answering, and a bulk read-back per target
-agent so every reported success was seen in Neutron. One INFO line per action.
+agent so every reported success was seen in Neutron. One INFO line per action (its ``Outcome.fields()``
+ride along as the record's ``fields`` attribute, which the JSON log format shows), and with it a call of
+``on_outcome`` (the service's audit trail), from the worker thread, as soon as the action ends; again
+when the read-back turns a success into a failure, and in a dry run once per newly planned action.
 
 A bind is trusted only on a target that still answers: a bind that needed a retry, ended in "already
 there", or is confirmed on read-back is checked against ``still_valid`` once more, because Neutron
@@ -83,8 +86,11 @@ class Executor:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
         on_progress: Callable[[], None] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._api = api
+        # Called with each outcome as soon as it is known (any thread; see the module docstring).
+        self.on_outcome = on_outcome
         # Called in the thread that called run(), after each finished action or API call attempt.
         self.on_progress = on_progress
         self._calls_ended = 0  # API call attempts that returned or raised (any thread)
@@ -101,6 +107,10 @@ class Executor:
         self._abandoned = 0
         self._pool = ThreadPoolExecutor(max_workers=max(1, policy.workers), thread_name_prefix="rpcd-act")
 
+    @property
+    def dry_run(self) -> bool:
+        return self._policy.dry_run
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -113,7 +123,8 @@ class Executor:
             for o in out:
                 line = o.action.describe()
                 if line not in self._dry_said:
-                    self._log.info("DRY RUN would %s", line)
+                    self._log.info("DRY RUN would %s", line, extra={"fields": o.fields()})
+                    self._tell(o)
             self._dry_said = {o.action.describe() for o in out}
             return out
         with self._lock:
@@ -172,8 +183,18 @@ class Executor:
         self._log.log(
             level, "%s: %s in %.2fs%s", o.action.describe(), o.status.value, o.seconds,
             f" ({o.detail})" if o.detail else "",
+            extra={"fields": o.fields()},  # structured, for [Daemon] log_format = json
         )
+        self._tell(o)
         return o
+
+    def _tell(self, o: Outcome) -> None:
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(o)
+        except Exception:  # the audit trail must never fail an action
+            self._log.exception("reporting the outcome of %s failed", o.action.describe())
 
     # -- one action ------------------------------------------------------------------------------
     def _apply(self, action: Action, still_valid: Validator | None) -> Outcome:
@@ -350,8 +371,10 @@ class Executor:
                 if got is not None and a.resource_id not in got:
                     o = Outcome(a, OutcomeStatus.FAILED, o.seconds, "not hosted by the target on read-back")
                     self._log.warning("%s: failed on read-back: not hosted by the target", a.describe())
+                    self._tell(o)
                 elif (why := self._target_gone(a, still_valid)) is not None:
                     o = Outcome(a, OutcomeStatus.FAILED, o.seconds, f"hosted, but {why}: to be moved again")
                     self._log.warning("%s: failed on read-back: hosted, but %s", a.describe(), why)
+                    self._tell(o)
             checked.append(o)
         return checked

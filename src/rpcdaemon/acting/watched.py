@@ -4,30 +4,59 @@
 loop thread; the service sets ``on_call_end`` and pings systemd's watchdog from it. A reconcile of a
 large cloud is one call per agent in a row (a thousand L3 agents with DVR), far longer than the
 watchdog allows, yet each answer shows the loop is not stuck. A call that never ends calls nothing, so
-the pings stop. The executor's workers use the bare adapter: ``Executor.on_progress`` reports theirs.
+the pings stop. The executor's workers report theirs through ``Executor.on_progress``: their adapter is a
+``WatchedAPI`` too, but without ``on_call_end``, only to count errors.
+
+``errors``: every call that raises a ``NeutronError`` is counted by its ``ErrorKind`` in an ``ApiErrors``
+that the plugin's and its executor's wrappers share (``build_plugin``); the metrics read it after each
+check (``rpcdaemon_api_errors_total{plugin,kind}``).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.api import ErrorKind, NeutronAPI, NeutronError
 from rpcdaemon.model import Agent, Network, PortState, Router
 
 T = TypeVar("T")
 
 
-class WatchedAPI:
-    """Delegates every ``NeutronAPI`` call to ``api``; then calls ``on_call_end`` (returned or raised)."""
+class ApiErrors:
+    """Failed Neutron calls by ``ErrorKind`` value, counted from any thread (the executor's workers too)."""
 
-    def __init__(self, api: NeutronAPI, on_call_end: Callable[[], None] | None = None) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, kind: ErrorKind) -> None:
+        with self._lock:
+            self._counts[kind.value] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class WatchedAPI:
+    """Delegates every ``NeutronAPI`` call to ``api``; then calls ``on_call_end`` (returned or raised) and
+    counts a ``NeutronError`` in ``errors``."""
+
+    def __init__(self, api: NeutronAPI, on_call_end: Callable[[], None] | None = None, *,
+                 errors: ApiErrors | None = None) -> None:
         self.api = api
         self.on_call_end = on_call_end
+        self.errors = errors if errors is not None else ApiErrors()
 
     def _ended(self, fn: Callable[..., T], *args: object) -> T:
         try:
             return fn(*args)
+        except NeutronError as err:
+            self.errors.add(err.kind)
+            raise
         finally:
             if self.on_call_end is not None:
                 self.on_call_end()

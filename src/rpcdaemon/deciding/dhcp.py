@@ -11,6 +11,9 @@ Rules (each is a test in tests/unit/test_plan_dhcp.py):
   adding to the least-loaded eligible agents; hosts beyond N are never removed while alive;
 - only ALIVE admin-up agents receive networks; availability-zone hints are respected;
 - a (network, agent) pair in ``refused`` (Neutron refused that bind for good) is never planned;
+- a dead agent in ``unfenced`` (its fence command has not succeeded: ``plugins.fence_gate``) keeps its
+  networks: they are not removed from it nor replaced elsewhere, as if it were not dead; the brake
+  still counts it;
 - at most ``max_moves`` actions a pass.
 
 Balance with N per network (``test_no_added_bind_ends_two_above_an_agent_that_could_have_taken_it``):
@@ -54,10 +57,12 @@ def plan_dhcp(
     bindings: Mapping[str, frozenset[str]],
     policy: DhcpPolicy,
     refused: AbstractSet[tuple[str, str]] = frozenset(),
+    unfenced: AbstractSet[str] = frozenset(),
 ) -> Plan:
     """``bindings`` maps network id -> ids of the DHCP agents hosting it; ``refused`` holds
-    (network id, agent id) pairs never to plan."""
-    dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
+    (network id, agent id) pairs never to plan; ``unfenced`` dead agents whose networks stay."""
+    all_dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
+    dead = all_dead - unfenced if unfenced else all_dead
     held: list[str] = []
     actions: list[Action] = []
     waiting = 0  # actions beyond max_moves: counted, not built (with "all", a dead agent hosted every network)
@@ -84,7 +89,7 @@ def plan_dhcp(
             if aid in judged:
                 emit(ActionKind.UNBIND_NETWORK, nid, judged[aid].agent, None, "network deleted")
 
-    brake = brake_reason(judged.values(), policy.brake) if dead else None
+    brake = brake_reason(judged.values(), policy.brake) if all_dead else None
     if brake is not None:
         held.append(f"brake: {brake}; moving nothing")
 

@@ -13,6 +13,8 @@ Rules (each is a test in tests/unit/test_plan_l3.py):
   router, one with ``handle_internal_only_routers = false`` only routers with a gateway (Neutron
   refuses the rest with InvalidL3Agent);
 - a (router, agent) pair in ``refused`` (Neutron refused that bind for good) is never planned;
+- a dead agent in ``unfenced`` (its fence command has not succeeded: ``plugins.fence_gate``) keeps its
+  routers: nothing is moved off it, as if it were not dead; the brake still counts it;
 - the target is the least-loaded eligible agent, counting the moves planned in this same pass;
 - at most ``max_moves`` actions; the rest wait for the next check.
 """
@@ -131,15 +133,20 @@ def plan_l3(
     bindings: Mapping[str, frozenset[str]],
     policy: L3Policy,
     refused: AbstractSet[tuple[str, str]] = frozenset(),
+    unfenced: AbstractSet[str] = frozenset(),
 ) -> Plan:
     """Router moves for one pass. ``bindings`` maps router id -> ids of the L3 agents hosting it;
-    ``refused`` holds (router id, agent id) pairs never to plan."""
-    dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
+    ``refused`` holds (router id, agent id) pairs never to plan; ``unfenced`` dead agents whose routers
+    stay where they are."""
+    all_dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
+    dead = all_dead - unfenced if unfenced else all_dead
     held: list[str] = []
 
     # Set operations per router, not Python loops over its hosts: this runs over every router.
     central_ids = {aid for aid, j in judged.items() if hosts_snat(j.agent)}
     live_central_ids = central_ids - dead
+    truly_live_central = central_ids - all_dead if unfenced else live_central_ids
+    held_unfenced = 0  # routers that only an unfenced dead agent keeps: they wait, and the brake still shows
     nobody: frozenset[str] = frozenset()
 
     # What needs a new home: (router id, router, dead source or None), in router id order.
@@ -149,7 +156,9 @@ def plan_l3(
             continue
         hosts = bindings.get(rid, nobody)
         if hosts & live_central_ids:
-            continue  # still hosted by an agent that is not dead
+            if unfenced and not hosts & truly_live_central:
+                held_unfenced += 1
+            continue  # still hosted by an agent that is not dead (or not fenced yet)
         central = hosts & central_ids
         if not central:
             # Only a router bound to no agent at all is scheduled. One bound only to agents we do not
@@ -163,13 +172,15 @@ def plan_l3(
         homeless.append((rid, router, judged[min(central)].agent))
     homeless.sort(key=lambda item: item[0])
 
-    if not homeless:
+    if not homeless and not held_unfenced:
         return Plan()
 
-    if dead:
+    if all_dead:
         reason = brake_reason(judged.values(), policy.brake)
         if reason is not None:
             return Plan(held=(f"brake: {reason}; moving nothing",), braked=True)
+    if not homeless:
+        return Plan()
 
     targets = [j.agent for j in judged.values() if j.is_target]
     if not targets:

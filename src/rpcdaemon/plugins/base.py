@@ -7,7 +7,9 @@ The service calls ``check()`` every ``check_interval`` from its loop thread. A p
 2. judge liveness from the registry (no API calls) and ask the plugin whether anything looks wrong;
    when nothing does, the pass ends here, so an idle check costs no API call;
 3. otherwise take a fresh second opinion (one ``list_agents``) and re-read what the dead agents host,
-   plan with the pure planner, run the plan through the executor, fold the outcomes into the cache.
+   plan with the pure planner, fence the dead agents the plan moves work off when ``fence_command`` is
+   set (``plugins.fence_gate``; never while the brake holds: the work of those not fenced stays), run
+   the plan through the executor, fold the outcomes into the cache.
 
 A Neutron API outage is not a crash: the pass ends, ``api_ok_since`` is cleared, and no agent is judged
 dead until the daemon has listened for a full window again (see ``deciding.liveness``).
@@ -33,7 +35,9 @@ from typing import Literal
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
 from rpcdaemon.acting.fence import Fenced
+from rpcdaemon.acting.fencing import Fencer, FenceRun
 from rpcdaemon.acting.readiness import Readiness, ReadinessFollower, ReadinessPolicy
+from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import (
     BrakePolicy,
@@ -44,9 +48,10 @@ from rpcdaemon.deciding.liveness import (
     early_verdict_ok,
     judge_all,
 )
-from rpcdaemon.model import Action, Agent, Outcome, OutcomeStatus
+from rpcdaemon.model import Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.bus_news import BusNews, HintView
+from rpcdaemon.plugins.fence_gate import FenceGate
 
 _UNKNOWN_SAID_PER_GAP = 5  # unknown hosts named per reconcile gap; the rest are counted
 
@@ -81,6 +86,8 @@ class PassReport:
     outcomes: list[Outcome] = field(default_factory=list)
     api_calls: bool = False
     readiness: list[Readiness] = field(default_factory=list)  # moved resources found up (or given up on)
+    fences: list[FenceRun] = field(default_factory=list)  # fence commands run before this pass's moves
+    ok: bool = True  # False when the pass ended on an error (the Neutron API failed, or a bug)
 
 
 class FailoverPlugin:
@@ -105,6 +112,7 @@ class FailoverPlugin:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
         readiness: ReadinessPolicy | None = None,
+        fencer: Fencer | None = None,
     ) -> None:
         self.api = api
         self.registry = registry
@@ -139,6 +147,18 @@ class FailoverPlugin:
         # Off unless asked for (wiring passes the [L3Agent]/[DHCPAgent] ready_timeout).
         self.follower = ReadinessFollower(api, readiness or ReadinessPolicy(timeout=0), kind=self.follows,
                                           plugin=self.name, clock=clock, logger=self.log)
+        # The audit trail (``model.AuditRecord``; the service sets it when [Daemon] audit_log is on): what the
+        # service cannot derive from the PassReport, e.g. fence runs: self.audit("fence", plugin=..., host=...).
+        self.audit: AuditRecord = no_audit
+        # Called with the pass's verdicts and plan once decided, before any fence or move (the service's
+        # audit trail, so that its verdict and brake lines come before the fence and action lines).
+        self.on_decided: Callable[[PassReport], None] | None = None
+        # [L3Agent]/[DHCPAgent] fence_command: a dead agent's work moves only once it is fenced (plugins.fence_gate).
+        self.fencing = FenceGate(fencer, registry, plugin=self.name, what=f"{self.follows}s", clock=clock,
+                                 logger=self.log) if fencer is not None else None
+        # Failed API calls by class, the plugin's and its executor's (``build_plugin`` wraps both adapters
+        # in WatchedAPIs sharing one count): rpcdaemon_api_errors_total.
+        self.api_errors = api.errors if isinstance(api, WatchedAPI) else ApiErrors()
 
     # -- hooks -----------------------------------------------------------------------------------
     def reconcile_resources(self, agents: list[Agent]) -> None:
@@ -153,7 +173,8 @@ class FailoverPlugin:
         """Re-read what the dead agents host right before planning (a handful of calls)."""
         raise NotImplementedError
 
-    def plan(self, judged: dict[str, Judged]) -> Plan:
+    def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
+        """The pure planner's plan; the dead agents in ``unfenced`` keep their work (not fenced yet)."""
         raise NotImplementedError
 
     def fold(self, outcomes: list[Outcome]) -> None:
@@ -206,8 +227,10 @@ class FailoverPlugin:
             self._check(now, report)
         except NeutronError as err:
             report.api_calls = True
+            report.ok = False
             self._api_failed(err)
         except Exception:
+            report.ok = False
             self.log.exception("%s pass failed; trying again next check", self.name)
             self.request_reconcile(self.timing.retry_reconcile_after)
         try:
@@ -243,9 +266,16 @@ class FailoverPlugin:
             return
         report.api_calls = True
         dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
+        # Agents whose fence failed lately keep their work until the retry: no re-read of it either.
+        unfenced = self.fencing.holding() if self.fencing is not None else frozenset()
         if dead and brake_reason(judged.values(), self.brake) is None:
-            self.refresh_for(dead)  # not while braked: a long brake must not cost calls every check
-        plan = self.plan(judged)
+            # Not while braked: a long brake must not cost calls every check.
+            self.refresh_for([a for a in dead if a.id not in unfenced])
+        plan = self.plan(judged, unfenced)
+        if self.on_decided is not None:  # the audit trail: verdicts and the brake, before any fence or move
+            self.on_decided(replace(report, plan=plan))
+        if self.fencing is not None and not plan.braked:  # the brake first: never fence half the cloud
+            plan = self._fence_first(judged, plan, unfenced, report)
         report.plan = plan
         self._say_held(plan.held, error=plan.braked)
         if not plan.actions:
@@ -259,6 +289,38 @@ class FailoverPlugin:
         self.fold(outcomes)
         self.follower.track(outcomes, started)
         self._summarise(outcomes, self.clock() - started)
+
+    def _fence_first(self, judged: dict[str, Judged], plan: Plan, unfenced: frozenset[str],
+                     report: PassReport) -> Plan:
+        """Fence the dead agents this plan moves work off before the executor sees it
+        (``plugins.fence_gate``); plan again, without the work of those not fenced, until no new one fails
+        (a plan cut at max_moves may reach further dead agents once some are held)."""
+        assert self.fencing is not None
+        held = {aid: self.fencing.why_held(aid) for aid in unfenced}
+        while True:
+            sources = {a.source.id: a.source for a in plan.actions if a.source_dead and a.source is not None}
+            hold, runs = self.fencing.clear(list(sources.values()), self._pass_progress)
+            report.fences += runs
+            for run in runs:
+                self.audit("fence", plugin=self.name, host=run.agent.host, agent_id=run.agent.id,
+                           agent_type=run.agent.agent_type, result=run.result.value, program=run.program,
+                           exit_status=run.status, seconds=round(run.seconds, 3), detail=run.detail,
+                           stderr=run.stderr_line, work="stays" if run.agent.id in hold else "moves")
+            new = {aid: why for aid, why in hold.items() if aid not in held}
+            if not new:
+                break
+            held.update(new)
+            plan = self.plan(judged, frozenset(held))
+        hosting = {aid for aid in held if any(aid in hosts for hosts in self.bindings.values())}
+        lines = tuple(
+            f"{judged[aid].agent.describe() if aid in judged else aid} is not fenced ({held[aid]}); its "
+            f"{self.follows}s stay on it until a fence succeeds" for aid in sorted(hosting))
+        return replace(plan, held=plan.held + lines) if lines else plan
+
+    def _pass_progress(self) -> None:
+        """The running pass is alive (a fence command still runs): the service's watchdog hook."""
+        if self.executor.on_progress is not None:
+            self.executor.on_progress()
 
     # -- several instances (coordination.leader): the service calls these instead of check() ----------------
     def standby_check(self) -> PassReport:
@@ -275,6 +337,7 @@ class FailoverPlugin:
             try:
                 agents = self.api.list_agents()
             except NeutronError as err:
+                report.ok = False
                 self._api_failed(err)
                 self._standby_read_at = now + self.timing.retry_reconcile_after / 2
             else:
@@ -317,12 +380,21 @@ class FailoverPlugin:
         never that one again for it (the pair is refused)."""
         what = self.follows
         self.refuse(r.resource_id, r.target.id, f"{what} not ready on {r.target.host} after {r.seconds:.0f}s")
+        started = self.clock()
+
+        def audit(status: OutcomeStatus, detail: str = "") -> None:  # an action the executor did not make
+            self.audit("action", plugin=self.name, kind=f"unbind-{what}", resource_id=r.resource_id,
+                       from_host=r.target.host, from_id=r.target.id, to_host=None, to_id=None,
+                       reason=f"not ready after {r.seconds:.0f}s", status=status.value,
+                       seconds=round(self.clock() - started, 3), detail=detail)
+
         try:
             if what == "router":
                 self.api.unbind_router(r.target.id, r.resource_id)
             else:
                 self.api.unbind_network(r.target.id, r.resource_id)
         except NeutronError as err:
+            audit(OutcomeStatus.FAILED, str(err))
             self.log.warning("%s: cannot unbind %s %s from %s (%s); trying again in %.0fs unless it is up by then",
                              self.name, what, r.resource_id, r.target.describe(), err, self.follower.policy.timeout)
             self.follower.follow_again(r)
@@ -331,7 +403,9 @@ class FailoverPlugin:
             # Demoted meanwhile: the active instance follows (or moves) it from its own reads.
             self.log.info("%s: %s %s not unbound from %s: %s", self.name, what, r.resource_id, r.target.describe(),
                           fenced)
+            audit(OutcomeStatus.SKIPPED, str(fenced))
             return
+        audit(OutcomeStatus.DONE)
         hosts = self.bindings.get(r.resource_id, frozenset()) - {r.target.id}
         if hosts:
             self.bindings[r.resource_id] = hosts

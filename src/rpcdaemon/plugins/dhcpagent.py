@@ -120,8 +120,8 @@ class DHCPAgentPlugin(FailoverPlugin):
             for nid in fresh:
                 self.bindings[nid] = self.bindings.get(nid, frozenset()) | {agent.id}
 
-    def plan(self, judged: dict[str, Judged]) -> Plan:
-        return plan_dhcp(judged, self.networks, self.bindings, self.policy, self.refused_pairs())
+    def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
+        return plan_dhcp(judged, self.networks, self.bindings, self.policy, self.refused_pairs(), unfenced)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

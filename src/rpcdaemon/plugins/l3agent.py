@@ -118,8 +118,8 @@ class L3AgentPlugin(FailoverPlugin):
             for rid in fresh:
                 self.bindings[rid] = self.bindings.get(rid, frozenset()) | {agent.id}
 
-    def plan(self, judged: dict[str, Judged]) -> Plan:
-        return plan_l3(judged, self.routers, self.bindings, self.policy, self.refused_pairs())
+    def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
+        return plan_l3(judged, self.routers, self.bindings, self.policy, self.refused_pairs(), unfenced)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
