@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rpcdaemon import __version__
+from rpcdaemon import commands as operator_commands
 from rpcdaemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
 from rpcdaemon.logs import configure_logging, reopen_log_files, reset_logging
 from rpcdaemon.neutronconf import Resolved, resolve_settings
@@ -68,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-example-config", action="store_true",
                         help="print a configuration file documenting every key with its default, then exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{demo}")
-    # The demo's own parser (in rpcdaemon.demo) reads the rest of the line, --help included.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     description="without a command, the daemon runs; each command has --help")
+    # The demo's and the commands' own parsers read the rest of the line, --help included.
     commands.add_parser("demo", add_help=False,
                         help="simulate a cloud in this process and watch failover happen "
                         "(rpcdaemon demo --help for its options)")
+    operator_commands.add_to(commands)
     return parser
 
 
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(argv)
-        if rest and args.command != "demo":
+        if rest and args.command is None:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
@@ -91,6 +94,13 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             return demo.main(demo.build_parser().parse_args(rest))
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.command in operator_commands.COMMANDS:
+        if args.foreground or (args.dry_run and args.command not in ("evacuate", "rebalance")) or args.check_config:
+            return _fail(f"-d, --dry-run and --check-config go with the daemon, not with {args.command}; "
+                         f"see rpcdaemon {args.command} --help", EXIT_CONFIG)
+        if args.dry_run:
+            rest = [*rest, "--dry-run"]
+        return operator_commands.main(args.command, rest, args.config)
     if args.print_example_config:
         sys.stdout.write(render_config())
         return EXIT_OK

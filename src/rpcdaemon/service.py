@@ -35,18 +35,20 @@ from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.fencing import FencePolicy, Fencer
 from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
-from rpcdaemon.audit import AuditLog, PassAuditor
+from rpcdaemon.audit import AuditLog, PassAuditor, instance_name
+from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy, Verdict
 from rpcdaemon.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
 from rpcdaemon.metrics import Metrics
-from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted
+from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted, no_audit
 from rpcdaemon.observing.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.observing.registry import AgentRegistry
+from rpcdaemon.pausing import ControlGate
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
@@ -162,6 +164,7 @@ class Service:
         notifier: Notifier | None = None,
         leadership: Leadership | None = None,
         audit: AuditLog | None = None,
+        control: ControlLoop | None = None,
     ) -> None:
         self.registry = registry
         # The audit trail ([Daemon] audit_log): start, stop, role changes and what each pass decided and did
@@ -194,6 +197,11 @@ class Service:
             plugin.executor.on_progress = self._pass_progress
             if isinstance(plugin.api, WatchedAPI):
                 plugin.api.on_call_end = self._pass_progress
+        # The control channel (``pausing``): pause, resume and brake release by the operator's commands, and
+        # the live view they read. None: never paused (the demo, the tests, a daemon without a broker).
+        dry_run = any(getattr(p.executor, "dry_run", False) for p in self.plugins)
+        self.control = ControlGate(control, self.plugins, instance=instance_name(), role=self.role,
+                                   dry_run=dry_run, clock=clock, audit=audit.record if audit is not None else no_audit)
         self.metrics.attach_probe(self.probe)
         self.metrics.follow_leader(lambda: self.role() == ROLE_ACTIVE)
         self.metrics.follow_agents(registry, clock, {p.agent_type for p in self.plugins})
@@ -259,6 +267,8 @@ class Service:
     def status_text(self, probe: Probe) -> str:
         """The STATUS= line: "active; L3Agent 3 alive 1 dead; DHCPAgent 3 alive; bus up"."""
         parts = [probe.role]
+        if self.control.last.paused is not None:
+            parts.append(f"PAUSED by {self.control.last.paused.by}")
         for p in self.plugins:
             if p.api_ok is None:
                 parts.append(f"{p.name} waiting for the Neutron API")
@@ -396,11 +406,18 @@ class Service:
         another is, none while starting. The role is asked again before each plugin: a demotion stops
         the passes at once (and the fence skips the writes of the one running)."""
         self._update_link()
+        control = self.control.before_step() if self.plugins else None
+        if control is not None:
+            self.metrics.paused.set(1 if control.paused is not None else 0)
         for p in self.plugins:
             if self.stop.is_set():
                 break  # stopping: no new pass (its API calls are not bounded by the shutdown bound)
             role = self._note_role()
-            if role == ROLE_ACTIVE:
+            if role == ROLE_ACTIVE and control is not None and not control.moves_allowed:
+                # Paused (or the pause state not read yet): judge and plan, move nothing.
+                report = p.check(act=False) if control.paused is not None else p.standby_check()
+            elif role == ROLE_ACTIVE:
+                p.brake_released = control.brake_released if control is not None else None
                 report = p.check()
             elif role == ROLE_STANDBY:
                 report = p.standby_check()
@@ -429,6 +446,8 @@ class Service:
             listener.start()
         if self.leadership is not None:
             self.leadership.start()
+        if self.control.loop is not None:
+            self.control.loop.start()
 
     def run(self) -> int:
         """Run until ``stop``: 0 then; EXIT_FAILED when a part of the daemon gave up (CRITICAL logged)."""
@@ -481,6 +500,12 @@ class Service:
                 return f"bus listener {listener.name} stopped"
         if self.leadership is not None and (problem := self.leadership.problem()) is not None:
             return problem
+        loop = self.control.loop
+        if loop is not None and loop.ident is not None and not self.stop.is_set():
+            if loop.fatal is not None:
+                return f"control channel gave up: {loop.fatal}"
+            if not loop.is_alive():
+                return "control channel thread stopped"
         return self.metrics.server_problem()
 
     def shutdown(self) -> None:
@@ -491,6 +516,8 @@ class Service:
                 listener.join(timeout=5)
         for p in self.plugins:
             p.executor.close()
+        if self.control.loop is not None and self.control.loop.ident is not None:
+            self.control.loop.join(timeout=5)
         if self.leadership is not None:
             # Only now: a move past its unbind has made its bind (the fence let it, holding the lease).
             self.leadership.close()

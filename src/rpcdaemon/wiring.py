@@ -27,11 +27,13 @@ from rpcdaemon.acting.fencing import FencePolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.audit import AuditLog
+from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership, LockBackend
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
-from rpcdaemon.observing.bus import BrokerLock, BrokerTLS, lock_connection, url_for_log
+from rpcdaemon.observing.bus import BrokerLock, BrokerTLS, control_connection, lock_connection, url_for_log
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
@@ -154,9 +156,14 @@ def build_service(
     if notifier.enabled:
         _check_watchdog([settings.section(n).timeout for n in wanted])
     audit = open_audit(d.audit_log) if d.audit_log else None
+    # The control channel (pause, resume, brake release; the live view of `rpcdaemon status`) on the bus's broker.
+    control = None
+    if wanted:
+        channel = ControlChannel(lambda: control_connection(bus_url, resolved.broker_tls), settings.coordination.group)
+        control = ControlLoop(channel, view=lambda: holder["svc"].control.view(), stop=stop)
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
                   queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls,
-                  notifier=notifier, leadership=leadership, audit=audit)
+                  notifier=notifier, leadership=leadership, audit=audit, control=control)
     holder["svc"] = svc
     if d.metrics_port:
         try:

@@ -9,6 +9,8 @@ ever) against everything else (a bug, a setting kombu cannot use), and ``explain
 the words an operator acts on. Messages are handed over as ``RawMessage`` (raw bytes: kombu never
 deserialises them, so nothing can be unpickled). ``BrokerLock`` is the leadership lock that
 ``coordination.leader`` holds on the broker by default (an exclusive queue on a connection of its own).
+``ControlLink`` keeps the control channel's records (``rpcdaemon.control``: the pause, the active
+instance's live view) as the one newest message of a queue each.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ __all__ = [
     "BrokerLock",
     "BrokerTLS",
     "Connection",
+    "ControlLink",
     "RawMessage",
     "Subscription",
     "check_tls",
     "check_url",
+    "control_connection",
     "fanout_subscription",
     "lock_connection",
     "make_connection",
@@ -64,6 +68,7 @@ LOCK_PREFIX = "rpcdaemon.leader."
 LOCK_HEARTBEAT = 2
 LOCK_IO_TIMEOUT = 2.0
 LOCK_LEASE = 3.0
+CONTROL_IO_TIMEOUT = 5.0  # the control channel's bound on each socket read and write (ControlLink)
 _NO_CLIENT_CERT = "it may require a client certificate: set ssl_cert_file/ssl_key_file"
 _CLIENT_CERT_REFUSED = "it may not accept the client certificate: check ssl_cert_file/ssl_key_file and its CA"
 
@@ -388,6 +393,42 @@ class BrokerLock(BrokerLink):
         return self.is_broker_error(exc)
 
 
+class ControlLink(BrokerLink):
+    """Records kept on the broker, one per queue: the newest message of a queue of length 1.
+
+    ``write`` publishes a record as a persistent message (optionally with a time to live); the queue's
+    ``x-max-length`` of 1 with ``drop-head`` overflow keeps only the newest. ``read`` takes that message
+    without acknowledging it and gives it back at once (``requeue``): the record stays for the next reader.
+    A reader that looks while another holds it (for the few milliseconds between its get and its requeue)
+    finds the queue empty: ``read`` answers None, which callers treat as "nothing new", never as "no
+    record". ``durable`` queues (the pause) survive a broker restart, the others (the live view) do not.
+    Every call raises on a broker problem (``is_broker_error``); the caller retries."""
+
+    def _queue(self, name: str, durable: bool) -> Any:
+        return _Queue(name, durable=durable, auto_delete=False,
+                      queue_arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+
+    def read(self, name: str, *, durable: bool) -> bytes | None:
+        self.connect()
+        queue = self._queue(name, durable)(self._conn.default_channel)
+        queue.declare()
+        message = queue.get(no_ack=False, accept=["application/json"])
+        if message is None:
+            return None
+        body = message.body
+        message.requeue()
+        return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+    def write(self, name: str, body: bytes, *, durable: bool, ttl: float | None = None) -> None:
+        self.connect()
+        channel = self._conn.default_channel
+        self._queue(name, durable)(channel).declare()
+        producer = _Producer(channel, auto_declare=False)
+        producer.publish(body, exchange="", routing_key=name, content_type="application/json",
+                         content_encoding="utf-8", delivery_mode=2 if durable else 1,
+                         expiration=ttl)
+
+
 def make_connection(url: str, tls: BrokerTLS | None = None, *, heartbeat: float = _AMQP_HEARTBEAT,
                     io_timeout: float | None = None, confirm_publish: bool = False) -> Connection:
     """A kombu connection for ``url`` (``;``-separated alternates fail over round-robin).
@@ -424,6 +465,13 @@ def lock_connection(url: str, tls: BrokerTLS | None = None) -> Connection:
     """The connection a ``BrokerLock`` holds its queue on: the bus URL and TLS (failover hosts too),
     a short heartbeat and bounded socket calls."""
     return make_connection(url, tls, heartbeat=LOCK_HEARTBEAT, io_timeout=LOCK_IO_TIMEOUT, confirm_publish=True)
+
+
+def control_connection(url: str, tls: BrokerTLS | None = None) -> Connection:
+    """The connection a ``ControlLink`` uses: the bus URL and TLS, bounded socket calls (a black-holed
+    broker fails a read instead of hanging it) and confirmed publishes (a command knows its record landed)."""
+    return make_connection(url, tls, heartbeat=LOCK_HEARTBEAT * 5, io_timeout=CONTROL_IO_TIMEOUT,
+                           confirm_publish=not url.startswith("memory://"))
 
 
 def tls_options(tls: BrokerTLS) -> dict[str, Any]:

@@ -53,6 +53,8 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.bus_news import BusNews, HintView
 from rpcdaemon.plugins.fence_gate import FenceGate
 
+# The brake while an operator released it (``rpcdaemon release-brake``): no share of dead agents trips it.
+NO_BRAKE = BrakePolicy(max_dead_fraction=float("inf"), max_dead_agents=0)
 _UNKNOWN_SAID_PER_GAP = 5  # unknown hosts named per reconcile gap; the rest are counted
 
 
@@ -156,6 +158,9 @@ class FailoverPlugin:
         # [L3Agent]/[DHCPAgent] fence_command: a dead agent's work moves only once it is fenced (plugins.fence_gate).
         self.fencing = FenceGate(fencer, registry, plugin=self.name, what=f"{self.follows}s", clock=clock,
                                  logger=self.log) if fencer is not None else None
+        # ``rpcdaemon release-brake`` (the control channel; the service sets it before each pass): while set,
+        # the mass-failure brake does not hold back this plugin's moves. The text says who released it and why.
+        self.brake_released: str | None = None
         # Failed API calls by class, the plugin's and its executor's (``build_plugin`` wraps both adapters
         # in WatchedAPIs sharing one count): rpcdaemon_api_errors_total.
         self.api_errors = api.errors if isinstance(api, WatchedAPI) else ApiErrors()
@@ -174,8 +179,13 @@ class FailoverPlugin:
         raise NotImplementedError
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
-        """The pure planner's plan; the dead agents in ``unfenced`` keep their work (not fenced yet)."""
+        """The pure planner's plan; the dead agents in ``unfenced`` keep their work (not fenced yet); the
+        brake of ``brake_policy()``."""
         raise NotImplementedError
+
+    def brake_policy(self) -> BrakePolicy:
+        """The brake this pass: the configured one, or none while an operator released it."""
+        return NO_BRAKE if self.brake_released is not None else self.brake
 
     def fold(self, outcomes: list[Outcome]) -> None:
         """Apply outcomes to the cached bindings."""
@@ -219,12 +229,15 @@ class FailoverPlugin:
         self.request_reconcile(delay)
         return delay
 
-    def check(self) -> PassReport:
-        """One pass. Never raises: an error is logged and the next pass tries again."""
+    def check(self, *, act: bool = True) -> PassReport:
+        """One pass. Never raises: an error is logged and the next pass tries again.
+
+        ``act=False`` (the daemon is paused): judge, ask Neutron again about suspects, plan from the cache
+        (no re-read of the dead agents' work, no fence, no move), so that the live view says what would be done."""
         now = self.clock()
         report = PassReport(at=now)
         try:
-            self._check(now, report)
+            self._check(now, report, act=act)
         except NeutronError as err:
             report.api_calls = True
             report.ok = False
@@ -240,7 +253,7 @@ class FailoverPlugin:
         self.last = report
         return report
 
-    def _check(self, now: float, report: PassReport) -> None:
+    def _check(self, now: float, report: PassReport, *, act: bool = True) -> None:
         if now < self._next_reconcile and self.api_ok_since is not None:
             self._note_unknown(now)  # else the reconcile due now settles who is unknown
             report.api_calls |= self.news.note(now)  # hints and load counts: targeted re-reads
@@ -268,10 +281,13 @@ class FailoverPlugin:
         dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
         # Agents whose fence failed lately keep their work until the retry: no re-read of it either.
         unfenced = self.fencing.holding() if self.fencing is not None else frozenset()
-        if dead and brake_reason(judged.values(), self.brake) is None:
+        if act and dead and brake_reason(judged.values(), self.brake_policy()) is None:
             # Not while braked: a long brake must not cost calls every check.
             self.refresh_for([a for a in dead if a.id not in unfenced])
         plan = self.plan(judged, unfenced)
+        if not act:
+            report.plan = plan
+            return
         if self.on_decided is not None:  # the audit trail: verdicts and the brake, before any fence or move
             self.on_decided(replace(report, plan=plan))
         if self.fencing is not None and not plan.braked:  # the brake first: never fence half the cloud
@@ -541,8 +557,10 @@ class FailoverPlugin:
                 self._braked_since = now
                 self._brake_logged = -float("inf")
             if now - self._brake_logged >= self.timing.brake_log_interval:
+                # The first line says the brake engaged; the repeats say for how long it has held.
+                since = "engaged" if now == self._braked_since else f"held for {now - self._braked_since:.0f}s"
                 for line in held:
-                    self.log.error("%s: %s (held for %.0fs)", self.name, line, now - self._braked_since)
+                    self.log.error("%s: %s (%s)", self.name, line, since)
                 self._brake_logged = now
         else:
             if self._braked_since is not None:

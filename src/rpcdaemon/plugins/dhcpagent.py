@@ -8,6 +8,7 @@ Built by the service (or the demo); the service calls ``check()`` every ``check_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
@@ -121,7 +122,8 @@ class DHCPAgentPlugin(FailoverPlugin):
                 self.bindings[nid] = self.bindings.get(nid, frozenset()) | {agent.id}
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
-        return plan_dhcp(judged, self.networks, self.bindings, self.policy, self.refused_pairs(), unfenced)
+        policy = replace(self.policy, brake=self.brake_policy())
+        return plan_dhcp(judged, self.networks, self.bindings, policy, self.refused_pairs(), unfenced)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

@@ -8,6 +8,7 @@ keeps the cached view of routers and bindings that the planner reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
@@ -119,7 +120,8 @@ class L3AgentPlugin(FailoverPlugin):
                 self.bindings[rid] = self.bindings.get(rid, frozenset()) | {agent.id}
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
-        return plan_l3(judged, self.routers, self.bindings, self.policy, self.refused_pairs(), unfenced)
+        policy = replace(self.policy, brake=self.brake_policy())
+        return plan_l3(judged, self.routers, self.bindings, policy, self.refused_pairs(), unfenced)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

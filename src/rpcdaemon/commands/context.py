@@ -1,0 +1,93 @@
+"""What every operator command starts from: the configuration file, the Neutron API, the control channel.
+
+``CommandContext.load(path)`` reads rpcdaemon.conf and its neutron.conf files exactly as the daemon does
+(same errors, exit 2) and refuses a file others may read while it holds secrets (an operator command
+is only as safe as that file: it holds the broker credentials that steer the daemon). ``api(plugin)``
+builds that plugin's Neutron adapter, ``channel()`` the control channel on the bus's broker, ``who()``
+says who runs the command (``alice@ctl-1``; the login name behind sudo).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
+from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.model import DHCP_AGENT, L3_AGENT
+from rpcdaemon.neutronconf import PluginNeutron, Resolved, resolve_settings
+from rpcdaemon.observing.bus import control_connection
+from rpcdaemon.service import AgentPluginConfig
+from rpcdaemon.settings import AgentPluginSettings, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+AGENT_TYPES = {"L3Agent": L3_AGENT, "DHCPAgent": DHCP_AGENT}
+
+
+class CommandError(Exception):
+    """What stops a command, in one line for the operator (exit status ``code``)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class CommandContext:
+    settings: Settings
+    resolved: Resolved
+
+    @classmethod
+    def load(cls, path: Path) -> CommandContext:
+        settings = load_settings(Path(path).absolute())
+        return cls(settings, resolve_settings(settings))
+
+    @property
+    def group(self) -> str:
+        return self.settings.coordination.group
+
+    def plugins(self) -> dict[str, PluginNeutron]:
+        """The failover plugins the configuration runs (L3Agent, DHCPAgent), with their Neutron access."""
+        found = {"L3Agent": self.resolved.l3, "DHCPAgent": self.resolved.dhcp}
+        return {name: pn for name, pn in found.items() if pn is not None}
+
+    def api(self, plugin: str | None = None) -> NeutronAPI:
+        """The Neutron adapter of ``plugin`` (default: the first configured)."""
+        plugins = self.plugins()
+        if not plugins:
+            raise CommandError("the configuration runs neither L3Agent nor DHCPAgent ([Daemon] plugins)", EXIT_USAGE)
+        pn = plugins[plugin] if plugin is not None else next(iter(plugins.values()))
+        try:
+            return OpenStackNeutron.from_access(pn.access)
+        except ValueError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+
+    def channel(self) -> ControlChannel:
+        url, tls = self.resolved.broker_url, self.resolved.broker_tls
+        return ControlChannel(lambda: control_connection(url, tls), self.group)
+
+    def plugin_config(self, name: str) -> AgentPluginConfig:
+        """The plugin's policies as the daemon builds them (liveness, executor, brake, limits)."""
+        from rpcdaemon.wiring import plugin_config
+
+        ps = self.settings.section(name)
+        assert isinstance(ps, AgentPluginSettings)
+        return plugin_config(ps, self.plugins()[name], self.down_time(), self.settings.daemon.dry_run)
+
+    def down_time(self) -> float:
+        return max((pn.agent_down_time for pn in self.plugins().values()), default=75.0)
+
+
+def who() -> str:
+    """Who runs this command: the login name (the one behind sudo, if any) and the host."""
+    user = os.environ.get("SUDO_USER") or ""
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"

@@ -1,0 +1,204 @@
+"""``rpcdaemon status``: one table of the agents, with the brake, the pause and the active instance.
+
+Each L3/DHCP agent as Neutron lists it (host, type, mode, availability zone, admin state, Neutron's
+``alive``), the routers or networks it hosts, and the active instance's verdict and why with the seconds
+since it last heard the agent (its live view on the control channel). When no instance acts, it says so
+and the verdict column is Neutron's. Formats as the ``openstack`` CLI's: ``-f table|json|yaml|value`` and
+``-c COLUMN`` (repeatable); ``--watch`` redraws the table every ``--interval`` seconds (in place on a
+terminal, changed rows only otherwise) until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from rpcdaemon.acting.api import NeutronError
+from rpcdaemon.commands.context import AGENT_TYPES, EXIT_FAILED, EXIT_OK, CommandContext, CommandError
+from rpcdaemon.commands.fleet import DaemonFacts, agents_of, bindings, read_daemon
+from rpcdaemon.fleetview import FleetDisplay, FleetRow, FleetState, default_columns, fleet_table
+
+COLUMNS = ("host", "type", "mode", "az", "admin", "alive", "verdict", "why", "heard", "hosted")
+FORMATS = ("table", "json", "yaml", "value")
+TABLE_NAMES = {"alive": "neutron"}  # the table's header for Neutron's own alive flag
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("-f", "--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("-c", "--column", action="append", dest="columns", metavar="COLUMN", choices=COLUMNS,
+                        help=f"show only this column (repeatable): {', '.join(COLUMNS)}")
+    parser.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default: 2)")
+    parser.epilog = ("Verdicts come from the active rpcdaemon instance's live view (published on the broker "
+                     "every 2s); without one they are Neutron's own. Exit status: 0 shown, 1 Neutron could not "
+                     "be read, 2 usage. Note: -c before the command names the configuration file, after it a column.")
+
+
+@dataclass(frozen=True)
+class Status:
+    state: FleetState
+    records: list[dict[str, Any]]
+    daemon: dict[str, Any]
+
+
+def gather(ctx: CommandContext, previous: dict[tuple[str, str], int] | None = None) -> Status:
+    facts = read_daemon(ctx)
+    now = time.time()
+    rows: list[FleetRow] = []
+    records: list[dict[str, Any]] = []
+    for name, pn in ctx.plugins().items():
+        api = ctx.api(name)
+        try:
+            agents = agents_of(api, AGENT_TYPES[name])
+            hosted = bindings(api, agents)
+        except NeutronError as exc:
+            raise CommandError(f"{name}: cannot read Neutron ({exc})") from None
+        finally:
+            close = getattr(api, "close", None)
+            if close is not None:
+                close()
+        for a in agents:
+            seen = facts.agent(name, a.id)
+            verdict = seen.verdict if seen is not None else ("alive" if a.alive else "dead")
+            why = seen.why if seen is not None else "Neutron's verdict (no daemon's view)"
+            count = len(hosted.get(a.id, ()))
+            key = (a.agent_type, a.id)
+            change = count - previous[key] if previous is not None and key in previous else 0
+            rows.append(FleetRow(host=a.host, agent_type=a.agent_type, verdict=verdict, why=why,
+                                 heard_ago=seen.heard_ago if seen is not None else None,
+                                 down_time=pn.agent_down_time, hosted=count, hosted_change=change,
+                                 mode=a.agent_mode or "", az=a.availability_zone or "", admin_up=a.admin_state_up,
+                                 neutron_alive=a.alive))
+            records.append({"id": a.id, "host": a.host, "type": a.agent_type, "mode": a.agent_mode or "",
+                            "az": a.availability_zone or "", "admin": "up" if a.admin_state_up else "down",
+                            "alive": a.alive, "verdict": verdict, "why": why,
+                            "heard": seen.heard_ago if seen is not None else None, "hosted": count})
+    daemon = _daemon_record(facts, now)
+    return Status(FleetState(rows=tuple(rows), title=_title(facts, now), notes=tuple(_notes(facts, daemon, now))),
+                  records, daemon)
+
+
+def _title(facts: DaemonFacts, now: float) -> str:
+    if facts.view is None:
+        return "rpcdaemon status: no instance is acting (verdicts are Neutron's)"
+    age = max(0.0, now - facts.view.at)
+    dry = " [dry run]" if facts.view.dry_run else ""
+    return f"rpcdaemon status: live view of the active instance {facts.view.instance}{dry} ({age:.0f}s old)"
+
+
+def _daemon_record(facts: DaemonFacts, now: float) -> dict[str, Any]:
+    state = facts.state
+    pause = state.paused(now) if state is not None else None
+    release = state.brake_released(now) if state is not None else None
+    view = facts.view
+    return {
+        "active_instance": view.instance if view is not None else None,
+        "version": view.version if view is not None else None,
+        "view_age_s": round(max(0.0, now - view.at), 1) if view is not None else None,
+        "problem": facts.problem,
+        "paused": {"by": pause.by, "reason": pause.reason, "since": pause.at, "until": pause.until} if pause else None,
+        "brake_released": {"by": release.by, "reason": release.reason, "since": release.at,
+                           "until": release.until} if release else None,
+        "brake": {p.name: p.brake for p in view.plugins} if view is not None else {},
+        "pending_moves": {p.name: p.pending for p in view.plugins} if view is not None else {},
+    }
+
+
+def _notes(facts: DaemonFacts, daemon: dict[str, Any], now: float) -> list[str]:
+    notes: list[str] = []
+    if facts.problem:
+        notes.append(f"control channel: {facts.problem}")
+    state = facts.state
+    pause = state.paused(now) if state is not None else None
+    if pause is not None:
+        notes.append(f"PAUSED {pause.describe(now)} (rpcdaemon resume ends it)")
+    else:
+        notes.append("pause: not paused")
+    release = state.brake_released(now) if state is not None else None
+    if release is not None:
+        notes.append(f"brake RELEASED {release.describe(now)}")
+    if facts.view is not None:
+        for p in facts.view.plugins:
+            brake = f"ENGAGED: {p.brake}" if p.brake else "not engaged"
+            pending = f"; {p.pending} moves planned" if p.pending else ""
+            notes.append(f"{p.name}: brake {brake}{pending}")
+    else:
+        notes.append("brake: unknown (no instance is acting)")
+    return notes
+
+
+def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -> int:
+    if args.watch:
+        return _watch(args, ctx, out)
+    status = gather(ctx)
+    columns = args.columns or list(COLUMNS)
+    if args.format == "table":
+        rows = status.state.rows
+        shown = [TABLE_NAMES.get(c, c) for c in args.columns] if args.columns else list(default_columns(rows))
+        _print_table(status.state, shown, out)
+    elif args.format == "value":
+        for r in status.records:
+            print(" ".join(_value(r[c]) for c in columns), file=out)
+    else:
+        body = {"agents": [{c: r[c] for c in (["id", *columns] if not args.columns else columns)}
+                           for r in status.records], "daemon": status.daemon}
+        if args.format == "json":
+            print(json.dumps(body, indent=2, sort_keys=False), file=out)
+        else:
+            import yaml  # PyYAML: only for -f yaml
+
+            print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True).rstrip(), file=out)
+    return EXIT_OK
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def _watch(args: argparse.Namespace, ctx: CommandContext, out: TextIO) -> int:
+    previous: dict[tuple[str, str], int] | None = None
+    code = EXIT_OK
+    with FleetDisplay(out) as display:
+        try:
+            while True:
+                try:
+                    status = gather(ctx, previous)
+                except CommandError as exc:
+                    display.say(str(exc), style="red")
+                    code = EXIT_FAILED
+                else:
+                    previous = {(r["type"], r["id"]): r["hosted"] for r in status.records}
+                    display.update(status.state)
+                    code = EXIT_OK
+                time.sleep(max(0.2, args.interval))
+        except KeyboardInterrupt:
+            pass
+    return code
+
+
+def _print_table(state: FleetState, columns: list[str], out: TextIO) -> None:
+    from rich.console import Console
+
+    console = Console(file=out, no_color=not _colour(out), highlight=False, soft_wrap=False,
+                      width=200 if not _isatty(out) else None)
+    if state.title:
+        console.print(state.title, markup=False)
+    console.print(fleet_table(state, columns=columns))
+    for note in state.notes:
+        console.print(note, markup=False)
+
+
+def _isatty(out: TextIO) -> bool:
+    return bool(getattr(out, "isatty", lambda: False)())
+
+
+def _colour(out: TextIO) -> bool:
+    return _isatty(out) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"

@@ -1,0 +1,36 @@
+"""The control channel: how operator commands reach the daemon, and how they see it.
+
+Two records live on the bus's own RabbitMQ, each the one newest message of a queue of its own
+(``observing.bus.ControlLink``), named after ``[coordination] group`` like the leadership lock:
+
+- ``rpcdaemon.control.<group>`` (durable, persistent): the **control state**
+  (``state.ControlState``): a pause (who, why, since when, until when) and a deliberate release of the
+  mass-failure brake (same fields, always with an end). ``rpcdaemon pause``, ``resume`` and
+  ``release-brake`` write it; every instance reads it every ``POLL`` seconds (``loop.ControlLoop``), so a
+  pause holds on every instance, for one started later, across restarts of the daemons and of a
+  clustered broker, and with no daemon running at all (the next one to start finds it).
+- ``rpcdaemon.view.<group>`` (not durable, each message lives ``VIEW_TTL`` seconds): the **live view**
+  of the active instance (``state.DaemonView``: its verdicts, the brake, what it is doing), published
+  every ``POLL`` seconds. ``rpcdaemon status`` and ``check`` read it; when it is missing or stale, no
+  daemon is acting and they say so and fall back to what the Neutron API says.
+
+Who may steer: whoever can publish to those queues, that is whoever holds the broker credentials of
+the configuration file, which is root's and the daemon user's only (mode 0640). An unprivileged local user
+cannot read it, so cannot connect, so cannot pause (``commands`` refuse to run without the file). Every
+change is written to the audit trail by each instance that sees it, with the ``by`` the command recorded
+(the login name behind sudo, and the host). The broker is trusted as it already is for heartbeats: a
+party that can publish there can also forge agents' heartbeats.
+"""
+
+CONTROL_PREFIX = "rpcdaemon.control."
+VIEW_PREFIX = "rpcdaemon.view."
+POLL = 2.0  # seconds between an instance's reads of the control state (and its view publications)
+VIEW_TTL = 10.0  # a view older than this is gone from the queue: its daemon stopped publishing
+
+
+def control_queue(group: str) -> str:
+    return CONTROL_PREFIX + group
+
+
+def view_queue(group: str) -> str:
+    return VIEW_PREFIX + group

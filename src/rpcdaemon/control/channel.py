@@ -1,0 +1,73 @@
+"""Reading and writing the control channel's records (``rpcdaemon.control``) through ``ControlLink``.
+
+One ``ControlChannel`` per process and thread: the daemon's ``loop.ControlLoop`` and each command own
+theirs. Every method raises on a broker problem (``is_broker_error`` tells which) and on a malformed
+record (``ValueError``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rpcdaemon.control import VIEW_TTL, control_queue, view_queue
+from rpcdaemon.control.state import ControlState, DaemonView
+from rpcdaemon.observing.bus import Connection, ControlLink
+
+# A read that finds the queue empty may have met another reader between its get and its requeue (a few
+# milliseconds): look again this many times, this far apart, before concluding there is no record.
+EMPTY_READS = 3
+EMPTY_GAP = 0.05
+
+
+class ControlChannel:
+    def __init__(self, factory: Callable[[], Connection], group: str, *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._factory = factory
+        self.group = group
+        self._sleep = sleep
+        self.link = ControlLink(factory)
+
+    def describe(self) -> str:
+        return self.link.describe()
+
+    def is_broker_error(self, exc: BaseException) -> bool:
+        return self.link.is_broker_error(exc)
+
+    def explain(self, exc: BaseException) -> str:
+        return self.link.explain(exc)
+
+    def read_state(self) -> ControlState | None:
+        """The control state, or None when no record was found (never written, or held by another
+        reader through every look)."""
+        for attempt in range(EMPTY_READS):
+            raw = self.link.read(control_queue(self.group), durable=True)
+            if raw is not None:
+                return ControlState.from_json(raw)
+            if attempt + 1 < EMPTY_READS:
+                self._sleep(EMPTY_GAP)
+        return None
+
+    def write_state(self, state: ControlState) -> None:
+        self.link.write(control_queue(self.group), state.to_json(), durable=True)
+
+    def read_view(self) -> DaemonView | None:
+        """The active instance's live view, or None when none is published (no instance acts)."""
+        for attempt in range(EMPTY_READS):
+            raw = self.link.read(view_queue(self.group), durable=False)
+            if raw is not None:
+                return DaemonView.from_json(raw)
+            if attempt + 1 < EMPTY_READS:
+                self._sleep(EMPTY_GAP)
+        return None
+
+    def publish_view(self, view: DaemonView) -> None:
+        self.link.write(view_queue(self.group), view.to_json(), durable=False, ttl=VIEW_TTL)
+
+    def reset(self) -> None:
+        """Forget a broken connection (without talking to a broker that may be gone); the next call reconnects."""
+        self.link.discard()
+        self.link = ControlLink(self._factory)
+
+    def close(self) -> None:
+        self.link.close()

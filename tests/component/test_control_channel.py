@@ -1,0 +1,142 @@
+"""The control channel's records on the real RabbitMQ (``control.channel``, ``observing.bus.ControlLink``).
+
+A record stays for every reader (a read gives it back), the newest write wins, the control state is
+durable, the live view vanishes after its TTL, readers at once never lose it, and the daemon's
+``ControlLoop`` reads the state, publishes the view, and survives a broker it cannot reach.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from tests.component.conftest import AMQP_URL
+
+from rpcdaemon.control import control_queue, view_queue
+from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.control.loop import ControlLoop
+from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView
+from rpcdaemon.observing.bus import control_connection, make_connection
+
+
+@pytest.fixture
+def group() -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield name
+    with make_connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        for queue in (control_queue(name), view_queue(name)):
+            channel.queue_delete(queue)
+
+
+def channel(group: str, url: str = AMQP_URL) -> ControlChannel:
+    return ControlChannel(lambda: control_connection(url), group)
+
+
+def write(group: str, state: ControlState) -> None:
+    c = channel(group)
+    try:
+        c.write_state(state)
+    finally:
+        c.close()
+
+
+def read_view(group: str) -> DaemonView | None:
+    c = channel(group)
+    try:
+        return c.read_view()
+    finally:
+        c.close()
+
+
+def paused(by: str) -> ControlState:
+    now = time.time()
+    return ControlState(pause=Hold("maintenance", by, now, until=now + 600), event="pause", by=by, at=now)
+
+
+def view(instance: str) -> DaemonView:
+    agents = (AgentView("a1", "net-1", "dead", "silent 12s (> 10s)", 12.0),)
+    return DaemonView(instance=instance, at=time.time(), version="0.1.0", role="active",
+                      plugins=(PluginView("L3Agent", "L3 agent", 10.0, pending=3, agents=agents),))
+
+
+def test_a_record_stays_for_every_reader_and_the_newest_wins(group: str) -> None:
+    writer, reader = channel(group), channel(group)
+    try:
+        assert reader.read_state() is None  # never written
+        writer.write_state(paused("alice@ctl-1"))
+        writer.write_state(paused("bob@ctl-2"))
+        for _ in range(3):  # reading gives it back
+            state = reader.read_state()
+            assert state is not None
+            assert state.pause is not None
+            assert state.pause.by == "bob@ctl-2"
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_concurrent_readers_always_find_the_record(group: str) -> None:
+    write(group, paused("alice@ctl-1"))
+    misses: list[int] = []
+
+    def read_many() -> None:
+        c = channel(group)
+        try:
+            misses.append(sum(1 for _ in range(40) if c.read_state() is None))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=read_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert misses == [0, 0, 0, 0]
+
+
+def test_the_live_view_round_trips_and_expires(group: str) -> None:
+    c = channel(group)
+    try:
+        c.link.write(view_queue(group), view("ctl-1:42").to_json(), durable=False, ttl=0.5)
+        got = c.read_view()
+        assert got is not None
+        assert got.instance == "ctl-1:42"
+        assert got.plugins[0].agents[0].verdict == "dead"
+        time.sleep(1.0)
+        assert c.read_view() is None  # its daemon stopped publishing: gone
+    finally:
+        c.close()
+
+
+def test_the_loop_reads_the_state_publishes_the_view_and_rides_out_a_dead_broker(group: str) -> None:
+    stop = threading.Event()
+    loop = ControlLoop(channel(group), view=lambda: view("ctl-1:42"), stop=stop, poll=0.1)
+    loop.tick()
+    assert loop.current() == ControlState()  # nothing written: not paused, and known to be so
+    write(group, paused("alice@ctl-1"))
+    loop.tick()
+    state = loop.current()
+    assert state is not None
+    assert state.pause is not None
+    assert state.pause.by == "alice@ctl-1"
+    seen = read_view(group)
+    assert seen is not None
+    assert seen.instance == "ctl-1:42"
+
+    # A broker that cannot be reached: the last state is kept, the thread goes on.
+    dead = ControlLoop(channel(group, "amqp://guest:guest@127.0.0.1:1//"), view=lambda: None, stop=stop, poll=0.1)
+    dead.tick()
+    assert dead.current() is None  # never read: the service moves nothing yet
+    assert dead.fatal is None
+    dead.channel.close()
+
+    loop.start()
+    time.sleep(0.5)
+    stop.set()
+    loop.join(timeout=10)
+    assert loop.fatal is None
+    assert loop.reads >= 3

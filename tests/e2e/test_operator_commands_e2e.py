@@ -1,0 +1,148 @@
+"""The operator's commands against the real neutron-server and a fleet heartbeating over the real bus.
+
+``status`` in every format with no daemon and with one running (its live view), ``check``'s exit codes as
+the state changes, and ``pause`` honoured by the running daemon while an agent dies (zero moves), then
+``resume`` moving the routers; the audit trail tells who paused and who resumed, each line valid against
+the shipped schema. The commands are the installed ``rpcdaemon`` run as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from tests.e2e.rpcd import RPCDAEMON, Daemons, add_hosts, routers_by_agent, seed_routers, wait_until
+from tests.harness.fleet import Fleet
+from tests.harness.neutron_server import NeutronServer
+from tests.harness.seed import SeedClient
+
+from rpcdaemon.audit import SCHEMA_FILE
+
+pytestmark = pytest.mark.e2e
+
+ROUTERS = 6
+VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+
+
+def command(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    env["SUDO_USER"] = user  # who the audit trail names
+    env["NO_COLOR"] = "1"
+    return subprocess.run([str(RPCDAEMON), "-c", str(config), *args], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+
+
+def status_json(config: Path) -> dict[str, Any]:
+    done = command(config, "status", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+def ours(body: dict[str, Any], hosts: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The status rows of this test's agents, by short host name."""
+    by_id = {aid: name for name, aid in hosts.items()}
+    return {by_id[row["id"]]: row for row in body["agents"] if row["id"] in by_id}
+
+
+def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, rest: SeedClient, rpcdaemon: Daemons,
+                                       tmp_path: Path) -> None:
+    l3 = add_hosts(fleet, neutron, ["a", "b", "c"])
+    routers = seed_routers(rest, l3["a"], ROUTERS, prefix="cmd")
+    audit = tmp_path / "audit.log"
+    config = rpcdaemon.config(daemon={"audit_log": audit})
+
+    # -- no daemon: Neutron's word, and said so -------------------------------------------------------
+    body = status_json(config)
+    rows = ours(body, l3)
+    assert set(rows) == {"a", "b", "c"}
+    assert rows["a"]["hosted"] == ROUTERS
+    assert rows["a"]["verdict"] == "alive"
+    assert rows["a"]["why"].startswith("Neutron's verdict")
+    assert body["daemon"]["active_instance"] is None
+    table = command(config, "status")
+    assert table.returncode == 0, table.stderr
+    assert "no instance is acting" in table.stdout
+    assert fleet.host("a") in table.stdout
+    values = command(config, "status", "-f", "value", "-c", "host", "-c", "hosted")
+    assert f"{fleet.host('a')} {ROUTERS}" in values.stdout.splitlines()
+    as_yaml = yaml.safe_load(command(config, "status", "-f", "yaml", "-c", "host", "-c", "verdict").stdout)
+    assert {"host": fleet.host("b"), "verdict": "alive"} in as_yaml["agents"]
+    assert command(config, "status", "-c", "nonsense").returncode == 2
+    ok = command(config, "check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("OK - L3Agent: ok")
+
+    # -- a daemon: its live view ----------------------------------------------------------------------
+    daemon = rpcdaemon.start(config)
+    daemon.wait_ready()
+
+    def live() -> dict[str, Any] | None:
+        got = status_json(config)
+        return got if got["daemon"]["active_instance"] and ours(got, l3)["a"]["heard"] is not None else None
+
+    body = wait_until(live, 30, "the daemon's live view", daemon.hint)
+    rows = ours(body, l3)
+    assert {r["verdict"] for r in rows.values()} == {"alive"}
+    assert rows["b"]["heard"] < neutron.agent_down_time
+    assert "live view of the active instance" in command(config, "status").stdout
+
+    # -- pause, then an agent dies: nothing moves -------------------------------------------------------
+    paused = command(config, "pause", "--reason", "e2e maintenance", "--for", "30m")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    assert "confirmed by the active instance" in paused.stdout
+    body = status_json(config)
+    assert body["daemon"]["paused"]["by"].startswith("alice@")
+    assert "PAUSED by alice@" in command(config, "status").stdout
+    fleet.crash("a")
+    crashed = time.monotonic()
+
+    def dead() -> dict[str, Any] | None:
+        got = status_json(config)
+        return got if ours(got, l3)["a"]["verdict"] == "dead" else None
+
+    wait_until(dead, neutron.agent_down_time + 20, "the daemon to judge a dead", daemon.hint)
+    time.sleep(4)  # several checks of a daemon that would have moved them by now
+    assert routers_by_agent(rest, [l3["a"]])[l3["a"]] == set(routers), "routers moved while paused"
+    work = command(config, "check")
+    assert work.returncode == 2, work.stdout + work.stderr
+    assert work.stdout.startswith(f"WORK - L3Agent: {ROUTERS} moves needed off {fleet.host('a')}")
+    assert "[daemon paused]" in work.stdout
+    plan = json.loads(command(config, "check", "-f", "json").stdout)
+    assert plan["exit_status"] == 2
+    assert {a["resource_id"] for a in plan["plugins"]["L3Agent"]["actions"]} == set(routers)
+    assert daemon.actions() == []
+
+    # -- resume: they move ------------------------------------------------------------------------------
+    resumed = command(config, "resume", user="bob")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    def moved() -> bool:
+        return not routers_by_agent(rest, [l3["a"]])[l3["a"]]
+
+    wait_until(moved, 30, "the routers to move after resume", daemon.hint)
+    print(f"\npaused {time.monotonic() - crashed:.1f}s with a dead agent and zero moves; moved after resume")
+    wait_until(lambda: command(config, "check").returncode == 0, 30, "check to say OK again", daemon.hint)
+    assert command(config, "resume").stdout.startswith("not paused")
+
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    for line in lines:
+        assert not list(VALIDATOR.iter_errors(line)), line
+    [pause] = [x for x in lines if x["event"] == "pause"]
+    assert pause["by"].startswith("alice@")
+    assert pause["reason"] == "e2e maintenance"
+    [resume] = [x for x in lines if x["event"] == "resume"]
+    assert resume["by"].startswith("bob@")
+    assert resume["how"] == "command"
+    moves = [x for x in lines if x["event"] == "action" and x["status"] == "done"]
+    assert {m["resource_id"] for m in moves} == set(routers)
+    assert all(x["ts"] > pause["ts"] for x in moves)
+    assert all(x["ts"] >= resume["ts"] for x in moves)
