@@ -142,7 +142,7 @@ class Metrics:
             "last check pass ended without an error", ["plugin"], registry=self.registry,
         )
         self.paused = Gauge(
-            "rpcdaemon_paused", "1 while automatic moves are paused; always 0 in this version (no pause command yet)",
+            "rpcdaemon_paused", "1 while automatic moves are paused (rpcdaemon pause; resume or its --for ends it)",
             registry=self.registry,
         )
         self.build_info = Gauge(

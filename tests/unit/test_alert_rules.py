@@ -186,6 +186,7 @@ def test_the_rule_file_has_groups_of_alerts_with_expr_for_labels_and_annotations
         "RpcdaemonBrakeEngaged", "RpcdaemonInstanceDown", "RpcdaemonBusDisconnected", "RpcdaemonNeutronApiFailing",
         "RpcdaemonNoActiveInstance", "RpcdaemonSeveralActiveInstances", "RpcdaemonAgentDeadWithWork",
         "RpcdaemonNoSuccessfulPass",
+        "RpcdaemonPausedForLong",
     }
 
 

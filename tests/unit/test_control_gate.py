@@ -136,3 +136,13 @@ def test_the_view_is_the_active_instances_and_says_the_pause(cloud: Callable[...
     from rpcdaemon.control.state import DaemonView
 
     assert DaemonView.from_json(view.to_json()) == view
+
+
+def test_a_dead_control_thread_ends_the_daemon(cloud: Callable[..., Cloud]) -> None:
+    loop = Loop(ControlState())
+    c = cloud(control=loop)
+    c.svc.listeners = []  # no bus threads in this rig: only the control thread is looked at
+    assert c.svc.health() is None
+    loop.ident = 1  # type: ignore[assignment]  # started ...
+    loop.fatal = "RuntimeError: boom"  # type: ignore[assignment]  # ... and gave up
+    assert c.svc.health() == "control channel gave up: RuntimeError: boom"

@@ -42,7 +42,8 @@ def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         commands.add_parser(name, add_help=False, help=text)
 
 
-def main(name: str, argv: Sequence[str], config: Path, out: TextIO = sys.stdout) -> int:
+def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     module = importlib.import_module(f"rpcdaemon.commands.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"rpcdaemon [-c FILE] {name}", description=COMMANDS[name][1])
     module.add_arguments(parser, name)

@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -> int:
+    if name == "release-brake" and (args.duration or RELEASE_DEFAULT) > RELEASE_MAX:
+        raise CommandError("--for is at most 1d: a brake release must end", EXIT_USAGE)
     channel = ctx.channel()
     try:
         return _run(args, channel, out, name, ctx.group)
@@ -86,9 +88,6 @@ def _run(args: argparse.Namespace, channel: ControlChannel, out: TextIO, name: s
         said = f"resumed: automatic moves again on every instance of group {group!r}"
     elif name == "release-brake":
         duration = args.duration or RELEASE_DEFAULT
-        if duration > RELEASE_MAX:
-            print("rpcdaemon release-brake: error: --for is at most 1d (a brake release must end)", file=out)
-            return EXIT_USAGE
         hold = Hold(reason=clean_text(args.reason), by=by, at=now, until=now + duration)
         new = replace(state, brake_release=hold, event="release-brake", by=by, at=now)
         said = (f"mass-failure brake released {describe_span(now + duration, now)}: dead agents' work moves even "

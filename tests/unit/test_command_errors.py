@@ -1,0 +1,101 @@
+"""The operator commands' refusals: each a clear line and the documented exit status, never a traceback.
+
+Neutron and the broker are unreachable ports here; the unprivileged user is a real one (``setpriv``), run as
+an operator's shell would, against a configuration file only root may read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rpcdaemon.cli import main
+
+RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    neutron = tmp_path / "neutron.conf"
+    neutron.write_text("[DEFAULT]\nagent_down_time = 10\n")
+    path = tmp_path / "rpcdaemon.conf"
+    path.write_text("[Daemon]\nplugins = L3Agent\nrpchost = amqp://guest:s3cret@127.0.0.1:1//\n"
+                    f"[L3Agent]\nendpoint = http://127.0.0.1:1\nconffile = {neutron}\n")
+    path.chmod(0o600)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "s3cret" not in out + err
+    return code, out, err
+
+
+def test_check_cannot_tell_without_neutron(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "-c", str(config), "check")
+    assert code == 1
+    assert out.startswith("UNKNOWN - L3Agent: cannot tell (Neutron:")
+    assert "cannot reach the broker" not in out  # the line stays about Neutron; -f json has the rest
+
+
+def test_status_says_what_it_cannot_read(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-c", str(config), "status")
+    assert code == 1
+    assert "rpcdaemon status: error: L3Agent: cannot read Neutron" in err
+
+
+def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-c", str(config), "pause", "--reason", "x")
+    assert code == 1
+    assert "cannot reach the broker amqp://guest:***@127.0.0.1:1//" in err
+    assert "nothing was changed" in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("pause", "--for", "soon"), "is not a duration"),
+    (("release-brake",), "--reason"),
+    (("status", "-c", "nonsense"), "invalid choice: 'nonsense'"),
+    (("status", "-f", "xml"), "invalid choice: 'xml'"),
+])
+def test_usage_errors_exit_2(config: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...],
+                             says: str) -> None:
+    code, _, err = run(capsys, "-c", str(config), *argv)
+    assert code == 2
+    assert says in err
+
+
+def test_release_brake_must_end_within_a_day(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-c", str(config), "release-brake", "--for", "2d", "--reason", "x")
+    assert code == 2  # refused before the broker is asked
+    assert "--for is at most 1d" in err
+
+
+def test_daemon_options_do_not_go_with_a_command(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-d", "-c", str(config), "status")
+    assert code == 2
+    assert "go with the daemon, not with status" in err
+
+
+def test_a_missing_configuration_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-c", str(tmp_path / "nope.conf"), "check")
+    assert code == 2
+    assert "nope.conf" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_an_unprivileged_user_cannot_pause(config: Path) -> None:
+    config.parent.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(RPCDAEMON),
+                           "-c", str(config), "pause", "--reason", "mine now"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 2
+    assert "cannot read: Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
