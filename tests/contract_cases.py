@@ -471,3 +471,21 @@ def case_a_live_dhcp_agent_gets_its_dhcp_port_on_its_host(w: World) -> None:
         time.sleep(0.5)
     assert [(p.device_owner, p.network_id) for p in mine] == [("network:dhcp", network.id)], ports
     assert w.api.ports_of_devices([mine[0].device_id]) == mine
+
+
+@case
+def case_agent_admin_state_down_and_up(w: World) -> None:
+    agent, router = w.l3_agent(), w.router()
+    w.api.set_agent_admin_state(agent.id, False)
+    w.api.set_agent_admin_state(agent.id, False)  # already down: fine
+    down = w.api.get_agent(agent.id)
+    assert down.admin_state_up is False
+    assert down.alive is True  # the maintenance mark says nothing about liveness
+    with raises_kind(ErrorKind.INVALID_TARGET, "InvalidL3Agent"):
+        w.api.bind_router(agent.id, router.id)
+    w.api.set_agent_admin_state(agent.id, True)
+    assert w.api.get_agent(agent.id).admin_state_up is True
+    w.api.bind_router(agent.id, router.id)
+    assert w.api.agents_for_router(router.id) == [agent.id]
+    with raises_kind(ErrorKind.NOT_FOUND, "AgentNotFound"):
+        w.api.set_agent_admin_state(unknown_id(), False)

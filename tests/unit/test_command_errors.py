@@ -63,6 +63,8 @@ def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.Cap
     (("release-brake",), "--reason"),
     (("status", "-c", "nonsense"), "invalid choice: 'nonsense'"),
     (("status", "-f", "xml"), "invalid choice: 'xml'"),
+    (("evacuate",), "HOST"),
+    (("rebalance", "--max-moves", "0"), "--max-moves"),
 ])
 def test_usage_errors_exit_2(config: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...],
                              says: str) -> None:

@@ -97,6 +97,11 @@ class NeutronAPI(Protocol):
 
     def unbind_network(self, agent_id: str, network_id: str) -> None: ...
 
+    def set_agent_admin_state(self, agent_id: str, up: bool) -> None:
+        """Mark an agent admin-up or admin-down (Neutron's maintenance mark: nothing is scheduled onto
+        an admin-down agent); setting the state it already has returns normally."""
+        ...
+
     def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
         """The ports whose ``device_id`` is one of ``device_ids`` (a router's id for its ports), in
         as few list calls as the URL length allows; unknown ids simply have no ports."""

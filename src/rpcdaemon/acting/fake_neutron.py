@@ -462,6 +462,12 @@ class FakeNeutron:
 
         self._call("unbind_network", run)
 
+    def set_agent_admin_state(self, agent_id: str, up: bool) -> None:
+        def run() -> None:
+            self._agents[agent_id] = replace(self._existing_agent(agent_id), admin_state_up=up)
+
+        self._call("set_agent_admin_state", run)
+
     # ----------------------------------------------------------------- behaviour
 
     def _bind_router(self, agent_id: str, router_id: str) -> Agent | None:

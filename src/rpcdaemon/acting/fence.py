@@ -67,6 +67,10 @@ class FencedNeutron:
         self._check(f"unbind network {network_id} from agent {agent_id}")
         self._api.unbind_network(agent_id, network_id)
 
+    def set_agent_admin_state(self, agent_id: str, up: bool) -> None:
+        self._check(f"set agent {agent_id} admin {'up' if up else 'down'}")
+        self._api.set_agent_admin_state(agent_id, up)
+
     # -- reads ----------------------------------------------------------------------------------------
     def list_agents(self) -> list[Agent]:
         return self._api.list_agents()

@@ -203,6 +203,10 @@ class OpenStackNeutron:
             done_if=NETWORK_NOT_HOSTED,
         )
 
+    def set_agent_admin_state(self, agent_id: str, up: bool) -> None:
+        # PUT /v2.0/agents/{id}: openstacksdk's update_agent, through the same classified request path.
+        self._request("PUT", f"/agents/{_quote(agent_id)}", body={"agent": {"admin_state_up": bool(up)}})
+
     def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
         return self._ports_by("device_id", device_ids)
 

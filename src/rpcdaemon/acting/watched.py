@@ -103,6 +103,9 @@ class WatchedAPI:
     def unbind_network(self, agent_id: str, network_id: str) -> None:
         self._ended(self.api.unbind_network, agent_id, network_id)
 
+    def set_agent_admin_state(self, agent_id: str, up: bool) -> None:
+        self._ended(self.api.set_agent_admin_state, agent_id, up)
+
     def ports_of_devices(self, device_ids: Sequence[str]) -> list[PortState]:
         return self._ended(self.api.ports_of_devices, device_ids)
 

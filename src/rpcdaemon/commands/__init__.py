@@ -1,10 +1,11 @@
 """The operator's commands: ``rpcdaemon [-c FILE] COMMAND ...``, one module each.
 
-Each module (``status``, ``check``, ``pause``, ``evacuate``, ``rebalance``) has ``add_arguments(parser)``
-and ``run(args, ctx, out) -> int`` and imports no other command module (an import-linter contract):
-what they share is ``context`` (configuration, Neutron, control channel) and ``fleet`` (what the API and the
-daemon's live view say about the agents). ``cli.main`` looks the name up in ``COMMANDS`` and hands the
-rest of the command line to ``main`` here; a module is imported only when its command runs.
+Each module (``status``, ``check``, ``pause``, ``evacuate``, ``rebalance``) has ``add_arguments(parser, name)``
+and ``run(args, ctx, out, name) -> int`` and imports no other command module (an import-linter contract):
+what they share is ``context`` (configuration, Neutron, control channel, audit trail), ``fleet`` (what the API
+and the daemon's live view say about the agents) and ``progress`` (running and showing moves). ``cli.main``
+looks the name up in ``COMMANDS`` and hands the rest of the command line to ``main`` here; a module is
+imported only when its command runs.
 """
 
 from __future__ import annotations

@@ -12,13 +12,16 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
+from rpcdaemon.audit import AuditLog
 from rpcdaemon.control.channel import ControlChannel
-from rpcdaemon.model import DHCP_AGENT, L3_AGENT
+from rpcdaemon.model import DHCP_AGENT, L3_AGENT, AuditRecord, no_audit
 from rpcdaemon.neutronconf import PluginNeutron, Resolved, resolve_settings
 from rpcdaemon.observing.bus import control_connection
 from rpcdaemon.service import AgentPluginConfig
@@ -77,6 +80,20 @@ class CommandContext:
         ps = self.settings.section(name)
         assert isinstance(ps, AgentPluginSettings)
         return plugin_config(ps, self.plugins()[name], self.down_time(), self.settings.daemon.dry_run)
+
+    def audit(self, command: str) -> tuple[AuditRecord, Callable[[], None]]:
+        """The audit trail's ``record`` for a command that changes Neutron, and what closes it: ``no_audit``
+        when ``[Daemon] audit_log`` is not set, or (said on stderr) when this user cannot write it."""
+        path = self.settings.daemon.audit_log
+        if path is None:
+            return no_audit, lambda: None
+        try:
+            trail = AuditLog(path)
+        except OSError as exc:
+            print(f"rpcdaemon {command}: warning: cannot write the audit trail {path} ({exc.strerror or exc}); "
+                  "this command's changes are not in it", file=sys.stderr)
+            return no_audit, lambda: None
+        return trail.record, trail.close
 
     def down_time(self) -> float:
         return max((pn.agent_down_time for pn in self.plugins().values()), default=75.0)

@@ -13,6 +13,8 @@ Rules (each is a test in tests/unit/test_plan_l3.py):
   router, one with ``handle_internal_only_routers = false`` only routers with a gateway (Neutron
   refuses the rest with InvalidL3Agent);
 - a (router, agent) pair in ``refused`` (Neutron refused that bind for good) is never planned;
+- a router hosted by no agent is scheduled only once it is no longer ``young`` (the plugin's
+  ``unhosted_grace``: someone else's move passes through that state between its unbind and its bind);
 - a dead agent in ``unfenced`` (its fence command has not succeeded: ``plugins.fence_gate``) keeps its
   routers: nothing is moved off it, as if it were not dead; the brake still counts it;
 - the target is the least-loaded eligible agent, counting the moves planned in this same pass;
@@ -134,10 +136,12 @@ def plan_l3(
     policy: L3Policy,
     refused: AbstractSet[tuple[str, str]] = frozenset(),
     unfenced: AbstractSet[str] = frozenset(),
+    young: AbstractSet[str] = frozenset(),
 ) -> Plan:
     """Router moves for one pass. ``bindings`` maps router id -> ids of the L3 agents hosting it;
     ``refused`` holds (router id, agent id) pairs never to plan; ``unfenced`` dead agents whose routers
-    stay where they are."""
+    stay where they are; ``young`` routers hosted by no agent that are not scheduled yet (they became so
+    only just: maybe in the middle of someone else's move)."""
     all_dead = {aid for aid, j in judged.items() if j.verdict is Verdict.DEAD}
     dead = all_dead - unfenced if unfenced else all_dead
     held: list[str] = []
@@ -165,7 +169,7 @@ def plan_l3(
             # know may be hosted there; one bound only to dvr agents (whose mode changed after the
             # bind) can be neither unbound (409 DVRL3CannotRemoveFromDvrAgent) nor bound elsewhere
             # (409 RouterHostedByL3Agent): trying would fail every pass.
-            if policy.schedule_unhosted and not router.distributed and not hosts:
+            if policy.schedule_unhosted and not router.distributed and not hosts and rid not in young:
                 homeless.append((rid, router, None))
             continue
         # Every central host is dead: move from the first (non-HA routers have exactly one).

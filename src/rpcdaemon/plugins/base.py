@@ -76,6 +76,10 @@ class Timing:
     # A (resource, agent) pair Neutron refused for good is not planned again for this long, or until
     # that agent restarts (its heartbeat says start_flag): its configuration may have changed.
     refusal_memory: float = 3600.0
+    # A router found hosted by no agent is scheduled only once it has stayed so this long: a move made by
+    # someone else (``rpcdaemon evacuate``, ``openstack network agent remove router`` then ``add router``)
+    # passes through that state between its unbind and its bind, and must not be raced.
+    unhosted_grace: float = 5.0
 
 
 @dataclass

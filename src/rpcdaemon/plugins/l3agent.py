@@ -42,6 +42,7 @@ class L3AgentPlugin(FailoverPlugin):
         self.policy = policy
         self.brake = policy.brake
         self.routers: dict[str, Router] = {}
+        self._unhosted_since: dict[str, float] = {}  # router id -> when it was first seen hosted by no agent
         # router id -> ids of the L3 agents hosting it
         self.bindings: dict[str, frozenset[str]] = {}
 
@@ -121,7 +122,17 @@ class L3AgentPlugin(FailoverPlugin):
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
         policy = replace(self.policy, brake=self.brake_policy())
-        return plan_l3(judged, self.routers, self.bindings, policy, self.refused_pairs(), unfenced)
+        return plan_l3(judged, self.routers, self.bindings, policy, self.refused_pairs(), unfenced,
+                       self._young_unhosted())
+
+    def _young_unhosted(self) -> frozenset[str]:
+        """The routers hosted by no agent for less than ``unhosted_grace``: maybe in the middle of a move
+        made by someone else (between its unbind and its bind); they are scheduled only if they stay so."""
+        now = self.clock()
+        since = self._unhosted_since
+        self._unhosted_since = {rid: since.get(rid, now) for rid in self.routers if not self.bindings.get(rid)}
+        grace = self.timing.unhosted_grace
+        return frozenset(rid for rid, t in self._unhosted_since.items() if now - t < grace)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
