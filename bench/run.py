@@ -11,7 +11,8 @@ their ports are ACTIVE on the live hosts, rpcdaemon vs Neutron's own rescheduler
 (c) ``calls``: Neutron API calls per hour in steady state vs the original design; (d) ``decode``:
 heartbeats per second through bus + decode + registry (``bench/bench_decode.py``); (e) ``plan``: one
 full plan at scale (``bench/bench_plan.py``); (g) ``takeover``: three instances, the active one killed
-(``bench/bench_takeover.py``). (d) and (e) run in child processes (their memory and
+(``bench/bench_takeover.py``); (h) ``commands``: what ``rpcdaemon check``, ``evacuate`` and
+``rebalance`` cost to decide at scale (``bench/bench_commands.py``). (d) and (e) run in child processes (their memory and
 CPU figures are then their own): (d)'s printed rate is read back, (e) is ``bench_plan.figures`` run by
 ``bench.run --child plan``, which prints its figures as one JSON line. A benchmark that fails gives an
 error row; the others still run.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-NAMES = ("failover", "moves", "calls", "decode", "plan", "takeover")
+NAMES = ("failover", "moves", "calls", "decode", "plan", "takeover", "commands")
 COLUMNS = ("benchmark", "measure", "rpcdaemon", "compared with", "goal", "met")
 
 if __package__ in (None, ""):  # ``python bench/run.py``: make ``bench`` and ``tests`` importable
@@ -208,8 +209,14 @@ def plan_runs(args: argparse.Namespace) -> dict[str, Callable[[], list[Figure]]]
 
         return bench_takeover.figures(runs=2 if quick else args.takeover_runs, routers=10 if quick else 30)
 
+    def commands() -> list[Figure]:
+        from bench import bench_commands
+
+        size = bench_commands.Size(30, 2000) if quick else bench_commands.Size()
+        return bench_commands.figures(size, runs=1 if quick else 3)
+
     return {"failover": failover, "moves": moves, "calls": calls, "decode": decode, "plan": plan,
-            "takeover": takeover}
+            "takeover": takeover, "commands": commands}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from rpcdaemon import __version__
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView
-from rpcdaemon.model import AuditRecord, no_audit
+from rpcdaemon.model import AuditRecord, OutcomeStatus, no_audit
 from rpcdaemon.plugins.base import FailoverPlugin
 
 log = logging.getLogger("rpcdaemon")
@@ -131,9 +131,11 @@ class ControlGate:
                           heard_ago=round(now - j.last_heard, 1) if j.last_heard is not None else None)
                 for aid, j in sorted(report.judged.items(), key=lambda kv: (kv[1].agent.host, kv[0])))
             brake = report.plan.held[0] if report.plan.braked and report.plan.held else None
+            # Still to do: what the last pass planned and did not get done (a paused pass did none of it).
+            done = sum(1 for o in report.outcomes if o.status is OutcomeStatus.DONE)
             plugins.append(PluginView(name=p.name, agent_type=p.agent_type, down_time=p.liveness.down_time,
                                       brake=brake, held=tuple(report.plan.held),
-                                      pending=len(report.plan.actions), agents=agents))
+                                      pending=max(0, len(report.plan.actions) - done), agents=agents))
         return DaemonView(instance=self.instance, at=self.wall(), version=__version__, role="active",
                           dry_run=self.dry_run, paused=self.last.paused, brake_release=self._release,
                           plugins=tuple(plugins))

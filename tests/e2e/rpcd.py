@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tests import terminal
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer, free_port
 from tests.harness.seed import SeedClient
@@ -359,3 +360,22 @@ def seed_routers(rest: SeedClient, agent_id: str, count: int, prefix: str) -> li
     routers = rest.create_routers_bulk(count, prefix=prefix)
     rest.bind_routers_bulk(agent_id, routers)
     return routers
+
+
+# -- operator commands run as an operator would: on a terminal, or piped ---------------------------
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of an operator's command: no pytest warning filters, a colour terminal, ``extra``."""
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)  # the command runs as operators run it
+    env.pop("NO_COLOR", None)
+    env.update(TERM="xterm-256color", COLUMNS="120", **extra)
+    return env
+
+
+def run_in_pty(args: list[str], timeout: float, *, interrupt_after: float | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[int, str, float]:
+    """``rpcdaemon ARGS`` on a pseudo-terminal (``tests.terminal.run_in_pty``): (status, output, seconds)."""
+    return terminal.run_in_pty([str(RPCDAEMON), *args], timeout, env=env if env is not None else command_env(),
+                               interrupt_after=interrupt_after)

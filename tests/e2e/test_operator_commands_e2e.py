@@ -18,7 +18,15 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from tests.e2e.rpcd import RPCDAEMON, Daemons, add_hosts, routers_by_agent, seed_routers, wait_until
+from tests.e2e.rpcd import (
+    RPCDAEMON,
+    Daemons,
+    add_hosts,
+    routers_by_agent,
+    run_in_pty,
+    seed_routers,
+    wait_until,
+)
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
@@ -94,6 +102,13 @@ def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, res
     assert {r["verdict"] for r in rows.values()} == {"alive"}
     assert rows["b"]["heard"] < neutron.agent_down_time
     assert "live view of the active instance" in command(config, "status").stdout
+    code, shown, _ = run_in_pty(["-c", str(config), "status", "--watch", "--interval", "0.5"], timeout=60,
+                                interrupt_after=4)  # Ctrl-C after a few redraws
+    assert code == 0, shown
+    assert shown.count("\x1b[1A") >= 3, shown  # redrawn in place (cursor up), not printed again below
+    assert fleet.host("a") in shown
+    assert "alive" in shown
+    assert "Traceback" not in shown
 
     # -- pause, then an agent dies: nothing moves -------------------------------------------------------
     paused = command(config, "pause", "--reason", "e2e maintenance", "--for", "30m")

@@ -200,3 +200,12 @@ def test_the_runner_prints_one_table_and_checks_names() -> None:
     assert selected(build_parser().parse_args(["--only", "plan,calls", "--skip", "plan"])) == ["calls"]
     with pytest.raises(SystemExit, match="unknown benchmark"):
         selected(build_parser().parse_args(["--only", "nope"]))
+
+
+def test_the_commands_benchmark_measures_check_and_both_plans() -> None:
+    from bench import bench_commands
+
+    rows = bench_commands.figures(bench_commands.Size(l3_agents=6, routers=60, latency=0.0), runs=1, verbose=False)
+    assert [r.bench for r in rows] == ["(h) commands"] * 3
+    assert all(r.met for r in rows), rows
+    assert "API calls" in rows[0].value

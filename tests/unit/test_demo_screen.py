@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pty
 import re
-import select
-import subprocess
 import sys
 import time
+
+from tests.terminal import run_in_pty
 
 from rpcdaemon import demo
 
@@ -59,34 +58,9 @@ def test_the_plugin_is_named_once_per_log_line() -> None:
 
 
 def test_demo_in_a_terminal_redraws_in_place_and_exits_0() -> None:
-    master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     env.update(TERM="xterm", COLUMNS="140", LINES="40")
-    proc = subprocess.Popen([sys.executable, "-m", "rpcdaemon", "demo", "--speed", SPEED],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            elif proc.poll() is not None:
-                break
-        rc = proc.wait(timeout=10)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = b"".join(chunks).decode("utf-8", "replace")
+    rc, text, _ = run_in_pty([sys.executable, "-m", "rpcdaemon", "demo", "--speed", SPEED], 60, env=env)
     assert rc == 0, text[-2000:]
     assert text.count("\x1b[1A") > 20
     assert "\x1b[2K" in text

@@ -17,7 +17,7 @@ from rpcdaemon.commands.context import CommandError
 from rpcdaemon.commands.evacuate import evacuate
 from rpcdaemon.commands.progress import Progress, Side, TargetCheck
 from rpcdaemon.commands.rebalance import rebalance
-from rpcdaemon.control.state import DaemonView, PluginView
+from rpcdaemon.control.state import AgentView, DaemonView, PluginView
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_DVR_SNAT, Action, ActionKind
 
 POLICY = ExecutorPolicy(workers=4, attempts=2, backoff_min=0.0, backoff_max=0.0)
@@ -191,3 +191,18 @@ def test_rebalance_networks_bind_first_then_unbind_only_with_n_per_network() -> 
     counts = sorted(sum(1 for h in api.network_bindings().values() if aid in h) for aid in ids)
     assert counts == [2, 2]
     assert all(len(h) == 1 for h in api.network_bindings().values())
+
+
+def test_rebalance_leaves_an_agent_the_daemon_holds_back_alone() -> None:
+    api = FakeNeutron()
+    ids, empty = _balanced_world(api)
+    agents = tuple(AgentView(aid, f"net-{i}", "alive", "heard 1.0s ago", 1.0) for i, aid in enumerate(ids[:2]))
+    warming = AgentView(empty, "net-2", "warming", "back 2s ago, target after 60s", 0.5)
+    view = DaemonView("ctl-1:42", 0.0, "0", "active", plugins=(PluginView("L3Agent", L3_AGENT, 10.0,
+                                                                           agents=(*agents, warming)),))
+    out = io.StringIO()
+    assert rebalance([l3_side(api)], out, view=view, terminal=False) == 0
+    assert f"not a target yet: net-2 ({empty}) (warming: back 2s ago, target after 60s)" in out.getvalue()
+    assert not any(empty in hosts for hosts in api.router_bindings().values())
+    counts = sorted(sum(1 for h in api.router_bindings().values() if aid in h) for aid in ids[:2])
+    assert counts == [4, 5]  # evened out between the two the daemon judges alive

@@ -154,6 +154,7 @@ def rebalance(sides: Sequence[Side], out: TextIO, *, view: DaemonView | None, vi
                 raise CommandError(
                     f"Neutron says the {LABELS[side.plugin]} {agent.describe()} is dead and hosts "
                     f"{load[agent.id]} {side.things}: a failover is due; rebalance waits for it", EXIT_FAILED)
+        agents = _judged_targets(agents, view, side, out)
         if side.agent_type == L3_AGENT:
             plan = plan_rebalance_l3(agents, resources, bindings, max_moves=max_moves, include_ha=side.include_ha)
         else:
@@ -174,6 +175,25 @@ def rebalance(sides: Sequence[Side], out: TextIO, *, view: DaemonView | None, vi
             print(f"  {line}", file=out)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _judged_targets(agents: list[Agent], view: DaemonView | None, side: Side, out: TextIO) -> list[Agent]:
+    """Without the agents the running daemon does not judge alive (warming after a return, suspect, unknown):
+    they would get work before the daemon itself gives them any (``revive_hold``)."""
+    if view is None:
+        return agents
+    plugin = next((p for p in view.plugins if p.name == side.plugin), None)
+    if plugin is None:
+        return agents
+    verdicts = {a.id: a for a in plugin.agents}
+    kept = []
+    for agent in agents:
+        seen = verdicts.get(agent.id)
+        if agent.agent_type == side.agent_type and seen is not None and seen.verdict != "alive":
+            print(f"not a target yet: {agent.describe()} ({seen.verdict}: {seen.why})", file=out)
+            continue
+        kept.append(agent)
+    return kept
 
 
 def _loads_line(plan: RebalancePlan, agents: Sequence[Agent], which: str) -> str:

@@ -40,23 +40,22 @@ class ControlChannel:
     def read_state(self) -> ControlState | None:
         """The control state, or None when no record was found (never written, or held by another
         reader through every look)."""
-        for attempt in range(EMPTY_READS):
-            raw = self.link.read(control_queue(self.group), durable=True)
-            if raw is not None:
-                return ControlState.from_json(raw)
-            if attempt + 1 < EMPTY_READS:
-                self._sleep(EMPTY_GAP)
-        return None
+        raw = self._read(control_queue(self.group), durable=True)
+        return ControlState.from_json(raw) if raw is not None else None
 
     def write_state(self, state: ControlState) -> None:
         self.link.write(control_queue(self.group), state.to_json(), durable=True)
 
     def read_view(self) -> DaemonView | None:
         """The active instance's live view, or None when none is published (no instance acts)."""
+        raw = self._read(view_queue(self.group), durable=False)
+        return DaemonView.from_json(raw) if raw is not None else None
+
+    def _read(self, queue: str, *, durable: bool) -> bytes | None:
         for attempt in range(EMPTY_READS):
-            raw = self.link.read(view_queue(self.group), durable=False)
+            raw = self.link.read(queue, durable=durable)
             if raw is not None:
-                return DaemonView.from_json(raw)
+                return raw
             if attempt + 1 < EMPTY_READS:
                 self._sleep(EMPTY_GAP)
         return None
