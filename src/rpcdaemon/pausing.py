@@ -126,16 +126,19 @@ class ControlGate:
         plugins = []
         for p in self.plugins:
             report = p.last  # replaced whole by the loop thread: one consistent pass
-            agents = tuple(
-                AgentView(id=aid, host=j.agent.host, verdict=j.verdict.value, why=j.why,
-                          heard_ago=round(now - j.last_heard, 1) if j.last_heard is not None else None)
-                for aid, j in sorted(report.judged.items(), key=lambda kv: (kv[1].agent.host, kv[0])))
+            agents = []
+            for aid, j in sorted(report.judged.items(), key=lambda kv: (kv[1].agent.host, kv[0])):
+                # The registry's last heartbeat, now (the pass's may be a check_interval old).
+                heard = p.registry.last_heard(j.agent.agent_type, j.agent.host)
+                heard = heard if heard is not None else j.last_heard
+                agents.append(AgentView(id=aid, host=j.agent.host, verdict=j.verdict.value, why=j.why,
+                                        heard_ago=round(max(0.0, now - heard), 1) if heard is not None else None))
             brake = report.plan.held[0] if report.plan.braked and report.plan.held else None
             # Still to do: what the last pass planned and did not get done (a paused pass did none of it).
             done = sum(1 for o in report.outcomes if o.status is OutcomeStatus.DONE)
             plugins.append(PluginView(name=p.name, agent_type=p.agent_type, down_time=p.liveness.down_time,
                                       brake=brake, held=tuple(report.plan.held),
-                                      pending=max(0, len(report.plan.actions) - done), agents=agents))
+                                      pending=max(0, len(report.plan.actions) - done), agents=tuple(agents)))
         return DaemonView(instance=self.instance, at=self.wall(), version=__version__, role="active",
                           dry_run=self.dry_run, paused=self.last.paused, brake_release=self._release,
                           plugins=tuple(plugins))

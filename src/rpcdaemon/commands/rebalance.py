@@ -260,7 +260,7 @@ def _run_side(side: Side, agents: list[Agent], plan: RebalancePlan, out: TextIO,
             done_count[o.action.resource_id] = done_count.get(o.action.resource_id, 0) + 1
     moved = sum(1 for m in moves if done_count.get(m.resource_id, 0) == len(by_id[m.resource_id]))
     print(f"rebalance {things}: {moved} of {len(plan.moves)} moved in {took:.1f} s "
-          f"({moved / took if took > 0 else 0:.1f}/s, limit {rate:g}/s), verified ({verb_counts(outcomes)}); "
+          f"(started at most {rate:g} a second), verified ({verb_counts(outcomes)}); "
           f"spread {plan.spread_before} -> {plan.spread_after} planned", file=out)
     return problems
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from rpcdaemon.acting.api import NeutronError
@@ -45,7 +46,7 @@ class Status:
     daemon: dict[str, Any]
 
 
-def gather(ctx: CommandContext, previous: dict[tuple[str, str], int] | None = None) -> Status:
+def gather(ctx: CommandContext, previous: dict[tuple[str, str], int] | None = None, *, watch: bool = False) -> Status:
     facts = read_daemon(ctx)
     now = time.time()
     rows: list[FleetRow] = []
@@ -78,16 +79,18 @@ def gather(ctx: CommandContext, previous: dict[tuple[str, str], int] | None = No
                             "alive": a.alive, "verdict": verdict, "why": why,
                             "heard": seen.heard_ago if seen is not None else None, "hosted": count})
     daemon = _daemon_record(facts, now)
-    return Status(FleetState(rows=tuple(rows), title=_title(facts, now), notes=tuple(_notes(facts, daemon, now))),
+    return Status(FleetState(rows=tuple(rows), title=_title(facts, now, age=not watch),
+                             notes=tuple(_notes(facts, daemon, now))),
                   records, daemon)
 
 
-def _title(facts: DaemonFacts, now: float) -> str:
+def _title(facts: DaemonFacts, now: float, *, age: bool = True) -> str:
+    """The first line; without the view's age when watching (a plain --watch prints it only when it changes)."""
     if facts.view is None:
         return "rpcdaemon status: no instance is acting (verdicts are Neutron's)"
-    age = max(0.0, now - facts.view.at)
     dry = " [dry run]" if facts.view.dry_run else ""
-    return f"rpcdaemon status: live view of the active instance {facts.view.instance}{dry} ({age:.0f}s old)"
+    old = f" ({max(0.0, now - facts.view.at):.0f}s old)" if age else ""
+    return f"rpcdaemon status: live view of the active instance {facts.view.instance}{dry}{old}"
 
 
 def _daemon_record(facts: DaemonFacts, now: float) -> dict[str, Any]:
@@ -139,6 +142,8 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
     if args.format == "table":
         rows = status.state.rows
         shown = [TABLE_NAMES.get(c, c) for c in args.columns] if args.columns else list(default_columns(rows))
+        if not args.columns and status.daemon["active_instance"] is None:
+            shown = [c for c in shown if c != "heard"]  # only a daemon hears heartbeats
         _print_table(status.state, shown, out)
     elif args.format == "value":
         for r in status.records:
@@ -163,14 +168,19 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends --watch as Ctrl-C does: the terminal gets its cursor back
+
+
 def _watch(args: argparse.Namespace, ctx: CommandContext, out: TextIO) -> int:
     previous: dict[tuple[str, str], int] | None = None
     code = EXIT_OK
+    signal.signal(signal.SIGTERM, _interrupt)
     with FleetDisplay(out) as display:
         try:
             while True:
                 try:
-                    status = gather(ctx, previous)
+                    status = gather(ctx, previous, watch=True)
                 except CommandError as exc:
                     display.say(str(exc), style="red")
                     code = EXIT_FAILED
@@ -189,9 +199,9 @@ def _print_table(state: FleetState, columns: list[str], out: TextIO) -> None:
 
     console = Console(file=out, no_color=not _colour(out), highlight=False, soft_wrap=False,
                       width=200 if not _isatty(out) else None)
-    if state.title:
+    if state.title:  # a line of its own: as the table's title it would wrap to the table's width
         console.print(state.title, markup=False)
-    console.print(fleet_table(state, columns=columns))
+    console.print(fleet_table(replace(state, title=""), columns=columns))
     for note in state.notes:
         console.print(note, markup=False)
 
