@@ -135,7 +135,9 @@ def test_the_loop_reads_the_state_publishes_the_view_and_rides_out_a_dead_broker
     dead.channel.close()
 
     loop.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while loop.reads < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     loop.join(timeout=10)
     assert loop.fatal is None
