@@ -101,3 +101,21 @@ def test_an_unprivileged_user_cannot_pause(config: Path) -> None:
     assert done.returncode == 2
     assert "cannot read: Permission denied" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_command_never_creates_the_audit_trail(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rpcdaemon.commands.context import CommandContext
+    from rpcdaemon.model import no_audit
+
+    trail = config.parent / "audit.log"
+    config.write_text(config.read_text().replace("[Daemon]\n", f"[Daemon]\naudit_log = {trail}\n"))
+    record, close = CommandContext.load(config).audit("evacuate")
+    close()
+    assert record is no_audit
+    assert not trail.exists()  # created by the daemon, as its own user
+    assert "does not exist yet (the daemon creates it)" in capsys.readouterr().err
+    trail.touch()
+    record, close = CommandContext.load(config).audit("evacuate")
+    record("command", command="evacuate", phase="start", by="alice@ctl-1")
+    close()
+    assert '"event": "command"' in trail.read_text()
