@@ -12,8 +12,8 @@ their ports are ACTIVE on the live hosts, rpcdaemon vs Neutron's own rescheduler
 heartbeats per second through bus + decode + registry (``bench/bench_decode.py``); (e) ``plan``: one
 full plan at scale (``bench/bench_plan.py``); (g) ``takeover``: three instances, the active one killed
 (``bench/bench_takeover.py``); (h) ``commands``: what ``rpcdaemon check``, ``evacuate`` and
-``rebalance`` cost to decide at scale (``bench/bench_commands.py``). (d) and (e) run in child processes (their memory and
-CPU figures are then their own): (d)'s printed rate is read back, (e) is ``bench_plan.figures`` run by
+``rebalance`` cost to decide at scale (``bench/bench_commands.py``). (d) and (e) run in child processes
+(their memory and CPU figures are then their own): (d)'s printed rate is read back, (e) is ``bench_plan.figures`` run by
 ``bench.run --child plan``, which prints its figures as one JSON line. A benchmark that fails gives an
 error row; the others still run.
 """
