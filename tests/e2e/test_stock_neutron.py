@@ -136,7 +136,9 @@ def test_networks_neutron_placed_on_one_agent_reach_the_policy_fast(either: Worl
         since[net.id] = began
         created.append(net)
     placed_by_neutron = [len(n.auto_bound) for n in created]
-    assert placed_by_neutron == [1] * 6, f"Neutron's scheduler did not place each network once: {placed_by_neutron}"
+    # Neutron's scheduler places each on one agent (dhcp_agents_per_network = 1); the daemon, which hears the
+    # subnet's creation, may have added more by the time the bindings are read back: never fewer than one.
+    assert all(count >= 1 for count in placed_by_neutron), f"Neutron's scheduler placed nothing: {placed_by_neutron}"
     seen = wait_hosted(world, agents, since, want, daemon)
     slowest = max(seen.values())
     notify = "notifications on" if world.neutron.notifications else "stock neutron.conf"
