@@ -7,6 +7,7 @@ record (``ValueError``).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -14,10 +15,11 @@ from rpcdaemon.control import VIEW_TTL, control_queue, view_queue
 from rpcdaemon.control.state import ControlState, DaemonView
 from rpcdaemon.observing.bus import Connection, ControlLink
 
-# A read that finds the queue empty may have met another reader between its get and its requeue (a few
-# milliseconds): look again this many times, this far apart, before concluding there is no record.
-EMPTY_READS = 3
-EMPTY_GAP = 0.05
+# A read that finds the queue empty may have met another reader between its get and its requeue (about a
+# millisecond; each instance reads every 2 s): look again this many times, a random 20-60 ms apart (so that
+# two readers do not keep meeting), before concluding there is no record.
+EMPTY_READS = 10
+EMPTY_GAP = (0.02, 0.06)
 
 
 class ControlChannel:
@@ -57,7 +59,7 @@ class ControlChannel:
             if raw is not None:
                 return raw
             if attempt + 1 < EMPTY_READS:
-                self._sleep(EMPTY_GAP)
+                self._sleep(random.uniform(*EMPTY_GAP))  # spreads the retries of readers that met
         return None
 
     def publish_view(self, view: DaemonView) -> None:
