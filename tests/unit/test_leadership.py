@@ -482,6 +482,37 @@ def test_the_idle_loop_wakes_at_once_on_a_promotion(services: list[Service]) -> 
     assert lead.is_leader()
 
 
+def test_a_role_change_is_never_lost_between_a_waiter_timing_out_and_looking_again() -> None:
+    """The check loop polls ``wait_changed`` 0.1 s at a time. A change that lands just as one poll times
+    out must be reported by the next poll (an Event cleared after the wait lost it: a promoted standby
+    then idled the whole check interval)."""
+    clock, lock = Clock(), SharedLock()
+    lead, _ = leader(lock, "b", clock)
+    for trial in range(200):
+        lock.holder = None if trial % 2 == 0 else "someone else"
+        if trial % 2:
+            clock.now += 10  # past the lease, so that the next step is a demotion
+        lead.wait_changed(0)
+        seen = threading.Event()
+        stop = threading.Event()
+
+        def poll(seen: threading.Event = seen, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                if lead.wait_changed(0):
+                    seen.set()
+                    return
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        before = lead.changes
+        lead.step()
+        assert lead.changes == before + 1
+        reported = seen.wait(2.0)
+        stop.set()
+        waiter.join()
+        assert reported, f"change {trial + 1} was lost"
+
+
 def test_a_standby_that_listened_a_full_window_judges_at_once_when_promoted() -> None:
     """The window counts from the standby's own bus connection and API reads: no new window."""
     clock, lock = Clock(), SharedLock()

@@ -115,7 +115,8 @@ class Leadership:
         self._unexpected = 0
         self._fatal: str | None = None
         self._callbacks: list[Callable[[Role], None]] = []
-        self._changed = threading.Event()
+        self._changed = threading.Condition()
+        self._seen = 0  # role changes already reported by wait_changed
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.changes = 0  # role changes so far (metrics and tests)
@@ -147,10 +148,14 @@ class Leadership:
         self._callbacks.append(callback)
 
     def wait_changed(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a role change; True if there was one since the last call."""
-        changed = self._changed.wait(timeout)
-        self._changed.clear()
-        return changed
+        """Wait up to ``timeout`` seconds for a role change; True if there was one since the last call.
+        A counter under a condition, not an Event: a change that lands while the waiter returns from a
+        timeout is reported by the next call instead of being cleared away unseen."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.changes != self._seen, timeout)
+            changed = self.changes != self._seen
+            self._seen = self.changes
+            return changed
 
     def problem(self) -> str | None:
         """What makes this instance useless to the group (its lock thread gave up or died), or None."""
@@ -266,12 +271,13 @@ class Leadership:
         if role is self._said:
             return
         self._said = role
-        self.changes += 1
+        with self._changed:
+            self.changes += 1
+            self._changed.notify_all()
         if role is Role.ACTIVE:
             self._log.info("leadership: this instance is now ACTIVE (%s)", self.describe())
         else:
             self._log.info("leadership: this instance is now STANDBY (%s: %s)", self.describe(), why)
-        self._changed.set()
         for callback in list(self._callbacks):
             try:
                 callback(role)
