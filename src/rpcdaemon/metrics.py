@@ -116,8 +116,8 @@ class Metrics:
             registry=self.registry,
         )
         self.leader = Gauge(
-            "rpcdaemon_leader", "1 while this instance is the active one (it holds the leadership lease), 0 on a "
-            "standby", registry=self.registry,
+            "rpcdaemon_leader", "1 while this instance is the active one (it holds the leadership lease, or runs "
+            "without coordination), 0 on a standby, a dry run and a Dump-only instance", registry=self.registry,
         )
         self.resources = Gauge(
             "rpcdaemon_agent_resources", "routers (L3 agents) or networks (DHCP agents) each agent hosts, in the "

@@ -203,7 +203,10 @@ class Service:
         self.control = ControlGate(control, self.plugins, instance=instance_name(), role=self.role,
                                    dry_run=dry_run, clock=clock, audit=audit.record if audit is not None else no_audit)
         self.metrics.attach_probe(self.probe)
-        self.metrics.follow_leader(lambda: self.role() == ROLE_ACTIVE)
+        # 1 only on the instance that moves work for the group: a dry run or a Dump-only instance acts for
+        # no one, and a 1 there would hide from "no active instance" that the real one is gone.
+        acts = bool(self.plugins) and not dry_run
+        self.metrics.follow_leader(lambda: acts and self.role() == ROLE_ACTIVE)
         self.metrics.follow_agents(registry, clock, {p.agent_type for p in self.plugins})
         self.listeners: list[BusListener] = []
         factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))

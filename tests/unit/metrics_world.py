@@ -49,14 +49,15 @@ class World:
     """``hosts`` agents of the plugin's type (ids ``a``, ``b``, ...; host ``host-<id>``), all speaking."""
 
     def __init__(self, plugin: str = "L3Agent", *, hosts: tuple[str, ...] = ("a", "b", "c"),
-                 leadership: Leadership | None = None, clock: Clock | None = None) -> None:
+                 leadership: Leadership | None = None, clock: Clock | None = None, dry_run: bool = False) -> None:
         self.clock = clock or Clock(START)
         self.wall = Clock(WALL)
         self.agent_type = TYPES[plugin]
         self.api = FakeNeutron(latency=LATENCY, sleep=self.clock.advance, clock=self.clock)
         self.registry = AgentRegistry(DOWN)
         cfg = AgentPluginConfig(liveness=LIVENESS, timing=TIMING, brake=BrakePolicy(max_dead_fraction=0.5),
-                                executor=ExecutorPolicy(workers=1, backoff_min=0, backoff_max=0), max_moves=100,
+                                executor=ExecutorPolicy(workers=1, backoff_min=0, backoff_max=0, dry_run=dry_run),
+                                max_moves=100,
                                 agents_per_network=1)
         self.plugin: FailoverPlugin = build_plugin(plugin, self.api, self.registry, cfg, bus_since=lambda: START,
                                                    stop=threading.Event(), clock=self.clock)

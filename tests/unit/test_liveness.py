@@ -92,6 +92,12 @@ def test_heard_since_listening_is_not_dead_inside_a_long_grace_even_if_neutron_s
     assert judge(obs(LISTENING + 10, alive=False), LISTENING, policy, LISTENING + 200).verdict is Verdict.DEAD
 
 
+def test_a_listener_stamped_just_after_now_was_read_says_listening_0s_not_minus_0s() -> None:
+    j = judge(obs(None, alive=True), LISTENING, POLICY, LISTENING - 0.3)
+    assert j.verdict is Verdict.UNKNOWN
+    assert j.why.endswith("listening only 0s"), j.why
+
+
 def test_no_early_verdict_after_a_bus_outage() -> None:
     # neutron-server lost the same bus: its "dead" is as stale as our silence (early_ok=False).
     dead_in_neutron = obs(LISTENING - 500, alive=False)

@@ -242,6 +242,18 @@ class _Lock:
         return str(exc)
 
 
+def test_a_dry_run_is_never_the_active_instance_for_the_alerts(worlds: list[World]) -> None:
+    """A dry run plans as if it were active, but moves nothing: rpcdaemon_leader 1 there would hide the real
+    active instance's absence from RpcdaemonNoActiveInstance."""
+    live, dry = world(worlds), world(worlds, dry_run=True)
+    for w in (live, dry):
+        seed(w)
+        w.tick()
+    assert live.sample("rpcdaemon_leader") == 1
+    assert dry.sample("rpcdaemon_leader") == 0
+    assert dry.sample(RESOURCES, **dry.agent_labels("a")) == 3  # it still exports what it sees
+
+
 def test_a_standby_exports_the_agent_metrics_but_no_action_metrics(worlds: list[World]) -> None:
     clock, lock = Clock(START), _Lock()
     lead = Leadership(lock, clock=clock)

@@ -172,7 +172,7 @@ def _verdict(
             )
         return Judged(agent, Verdict.ALIVE, f"heard {silent_for:.1f}s ago", obs.last_heard)
 
-    listened = now - listening_since
+    listened = max(0.0, now - listening_since)  # a listener stamped a moment after `now` was read: not "-0s"
     silence = f"silent {silent_for:.0f}s" if silent_for is not None else "never heard"
     if listened < policy.window:
         # Our own window is too short to know. Only Neutron's verdict can settle it early.
