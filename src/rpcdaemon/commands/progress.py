@@ -31,6 +31,7 @@ from rich.progress import Progress as RichProgress
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.commands.context import AGENT_TYPES, EXIT_USAGE, CommandContext, CommandError, who
+from rpcdaemon.commands.fleet import bindings, resource_bindings
 from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
 from rpcdaemon.wiring import plugin_config
 
@@ -82,17 +83,13 @@ def sides_for(ctx: CommandContext, args: argparse.Namespace, dry_run: bool, *, r
 
 def read_placement(side: Side, agents: Sequence[Agent]) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
     """The side's routers (or networks) by id, and resource id -> ids of the agents of its type hosting it
-    (one call per agent of the type). Raises ``NeutronError``."""
+    (one call per agent of the type, ``fleet.READ_WORKERS`` at a time, as ``status`` reads them). Raises
+    ``NeutronError``."""
     api = side.api
     l3 = side.agent_type == L3_AGENT
     resources: dict[str, Any] = {r.id: r for r in (api.list_routers() if l3 else api.list_networks())}
-    bindings: dict[str, set[str]] = {}
-    for agent in agents:
-        if agent.agent_type != side.agent_type:
-            continue
-        for rid in api.routers_on_agent(agent.id) if l3 else api.networks_on_agent(agent.id):
-            bindings.setdefault(rid, set()).add(agent.id)
-    return resources, {rid: frozenset(hosts) for rid, hosts in bindings.items()}
+    per_agent = bindings(api, (a for a in agents if a.agent_type == side.agent_type))
+    return resources, resource_bindings(per_agent)
 
 
 TARGET_REFRESH = 5.0  # seconds: a target's liveness is at most this old when a move is sent to it
