@@ -13,7 +13,7 @@ expired) and in the audit trail (``pause``, ``resume``, ``brake-release``, ``bra
 
 ``view`` builds the ``control.state.DaemonView`` the loop publishes, from the plugins' last passes; only
 while this instance is the active one (a standby or a dry run publishes nothing: ``status`` shows the
-acting instance's view).
+acting instance's view); ``presence`` the roll-call entry every instance announces.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from rpcdaemon import __version__
 from rpcdaemon.control.loop import ControlLoop
-from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView
+from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView, Presence
 from rpcdaemon.model import AuditRecord, OutcomeStatus, no_audit
 from rpcdaemon.plugins.base import FailoverPlugin
 
@@ -54,6 +54,7 @@ class ControlGate:
         self._pause: Hold | None = None  # the pause in force at the last step
         self._release: Hold | None = None
         self._waiting_said = False
+        self.started = wall()
         self.last = StepControl(moves_allowed=loop is None)
 
     def before_step(self) -> StepControl:
@@ -116,6 +117,11 @@ class ControlGate:
         how = "command" if state.event == "restore-brake" and state.at >= before.at else "expired"
         log.info("mass-failure brake restored (%s)", f"by {state.by}" if how == "command" else "the release expired")
         self.audit("brake-restore", by=state.by if how == "command" else before.by, how=how)
+
+    def presence(self) -> Presence:
+        """This instance's roll-call entry (every role: a standby and a dry run too)."""
+        return Presence(instance=self.instance, role=self._role(), at=self.wall(), since=self.started,
+                        version=__version__, dry_run=self.dry_run, plugins=tuple(p.name for p in self.plugins))
 
     def view(self) -> DaemonView | None:
         """The live view to publish now (the control thread calls it), or None when this instance is not

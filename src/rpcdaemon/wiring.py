@@ -160,7 +160,8 @@ def build_service(
     control = None
     if wanted:
         channel = ControlChannel(lambda: control_connection(bus_url, resolved.broker_tls), settings.coordination.group)
-        control = ControlLoop(channel, view=lambda: holder["svc"].control.view(), stop=stop)
+        control = ControlLoop(channel, view=lambda: holder["svc"].control.view(), stop=stop,
+                              presence=lambda: holder["svc"].control.presence())
     svc = Service(bus_url=bus_url, registry=registry, plugins=plugins, dump=dump, check_interval=d.check_interval,
                   queue_expire=queue_expire, stop=stop, metrics=metrics, bus_tls=resolved.broker_tls,
                   notifier=notifier, leadership=leadership, audit=audit, control=control)

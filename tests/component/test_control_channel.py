@@ -1,8 +1,9 @@
 """The control channel's records on the real RabbitMQ (``control.channel``, ``observing.bus.ControlLink``).
 
 A record stays for every reader (a read gives it back), the newest write wins, the control state is
-durable, the live view vanishes after its TTL, readers at once never lose it, and the daemon's
-``ControlLoop`` reads the state, publishes the view, and survives a broker it cannot reach.
+durable, the live view vanishes after its TTL, readers at once never lose it, the roll call lists every
+instance (and stays for the next reader), and the daemon's ``ControlLoop`` reads the state, publishes
+the view, announces itself, signs off at its end, and survives a broker it cannot reach.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 from tests.component.conftest import AMQP_URL
 
-from rpcdaemon.control import control_queue, view_queue
+from rpcdaemon.control import control_queue, roll_queue, view_queue
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.loop import ControlLoop
-from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView
+from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView, Presence
 from rpcdaemon.observing.bus import control_connection, make_connection
 
 
@@ -28,7 +29,7 @@ def group() -> Iterator[str]:
     yield name
     with make_connection(AMQP_URL) as conn:
         channel = conn.channel()
-        for queue in (control_queue(name), view_queue(name)):
+        for queue in (control_queue(name), view_queue(name), roll_queue(name)):
             channel.queue_delete(queue)
 
 
@@ -146,3 +147,48 @@ def test_the_loop_reads_the_state_publishes_the_view_and_rides_out_a_dead_broker
     loop.join(timeout=10)
     assert loop.fatal is None
     assert loop.reads >= 3
+
+
+def presence(instance: str, role: str, *, at: float | None = None) -> Presence:
+    now = time.time() if at is None else at
+    return Presence(instance=instance, role=role, at=now, since=now - 3600, version="1.0", plugins=("L3Agent",))
+
+
+def test_the_roll_call_lists_each_running_instance_once_with_its_newest_role(group: str) -> None:
+    announcer, reader = channel(group), channel(group)
+    try:
+        for _ in range(5):  # five announcements each, as in one VIEW_TTL
+            announcer.announce(presence("ctl-1:10", "standby"))
+            announcer.announce(presence("ctl-2:20", "standby"))
+            announcer.announce(presence("ctl-3:30", "standby"))
+        announcer.announce(presence("ctl-2:20", "active"))  # ctl-2 took the lock
+        announcer.announce(presence("ctl-3:30", "stopped"))  # ctl-3 shut down cleanly
+        announcer.link.write(roll_queue(group), b'{"v": 1, "role": "king"}', durable=False, keep=64)
+        for _ in range(3):  # reading leaves the roll call in place for the next reader
+            running, unreadable = reader.read_roll(time.time())
+            assert [(i.instance, i.role) for i in running] == [("ctl-2:20", "active"), ("ctl-1:10", "standby")]
+            assert unreadable == 1
+    finally:
+        announcer.close()
+        reader.close()
+
+
+def test_the_loop_announces_every_role_and_signs_off_when_it_ends(group: str) -> None:
+    stop = threading.Event()
+    role = ["standby"]
+    loop = ControlLoop(channel(group), view=lambda: None, stop=stop, poll=0.05,
+                       presence=lambda: presence("ctl-9:99", role[0]))
+    reader = channel(group)
+    try:
+        loop.start()
+        deadline = time.monotonic() + 10
+        while not reader.read_roll(time.time())[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(i.instance, i.role) for i in reader.read_roll(time.time())[0]] == [("ctl-9:99", "standby")]
+        stop.set()
+        loop.join(10)
+        assert not loop.is_alive()
+        assert reader.read_roll(time.time())[0] == []  # gone at once, not after the entries' TTL
+    finally:
+        stop.set()
+        reader.close()

@@ -374,6 +374,14 @@ def command_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_command(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
+    """``rpcdaemon -c CONFIG ARGS`` as an operator runs it off a terminal, with ``user`` behind sudo (the
+    audit trail names them): its status and output."""
+    env = command_env(SUDO_USER=user, NO_COLOR="1")
+    return subprocess.run([str(RPCDAEMON), "-c", str(config), *args], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+
+
 def run_in_pty(args: list[str], timeout: float, *, interrupt_after: float | None = None,
                env: Mapping[str, str] | None = None) -> tuple[int, str, float]:
     """``rpcdaemon ARGS`` on a pseudo-terminal (``tests.terminal.run_in_pty``): (status, output, seconds)."""

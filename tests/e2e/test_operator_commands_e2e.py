@@ -9,7 +9,6 @@ the shipped schema. The commands are the installed ``rpcdaemon`` run as an opera
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ import jsonschema
 import pytest
 import yaml
 from tests.e2e.rpcd import (
-    RPCDAEMON,
     Daemons,
     add_hosts,
     routers_by_agent,
+    run_command,
     run_in_pty,
     seed_routers,
     wait_until,
@@ -40,12 +39,7 @@ VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
 
 
 def command(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("PYTHONWARNINGS", None)
-    env["SUDO_USER"] = user  # who the audit trail names
-    env["NO_COLOR"] = "1"
-    return subprocess.run([str(RPCDAEMON), "-c", str(config), *args], capture_output=True, text=True, timeout=120,
-                          env=env, check=False)
+    return run_command(config, *args, user=user)
 
 
 def status_json(config: Path) -> dict[str, Any]:
@@ -76,6 +70,7 @@ def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, res
     assert rows["a"]["verdict"] == "alive"
     assert rows["a"]["why"].startswith("Neutron's verdict")
     assert body["daemon"]["active_instance"] is None
+    assert body["daemon"]["instances"] == []
     table = command(config, "status")
     assert table.returncode == 0, table.stderr
     assert "no instance is acting" in table.stdout
@@ -103,7 +98,13 @@ def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, res
     rows = ours(body, l3)
     assert {r["verdict"] for r in rows.values()} == {"alive"}
     assert rows["b"]["heard"] < neutron.agent_down_time
-    assert "live view of the active instance" in command(config, "status").stdout
+    [me] = body["daemon"]["instances"]
+    assert me["role"] == "active"
+    assert me["instance"] == body["daemon"]["active_instance"]
+    shown_table = command(config, "status").stdout
+    assert "live view of the active instance" in shown_table
+    assert f"instances: {me['instance']} active (up " in shown_table
+    assert "no standby instance" in shown_table
     code, shown, _ = run_in_pty(["-c", str(config), "status", "--watch", "--interval", "0.5"], timeout=60,
                                 interrupt_after=4)  # Ctrl-C after a few redraws
     assert code == 0, shown

@@ -9,6 +9,7 @@ which failover works as before. The RabbitMQ test restarts the machine's broker,
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -19,6 +20,7 @@ from tests.e2e.rpcd import (
     RpcDaemon,
     add_hosts,
     routers_by_agent,
+    run_command,
     seed_routers,
     wait_alive_in_neutron,
     wait_until,
@@ -264,6 +266,11 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
     assert sum(d.actions_total() for d in trio) == 0
     assert sum(leader_of(d) for d in trio) == 1
     assert placement_of(rest, l3) == before
+    # The roll call came back with the broker: `status` lists all three, one active.
+    shown = run_command(trio[0].config, "status", "-f", "json")
+    assert shown.returncode == 0, shown.stderr
+    listed = json.loads(shown.stdout)["daemon"]["instances"]
+    assert sorted(i["role"] for i in listed) == ["active", "standby", "standby"], listed
 
     # And then the ordinary service: a real failure is handled as usual. (Stopping the fake agent's
     # RPC server can take seconds after a broker restart; its heartbeats stop at once.)

@@ -138,6 +138,20 @@ def test_the_view_is_the_active_instances_and_says_the_pause(cloud: Callable[...
     assert DaemonView.from_json(view.to_json()) == view
 
 
+def test_every_instance_announces_itself_on_the_roll_call(cloud: Callable[..., Cloud]) -> None:
+    before = time.time()
+    c = cloud(control=Loop(ControlState()))
+    entry = c.svc.control.presence()
+    assert entry.role == "active"  # no leadership in this rig: it always acts
+    assert entry.instance == c.svc.control.instance
+    assert entry.plugins == ("L3Agent",)
+    assert not entry.dry_run
+    assert before - 1 <= entry.since <= entry.at <= time.time()
+    c.svc.control.dry_run = True  # a dry run announces itself too (it publishes no view)
+    assert c.svc.control.presence().dry_run
+    assert c.svc.control.view() is None
+
+
 def test_a_dead_control_thread_ends_the_daemon(cloud: Callable[..., Cloud]) -> None:
     loop = Loop(ControlState())
     c = cloud(control=loop)

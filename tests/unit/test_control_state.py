@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpcdaemon.control.state import MAX_TEXT, ControlState, DaemonView, Hold, clean_text, describe_span, parse_duration
+from rpcdaemon.control.state import (
+    MAX_TEXT,
+    ROLES,
+    ControlState,
+    DaemonView,
+    Hold,
+    Presence,
+    clean_text,
+    describe_span,
+    parse_duration,
+    roll_call,
+)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200),
@@ -70,3 +81,55 @@ def test_a_pause_is_active_until_its_end() -> None:
     assert describe_span(160.0, 100.0) == "for 1m more"
     assert describe_span(None, 100.0) == "until resumed"
     assert hold.describe(100.0) == "by alice@ctl-1, for 1m more: r"
+
+
+presences = st.builds(Presence, instance=st.text(min_size=1, max_size=40).map(clean_text).filter(bool),
+                      role=st.sampled_from(ROLES), at=times, since=times, version=texts.map(clean_text),
+                      dry_run=st.booleans(), plugins=st.tuples(st.sampled_from(["L3Agent", "DHCPAgent"])))
+
+
+@given(presences)
+def test_a_roll_call_entry_round_trips(entry: Presence) -> None:
+    assert Presence.from_json(entry.to_json()) == entry
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b'{"v": 1, "role": "active", "at": 1, "since": 1}', "no instance"),
+    (b'{"v": 1, "instance": "c:1", "role": "king", "at": 1, "since": 1}', "role 'king'"),
+    (b'{"v": 1, "instance": "c:1", "role": "active", "at": "noon", "since": 1}', "at is not a time"),
+    (b'{"v": 1, "instance": "c:1", "role": "active", "at": 1, "since": true}', "since is not a time"),
+    (b'{"v": 1, "instance": "c:1", "role": "active", "at": 1, "since": 1, "plugins": [3]}', "plugins must be text"),
+    (b'{"v": 2, "instance": "c:1"}', "version 2"),
+])
+def test_a_malformed_roll_call_entry_is_named(raw: bytes, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Presence.from_json(raw)
+
+
+def _p(instance: str, role: str, at: float) -> Presence:
+    return Presence(instance=instance, role=role, at=at, since=0.0, version="1")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a:1", "b:2", "c:3"]), st.sampled_from(ROLES),
+                          st.floats(min_value=0, max_value=100)), max_size=30))
+def test_the_roll_call_keeps_each_instances_newest_entry_while_fresh_and_running(
+        raw: list[tuple[str, str, float]]) -> None:
+    entries = [_p(i, r, at) for i, r, at in raw]
+    running = roll_call(entries, now=100.0, ttl=10.0)
+    assert len({e.instance for e in running}) == len(running)
+    for instance in {e.instance for e in entries}:
+        mine = [x for x in entries if x.instance == instance]
+        newest = max(x.at for x in mine)
+        last = [x for x in mine if x.at == newest][-1]  # of two said at once, the later one
+        listed = [e for e in running if e.instance == instance]
+        if last.role == "stopped" or 100.0 - newest > 10.0:
+            assert listed == []
+        else:
+            assert listed == [last]
+    assert [e.role == "active" for e in running] == sorted((e.role == "active" for e in running), reverse=True)
+
+
+def test_the_roll_call_lists_the_active_instance_first() -> None:
+    got = roll_call([_p("a:1", "standby", 99), _p("b:2", "active", 99), _p("c:3", "stopped", 99),
+                     _p("d:4", "standby", 80)], now=100.0, ttl=10.0)
+    assert [(e.instance, e.role) for e in got] == [("b:2", "active"), ("a:1", "standby")]

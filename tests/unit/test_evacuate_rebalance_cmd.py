@@ -17,7 +17,7 @@ from rpcdaemon.commands.context import CommandError
 from rpcdaemon.commands.evacuate import evacuate
 from rpcdaemon.commands.progress import Progress, Side, TargetCheck
 from rpcdaemon.commands.rebalance import rebalance
-from rpcdaemon.control.state import AgentView, DaemonView, PluginView
+from rpcdaemon.control.state import AgentView, DaemonView, Hold, PluginView
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_DVR_SNAT, Action, ActionKind
 
 POLICY = ExecutorPolicy(workers=4, attempts=2, backoff_min=0.0, backoff_max=0.0)
@@ -191,6 +191,18 @@ def test_rebalance_networks_bind_first_then_unbind_only_with_n_per_network() -> 
     counts = sorted(sum(1 for h in api.network_bindings().values() if aid in h) for aid in ids)
     assert counts == [2, 2]
     assert all(len(h) == 1 for h in api.network_bindings().values())
+
+
+def test_rebalance_during_a_pause_goes_ahead_and_says_the_pause() -> None:
+    api = FakeNeutron()
+    ids, _ = _balanced_world(api)
+    pause = Hold("kernel upgrades", "alice@ctl-1", 0.0, until=3600.0)
+    view = DaemonView("ctl-1:42", 60.0, "0", "active", paused=pause, plugins=(PluginView("L3Agent", L3_AGENT, 10.0),))
+    out = io.StringIO()
+    assert rebalance([l3_side(api)], out, view=view, rate=100.0, terminal=False) == 0
+    assert "note: the daemon is paused by alice@ctl-1, for 59m more: kernel upgrades; a rebalance is a manual" \
+        in out.getvalue()
+    assert sorted(sum(1 for h in api.router_bindings().values() if aid in h) for aid in ids) == [3, 3, 3]
 
 
 def test_rebalance_leaves_an_agent_the_daemon_holds_back_alone() -> None:

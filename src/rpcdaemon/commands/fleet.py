@@ -1,7 +1,8 @@
 """What the commands know of the fleet: Neutron's agents and bindings, and the active daemon's live view.
 
-``read_view`` asks the control channel for the acting instance's live view (``control.state.DaemonView``):
-None with the reason when no instance publishes one or the broker cannot be reached. ``bindings`` reads
+``read_daemon`` asks the control channel for the acting instance's live view (``control.state.DaemonView``;
+None with the reason when no instance publishes one or the broker cannot be reached), the control state
+and the roll call of the instances. ``bindings`` reads
 which agent hosts what (one call per agent, eight at a time), ``judged`` turns the view's verdicts (or,
 without a daemon, Neutron's ``alive``) into the ``Judged`` values the planners take.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.commands.context import CommandContext
 from rpcdaemon.control import VIEW_TTL
-from rpcdaemon.control.state import AgentView, ControlState, DaemonView, PluginView
+from rpcdaemon.control.state import AgentView, ControlState, DaemonView, PluginView, Presence
 from rpcdaemon.deciding.liveness import Judged, Verdict
 from rpcdaemon.model import DHCP_AGENT, Agent
 
@@ -31,6 +32,8 @@ class DaemonFacts:
     view: DaemonView | None
     state: ControlState | None
     problem: str | None = None
+    instances: tuple[Presence, ...] = ()  # the roll call: every instance running, the active first
+    unreadable: int = 0  # roll-call entries that could not be read
 
     def plugin(self, name: str) -> PluginView | None:
         if self.view is None:
@@ -48,6 +51,7 @@ def read_daemon(ctx: CommandContext, *, wall: float | None = None) -> DaemonFact
     try:
         view = channel.read_view()
         state = channel.read_state()
+        instances, unreadable = channel.read_roll(now)
     except ValueError as exc:
         return DaemonFacts(None, None, f"the control channel holds something unreadable ({exc})")
     except Exception as exc:
@@ -58,7 +62,11 @@ def read_daemon(ctx: CommandContext, *, wall: float | None = None) -> DaemonFact
         channel.close()
     if view is not None and now - view.at > 3 * VIEW_TTL:
         view = None  # a message that outlived its TTL (a broker without TTLs): that daemon is gone
-    return DaemonFacts(view, state)
+    if view is not None and all(i.instance != view.instance for i in instances):
+        # Met another reader of the roll call: the view itself says the active instance runs.
+        instances = [Presence(instance=view.instance, role="active", at=view.at, since=view.at,
+                              version=view.version, dry_run=view.dry_run), *instances]
+    return DaemonFacts(view, state, instances=tuple(instances), unreadable=unreadable)
 
 
 def agents_of(api: NeutronAPI, agent_type: str) -> list[Agent]:

@@ -137,6 +137,10 @@ def rebalance(sides: Sequence[Side], out: TextIO, *, view: DaemonView | None, vi
     why = refusal_by_view(view, [s.plugin for s in sides])
     if why is not None:
         raise CommandError(why, EXIT_FAILED)
+    if view is not None and view.paused is not None:
+        # A pause stops the daemon's automatic moves; a rebalance is an operator's own, asked for now.
+        print(f"note: the daemon is paused {view.paused.describe(view.at)}; a rebalance is a manual action and "
+              "goes ahead (the paused daemon moves nothing meanwhile)", file=out)
 
     planned: list[tuple[Side, list[Agent], RebalancePlan]] = []
     for side in sides:

@@ -1,9 +1,11 @@
-"""``rpcdaemon status``: one table of the agents, with the brake, the pause and the active instance.
+"""``rpcdaemon status``: one table of the agents, with the brake, the pause and the instances.
 
 Each L3/DHCP agent as Neutron lists it (host, type, mode, availability zone, admin state, Neutron's
 ``alive``), the routers or networks it hosts, and the active instance's verdict and why with the seconds
 since it last heard the agent (its live view on the control channel). When no instance acts, it says so
-and the verdict column is Neutron's. Formats as the ``openstack`` CLI's: ``-f table|json|yaml|value`` and
+and the verdict column is Neutron's. Under the table: the brake, the pause, and every instance of the
+group from the roll call (active, standby, dry run; with its uptime), with a warning when there is no
+standby or the instances run different versions. Formats as the ``openstack`` CLI's: ``-f table|json|yaml|value`` and
 ``-c COLUMN`` (repeatable); ``--watch`` redraws the table every ``--interval`` seconds (in place on a
 terminal, changed rows only otherwise) until interrupted.
 """
@@ -79,15 +81,17 @@ def gather(ctx: CommandContext, previous: dict[tuple[str, str], int] | None = No
                             "alive": a.alive, "verdict": verdict, "why": why,
                             "heard": seen.heard_ago if seen is not None else None, "hosted": count})
     daemon = _daemon_record(facts, now)
-    return Status(FleetState(rows=tuple(rows), title=_title(facts, now, age=not watch),
-                             notes=tuple(_notes(facts, daemon, now))),
+    notes = [*_notes(facts, daemon, now), *_instances_note(facts, now, age=not watch)]
+    return Status(FleetState(rows=tuple(rows), title=_title(facts, now, age=not watch), notes=tuple(notes)),
                   records, daemon)
 
 
 def _title(facts: DaemonFacts, now: float, *, age: bool = True) -> str:
     """The first line; without the view's age when watching (a plain --watch prints it only when it changes)."""
     if facts.view is None:
-        return "rpcdaemon status: no instance is acting (verdicts are Neutron's)"
+        running = len(facts.instances)
+        others = f"; {running} instance{'s' if running != 1 else ''} running, none active" if running else ""
+        return f"rpcdaemon status: no instance is acting (verdicts are Neutron's){others}"
     dry = " [dry run]" if facts.view.dry_run else ""
     old = f" ({max(0.0, now - facts.view.at):.0f}s old)" if age else ""
     return f"rpcdaemon status: live view of the active instance {facts.view.instance}{dry}{old}"
@@ -108,7 +112,40 @@ def _daemon_record(facts: DaemonFacts, now: float) -> dict[str, Any]:
                            "until": release.until} if release else None,
         "brake": {p.name: p.brake for p in view.plugins} if view is not None else {},
         "pending_moves": {p.name: p.pending for p in view.plugins} if view is not None else {},
+        "instances": [{"instance": i.instance, "role": i.role, "dry_run": i.dry_run, "version": i.version,
+                       "up_s": round(max(0.0, now - i.since), 1), "plugins": list(i.plugins)}
+                      for i in facts.instances],
     }
+
+
+def _uptime(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 60:.0f}m" if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def _instances_note(facts: DaemonFacts, now: float, *, age: bool) -> list[str]:
+    """``instances: ctl-1:4242 active (up 3.1h), ctl-2:977 standby (up 3.1h)``; mixed versions said apart."""
+    if facts.problem:
+        return []
+    if not facts.instances:
+        return ["instances: none announced on the broker (no rpcdaemon runs for this group)"]
+    parts = []
+    for i in facts.instances:
+        role = "dry run" if i.dry_run else i.role
+        parts.append(f"{i.instance} {role}" + (f" (up {_uptime(max(0.0, now - i.since))})" if age else ""))
+    notes = ["instances: " + ", ".join(parts)]
+    versions = sorted({i.version for i in facts.instances})
+    if len(versions) > 1:
+        notes.append("instances run different versions: " + "; ".join(
+            f"{v} ({', '.join(i.instance for i in facts.instances if i.version == v)})" for v in versions))
+    if not any(i.role == "standby" for i in facts.instances) and facts.view is not None:
+        notes.append("no standby instance: nothing takes over if the active one dies")
+    if facts.unreadable:
+        notes.append(f"roll call: {facts.unreadable} entr{'ies' if facts.unreadable > 1 else 'y'} not understood")
+    return notes
 
 
 def _notes(facts: DaemonFacts, daemon: dict[str, Any], now: float) -> list[str]:

@@ -14,6 +14,12 @@ Two records live on the bus's own RabbitMQ, each the one newest message of a que
   every ``POLL`` seconds. ``rpcdaemon status`` and ``check`` read it; when it is missing or stale, no
   daemon is acting and they say so and fall back to what the Neutron API says.
 
+Beside them, a **roll call** ``rpcdaemon.instances.<group>`` (not durable, at most ``ROLL_MAX``
+messages, each living ``VIEW_TTL`` seconds): every instance, active, standby or dry run, announces itself
+there every ``POLL`` seconds (``state.Presence``: host:pid, role, version, since when), and once more as
+``stopped`` when it shuts down cleanly. ``rpcdaemon status`` lists the instances from it: an operator sees
+that the standbys are there before the day the active one dies.
+
 Who may steer: whoever can publish to those queues, that is whoever holds the broker credentials of
 the configuration file, which is root's and the daemon user's only (mode 0640). An unprivileged local user
 cannot read it, so cannot connect, so cannot pause (``commands`` refuse to run without the file). Every
@@ -24,6 +30,8 @@ party that can publish there can also forge agents' heartbeats.
 
 CONTROL_PREFIX = "rpcdaemon.control."
 VIEW_PREFIX = "rpcdaemon.view."
+ROLL_PREFIX = "rpcdaemon.instances."
+ROLL_MAX = 64  # roll-call messages kept: VIEW_TTL / POLL = 5 per instance, so room for a dozen instances
 POLL = 2.0  # seconds between an instance's reads of the control state (and its view publications)
 VIEW_TTL = 10.0  # a view older than this is gone from the queue: its daemon stopped publishing
 
@@ -34,3 +42,7 @@ def control_queue(group: str) -> str:
 
 def view_queue(group: str) -> str:
     return VIEW_PREFIX + group
+
+
+def roll_queue(group: str) -> str:
+    return ROLL_PREFIX + group

@@ -11,8 +11,8 @@ import random
 import time
 from collections.abc import Callable
 
-from rpcdaemon.control import VIEW_TTL, control_queue, view_queue
-from rpcdaemon.control.state import ControlState, DaemonView
+from rpcdaemon.control import ROLL_MAX, VIEW_TTL, control_queue, roll_queue, view_queue
+from rpcdaemon.control.state import ControlState, DaemonView, Presence, roll_call
 from rpcdaemon.observing.bus import Connection, ControlLink
 
 # A read that finds the queue empty may have met another reader between its get and its requeue (about a
@@ -64,6 +64,21 @@ class ControlChannel:
 
     def publish_view(self, view: DaemonView) -> None:
         self.link.write(view_queue(self.group), view.to_json(), durable=False, ttl=VIEW_TTL)
+
+    def announce(self, presence: Presence) -> None:
+        """This instance's roll-call entry (every ``POLL`` seconds, and ``stopped`` at a clean exit)."""
+        self.link.write(roll_queue(self.group), presence.to_json(), durable=False, ttl=VIEW_TTL, keep=ROLL_MAX)
+
+    def read_roll(self, now: float) -> tuple[list[Presence], int]:
+        """The instances running (``state.roll_call``) and how many entries could not be read. A reader
+        that meets another one may see fewer for that moment: the list is what the roll call showed."""
+        entries, unreadable = [], 0
+        for raw in self.link.read_all(roll_queue(self.group), keep=ROLL_MAX):
+            try:
+                entries.append(Presence.from_json(raw))
+            except ValueError:
+                unreadable += 1
+        return roll_call(entries, now, VIEW_TTL), unreadable
 
     def reset(self) -> None:
         """Forget a broken connection (without talking to a broker that may be gone); the next call reconnects."""

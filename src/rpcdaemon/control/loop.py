@@ -2,7 +2,9 @@
 
 Every ``POLL`` seconds ``ControlLoop`` reads the control state (a pause, a brake release: ``state``) and,
 while ``view()`` gives one (the service gives one only while this instance is the active one), publishes
-the live view. The check loop only ever reads ``current()``: it never waits on the broker for it.
+the live view; it also announces this instance on the roll call (``presence()``, every role), and
+once more as ``stopped`` when it ends. The check loop only ever reads ``current()``: it never waits on
+the broker for it.
 
 Until the first read succeeded, ``current()`` is None and the service moves nothing (``loaded``): a
 pause must be known before the first move, also for a daemon started during a pause. A broker outage is
@@ -16,20 +18,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from rpcdaemon.control import POLL
 from rpcdaemon.control.channel import ControlChannel
-from rpcdaemon.control.state import ControlState, DaemonView
+from rpcdaemon.control.state import ControlState, DaemonView, Presence
 
 log = logging.getLogger("rpcdaemon.control")
 
 
 class ControlLoop(threading.Thread):
     def __init__(self, channel: ControlChannel, *, view: Callable[[], DaemonView | None], stop: threading.Event,
-                 poll: float = POLL) -> None:
+                 poll: float = POLL, presence: Callable[[], Presence] | None = None) -> None:
         super().__init__(name="control", daemon=True)
         self.channel = channel
         self._view = view
+        self._presence = presence
         self._stop_event = stop
         self.poll = poll
         self._lock = threading.Lock()
@@ -57,7 +61,17 @@ class ControlLoop(threading.Thread):
             log.exception("control channel thread failed")
             self.fatal = f"{type(exc).__name__}: {exc}"
         finally:
+            self._sign_off()
             self.channel.close()
+
+    def _sign_off(self) -> None:
+        """Leave the roll call at once (``stopped``) rather than after its entries' TTL; best effort."""
+        if self._presence is None:
+            return
+        try:
+            self.channel.announce(replace(self._presence(), role="stopped"))
+        except Exception as exc:  # a broker gone at shutdown: the entries expire by themselves
+            log.debug("control channel: no sign-off on the roll call (%s)", exc)
 
     def tick(self) -> None:
         """One read of the state and one publication of the view (the thread's step; tests call it)."""
@@ -66,6 +80,8 @@ class ControlLoop(threading.Thread):
             view = self._view()
             if view is not None:
                 self.channel.publish_view(view)
+            if self._presence is not None:
+                self.channel.announce(self._presence())
         except ValueError as exc:
             self._say(f"control state not understood ({exc}); keeping the last one")
             if self.current() is None:

@@ -202,6 +202,62 @@ class DaemonView:
             raise ValueError(f"live view: malformed ({type(exc).__name__}: {exc})") from None
 
 
+ROLES = ("active", "standby", "starting", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One instance's roll-call entry: who it is, its part, since when it runs, what it runs."""
+
+    instance: str  # host:pid
+    role: str  # one of ROLES
+    at: float  # when it said so (wall clock)
+    since: float  # when the instance started (wall clock)
+    version: str
+    dry_run: bool = False
+    plugins: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        body = {"v": VERSION, "instance": self.instance, "role": self.role, "at": self.at, "since": self.since,
+                "version": self.version, "dry_run": self.dry_run, "plugins": list(self.plugins)}
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Presence:
+        body = _load(raw, "roll-call entry")
+        instance, role, version = body.get("instance"), body.get("role"), body.get("version", "")
+        plugins = body.get("plugins", [])
+        if not isinstance(instance, str) or not instance:
+            raise ValueError("roll-call entry: no instance")
+        if role not in ROLES:
+            raise ValueError(f"roll-call entry: role {role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(version, str) or not isinstance(plugins, list) or not all(
+                isinstance(p, str) for p in plugins):
+            raise ValueError("roll-call entry: version and plugins must be text")
+        at, since = _time(body, "at"), _time(body, "since")
+        return cls(instance=clean_text(instance), role=str(role), at=at, since=since,
+                   version=clean_text(version), dry_run=body.get("dry_run") is True,
+                   plugins=tuple(clean_text(p) for p in plugins))
+
+
+def roll_call(entries: list[Presence], now: float, ttl: float) -> list[Presence]:
+    """The instances running now: each one's newest entry, if younger than ``ttl`` and not ``stopped``;
+    the active first, then by instance name."""
+    newest: dict[str, Presence] = {}
+    for e in entries:
+        if e.instance not in newest or e.at >= newest[e.instance].at:
+            newest[e.instance] = e
+    running = [e for e in newest.values() if e.role != "stopped" and now - e.at <= ttl]
+    return sorted(running, key=lambda e: (e.role != "active", e.instance))
+
+
+def _time(body: dict[str, Any], name: str) -> float:
+    value = body.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        raise ValueError(f"roll-call entry: {name} is not a time")
+    return float(value)
+
+
 def _load(raw: bytes, what: str) -> dict[str, Any]:
     try:
         body = json.loads(raw)

@@ -402,11 +402,12 @@ class ControlLink(BrokerLink):
     A reader that looks while another holds it (for the few milliseconds between its get and its requeue)
     finds the queue empty: ``read`` answers None, which callers treat as "nothing new", never as "no
     record". ``durable`` queues (the pause) survive a broker restart, the others (the live view) do not.
+    A queue that keeps more (``keep``, the roll call) is read whole with ``read_all``.
     Every call raises on a broker problem (``is_broker_error``); the caller retries."""
 
-    def _queue(self, name: str, durable: bool) -> Any:
+    def _queue(self, name: str, durable: bool, keep: int = 1) -> Any:
         return _Queue(name, durable=durable, auto_delete=False,
-                      queue_arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+                      queue_arguments={"x-max-length": keep, "x-overflow": "drop-head"})
 
     def read(self, name: str, *, durable: bool) -> bytes | None:
         self.connect()
@@ -419,10 +420,28 @@ class ControlLink(BrokerLink):
         message.requeue()
         return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
-    def write(self, name: str, body: bytes, *, durable: bool, ttl: float | None = None) -> None:
+    def read_all(self, name: str, *, keep: int) -> list[bytes]:
+        """Every message of a queue that keeps the ``keep`` newest (a roll call), left in place: all are
+        taken unacknowledged, then given back."""
+        self.connect()
+        queue = self._queue(name, False, keep)(self._conn.default_channel)
+        queue.declare()
+        held = []
+        try:
+            for _ in range(keep):
+                message = queue.get(no_ack=False, accept=["application/json"])
+                if message is None:
+                    break
+                held.append(message)
+        finally:
+            for message in held:
+                message.requeue()
+        return [m.body.encode("utf-8") if isinstance(m.body, str) else bytes(m.body) for m in held]
+
+    def write(self, name: str, body: bytes, *, durable: bool, ttl: float | None = None, keep: int = 1) -> None:
         self.connect()
         channel = self._conn.default_channel
-        self._queue(name, durable)(channel).declare()
+        self._queue(name, durable, keep)(channel).declare()
         producer = _Producer(channel, auto_declare=False)
         producer.publish(body, exchange="", routing_key=name, content_type="application/json",
                          content_encoding="utf-8", delivery_mode=2 if durable else 1,
