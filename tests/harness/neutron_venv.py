@@ -28,6 +28,8 @@ REQUIREMENTS: tuple[str, ...] = (f"neutron=={NEUTRON_VERSION}", "uwsgi==2.0.31",
 # Points at an existing venv (with the requirements above) instead of the cache, e.g. on a machine
 # where the cache directory is read-only.
 VENV_ENV_VAR = "RPCDAEMON_NEUTRON_VENV"
+# The exact versions of everything the venv holds (pip install -c): a new machine builds what CI tested.
+CONSTRAINTS = Path(__file__).with_name("neutron-constraints.txt")
 _STAMP = "rpcdaemon-venv.json"
 _PIP_TIMEOUT_S = 900.0
 
@@ -60,7 +62,7 @@ def cache_root() -> Path:
 
 
 def venv_key() -> str:
-    digest = hashlib.sha256("\n".join(REQUIREMENTS).encode()).hexdigest()[:10]
+    digest = hashlib.sha256("\n".join(REQUIREMENTS).encode() + CONSTRAINTS.read_bytes()).hexdigest()[:10]
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     return f"neutron-{NEUTRON_VERSION}-{py}-{digest}"
 
@@ -112,7 +114,7 @@ def _build(root: Path, final: Path, log: Path) -> None:
         _run([sys.executable, "-m", "venv", str(tmp)], log)
         pip = [str(tmp / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install"]
         _run([*pip, "--upgrade", "pip"], log)
-        _run([*pip, *REQUIREMENTS], log)
+        _run([*pip, "-c", str(CONSTRAINTS), *REQUIREMENTS], log)
         _relocate_scripts(tmp, final)
         (tmp / _STAMP).write_text(json.dumps({"requirements": list(REQUIREMENTS)}) + "\n")
         tmp.rename(final)
