@@ -41,6 +41,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.component)
+            # Most of these share the broker's default vhost and Neutron's exchange in it (a listener here
+            # would hear another test's heartbeats): under pytest-xdist (--dist loadgroup) they all run on one
+            # worker, one after another, while the other workers take the unit and e2e tests.
+            item.add_marker(pytest.mark.xdist_group("component-default-vhost"))
 
 
 def _broker_answers(timeout: float = 3.0) -> str | None:

@@ -46,8 +46,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
             if skip:
                 item.add_marker(pytest.mark.skip(reason=f"{SKIP_ENV}=1"))
+            # Each pytest-xdist worker starts its own neutron-server (session fixture, its own database and
+            # vhost); the tests of the notifying one go to a single worker so that only one of those starts.
+            if _uses_notifying(item):
+                item.add_marker(pytest.mark.xdist_group("e2e-neutron-notifying"))
     # The broker restart disturbs the session's neutron-server for a while: it runs last of all.
     items.sort(key=lambda item: _HERE in item.path.parents and item.get_closest_marker("disruptive") is not None)
+
+
+def _uses_notifying(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "neutron_notifying" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and "notifying" in callspec.params.values())
 
 
 @pytest.fixture(scope="session")

@@ -246,6 +246,30 @@ class RpcDaemon:
         return sum(value for got, value in self.metrics().get("rpcdaemon_actions_total", [])
                    if all(got.get(k) == v for k, v in labels.items()))
 
+    def pass_stamps(self) -> dict[str, float]:
+        """Each failover plugin's ``rpcdaemon_last_pass_timestamp_seconds`` (set by every good check pass)."""
+        return {labels["plugin"]: value
+                for labels, value in self.metrics().get("rpcdaemon_last_pass_timestamp_seconds", []) if value > 0}
+
+    def wait_passes(self, count: int = 3, timeout: float = 120.0, plugin: str | None = None) -> None:
+        """Until every failover plugin (or only ``plugin``) has completed ``count`` more good check passes.
+
+        What a test waits for before it asserts that nothing happened: however slow the machine is, the daemon
+        has looked ``count`` times. Each pass stamps a new time; a poll that misses one only waits longer.
+        """
+        before = self.pass_stamps()
+        seen: dict[str, set[float]] = {}
+
+        def advanced() -> bool:
+            self._assert_running()
+            now = self.pass_stamps()
+            for name, stamp in now.items():
+                seen.setdefault(name, set()).add(stamp)
+            names = [plugin] if plugin is not None else list(now)
+            return bool(names) and all(len(seen.get(n, set()) - {before.get(n)}) >= count for n in names)
+
+        wait_until(advanced, timeout, f"{count} check passes of {self.name}", self.hint, interval=0.05)
+
     def verdicts(self) -> dict[tuple[str, str], str]:
         """The daemon's current verdict per (agent_type, host), from ``rpcdaemon_agent_verdict``."""
         return {(labels["agent_type"], labels["host"]): labels["verdict"]

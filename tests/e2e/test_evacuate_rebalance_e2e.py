@@ -80,7 +80,7 @@ def test_evacuate_100_routers_then_rebalance_onto_a_new_node(
     assert daemon.actions() == [], daemon.hint()
 
     # -- the running daemon moves nothing back --------------------------------------------------------
-    time.sleep(5)  # check_interval = 1: a few check cycles, with the agent alive and admin-down
+    daemon.wait_passes(5)  # a few check passes, with the agent alive and admin-down
     assert routers_by_agent(rest, [l3["drain"]])[l3["drain"]] == set()
     assert daemon.actions() == [], daemon.hint()  # nothing moved back, nothing moved at all
     assert daemon.running
@@ -93,7 +93,7 @@ def test_evacuate_100_routers_then_rebalance_onto_a_new_node(
         return not routers_by_agent(rest, [l3["c"]])[l3["c"]] and len(daemon.actions(statuses=["done"])) >= 50
 
     wait_until(failed_over, neutron.agent_down_time + 30, "the daemon to move c's routers", daemon.hint)
-    time.sleep(1)  # its last lines are in the log
+    daemon.wait_passes(1)  # its last lines are in the log
     failover = daemon.actions()
     moved_off_c = {a.resource_id for a in failover if a.status == "done"}
     assert len(moved_off_c) == ROUTERS // 2
@@ -129,7 +129,7 @@ def test_evacuate_100_routers_then_rebalance_onto_a_new_node(
     print(f"rebalance to within one: {counts} in {took:.1f} s")
     assert counts[-1] - counts[0] <= 1, text
     assert {rid: len(hosts) for rid, hosts in hosts_of(placement).items()} == dict.fromkeys(routers, 1)
-    time.sleep(2)
+    daemon.wait_passes(2)
     assert daemon.actions() == failover, daemon.hint()  # the daemon moved nothing but the failover
     assert daemon.tracebacks() == []
 

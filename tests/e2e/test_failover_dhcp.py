@@ -68,7 +68,7 @@ def check_new_and_deleted_network(rest: SeedClient, agents: dict[str, str], daem
 
     rest.delete_network(new.id)
     daemon.wait_log(rf"network {new.id} deleted", timeout=10)  # the daemon heard it on the bus
-    time.sleep(2)  # two checks: the daemon must not try to host it again
+    daemon.wait_passes(2)  # two checks: the daemon must not try to host it again
     assert not any(new.id in nets for nets in networks_by_agent(rest, agents.values()).values())
     assert [a for a in daemon.actions() if a.resource_id == new.id and a.status == "failed"] == []
 
@@ -107,7 +107,7 @@ def test_policy_two_per_network_replaces_the_dead_host_by_the_least_loaded(
         rest.bind_network(dhcp["dying"], net)
         rest.bind_network(dhcp[others[i % 3]], net)
     daemon = start_daemon(rpcdaemon, "2")
-    time.sleep(2)  # two checks: two hosts per network already, nothing to do
+    daemon.wait_passes(2)  # two checks: two hosts per network already, nothing to do
     assert daemon.actions() == [], daemon.hint()
 
     crashed = time.monotonic()

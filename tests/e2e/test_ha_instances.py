@@ -155,7 +155,9 @@ def test_a_frozen_active_instance_makes_no_write_when_it_wakes(
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
     frozen.wait_log(r"now STANDBY", timeout=15)
-    time.sleep(3)  # several of its checks after waking
+    # Several of its checks after waking: a standby makes no pass of its own, so count the successor's, which
+    # run on the same interval; and the frozen one's log must have moved on past its "now STANDBY" line.
+    successor.wait_passes(3)
 
     assert writes_after(frozen, mark) == [], frozen.hint()
     assert routers_by_agent(rest, l3.values()) == placed

@@ -42,8 +42,9 @@ def test_an_agent_registered_while_the_daemon_runs_gets_its_share(
     # made a new agent look like a revived one (and warm for revive_hold).
     time.sleep(neutron.agent_down_time + 2)
     l3.update(add_hosts(fleet, neutron, ["new"]))
-    time.sleep(3 * neutron.report_interval)
     new_host = fleet.host("new")
+    wait_until(lambda: daemon.verdicts().get((L3_AGENT, new_host)), 3 * neutron.report_interval + 30,
+               "the daemon to judge the new agent", daemon.hint)
     verdict = daemon.verdicts().get((L3_AGENT, new_host))
     assert verdict == "alive", f"new agent is {verdict}{daemon.hint()}"
 

@@ -128,7 +128,7 @@ def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, res
         return got if ours(got, l3)["a"]["verdict"] == "dead" else None
 
     wait_until(dead, neutron.agent_down_time + 20, "the daemon to judge a dead", daemon.hint)
-    time.sleep(4)  # several checks of a daemon that would have moved them by now
+    daemon.wait_passes(4)  # several checks of a daemon that would have moved them by now
     assert routers_by_agent(rest, [l3["a"]])[l3["a"]] == set(routers), "routers moved while paused"
     work = command(config, "check")
     assert work.returncode == 2, work.stdout + work.stderr

@@ -125,7 +125,7 @@ def test_networks_neutron_placed_on_one_agent_reach_the_policy_fast(either: Worl
     world = either
     agents = dhcp_hosts(world, ["a", "b", "c"])
     daemon = start(world, "DHCPAgent", agents_per_network=per_network)
-    time.sleep(2)  # a couple of idle checks
+    daemon.wait_passes(2)  # a couple of idle checks
     want = 3 if per_network == "all" else 2
     since: dict[str, float] = {}
     created = []
@@ -160,7 +160,9 @@ def test_a_network_whose_subnet_gets_dhcp_later_is_hosted_fast(stock: World) -> 
     daemon = start(stock, "DHCPAgent", agents_per_network="all")
     net = stock.rest.create_network("stock-late-dhcp", dhcp=False, cidr="10.8.0.0/24", keep_auto_bindings=True,
                                     settle=0)
-    time.sleep(stock.bound)  # the daemon heard of it, and leaves it alone: nothing to serve
+    # The daemon heard of it, and leaves it alone: nothing to serve. Enough passes to cover the bound in which
+    # it hosts a network that has DHCP (the next test shows that bound), however slow the machine is.
+    daemon.wait_passes(int(stock.bound))
     hosted = set(stock.rest.agents_for_network(net.id))
     assert len(hosted) <= 1, f"a network without DHCP was spread: {hosted}"
     since = {net.id: time.monotonic()}
@@ -181,7 +183,7 @@ def test_a_router_created_while_no_l3_agent_was_alive_is_scheduled_once_an_agent
     first = stock.fleet.add_host("a", l3=True, dhcp=False, ovs=False)
     agent_a = stock.fleet.wait_registered(stock.neutron.url, timeout=30)[(first, L3_AGENT)]
     daemon = start(stock, "L3Agent", revive_hold=1)
-    time.sleep(2)  # heard: a target
+    wait_until(lambda: daemon.verdicts().get((L3_AGENT, first)) == "alive", 30, "the daemon to hear a", daemon.hint)
     stock.fleet.crash("a")
     # Silent for a whole agent_down_time: Neutron says not alive, and the daemon no longer targets it
     # (hosting nothing, it never needs a second opinion: it stays "suspect" rather than "dead").
@@ -189,7 +191,7 @@ def test_a_router_created_while_no_l3_agent_was_alive_is_scheduled_once_an_agent
     wait_until(lambda: daemon.verdicts().get((L3_AGENT, first)) not in (None, "alive"), 10,
                "the daemon to stop targeting the silent agent", daemon.hint)
     router = stock.rest.create_router("stock-orphan")
-    time.sleep(2)  # nothing is cast for it: no agent could take it
+    daemon.wait_passes(3)  # nothing is cast for it: no agent could take it
     assert stock.rest.agents_for_router(router) == []
     began = time.monotonic()
     if back == "new agent":
