@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jmespath.exceptions
 import pytest
 
 from rpcdaemon.cli import main
 from rpcdaemon.observing.bus import RawMessage
 from rpcdaemon.observing.decode import DESCRIPTION_FIELDS, describe_message
 from rpcdaemon.plugins.dump import DumpFilterError, DumpPlugin, compile_filter
-from rpcdaemon.plugins.dump_filter import FIELDS, MAX_LENGTH, search, unknown_fields
+from rpcdaemon.plugins.dump_filter import FIELDS, MAX_LENGTH, FilterDataError, search, unknown_fields
 from rpcdaemon.settings import DumpSettings
 
 DEEP_PARENS = "(" * 3000 + "method" + ")" * 3000
@@ -129,7 +128,7 @@ class _Recursing:
 
 
 def test_recursion_at_search_time_is_a_non_match() -> None:
-    with pytest.raises(jmespath.exceptions.JMESPathError):
+    with pytest.raises(FilterDataError, match="RecursionError: nested too deeply"):
         search(_Recursing(), {})
     out = io.StringIO()
     plugin = DumpPlugin("neutron", "method", out)

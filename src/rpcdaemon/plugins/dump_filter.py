@@ -56,7 +56,7 @@ class DumpFilterError(ValueError):
         self.detail = detail
 
 
-class FilterDataError(jmespath.exceptions.JMESPathError):
+class FilterDataError(ValueError):
     """The filter failed on one message's data with something other than JMESPath's own type check:
     ``kind`` names the error (OverflowError, TypeError, RecursionError, ...), the text says what it was."""
 
@@ -99,7 +99,7 @@ def check_filter(expression: str) -> str:
 
 def search(compiled: Any, data: dict[str, Any]) -> Any:
     """``compiled.search(data)``; JMESPath's own errors (a function given a null field) pass through,
-    anything else the search raises is a FilterDataError (a JMESPathError too): a RecursionError (nested
+    anything else the search raises is a FilterDataError: a RecursionError (nested
     data met by a deep expression), or what jmespath's functions let escape on odd data."""
     try:
         return compiled.search(data)
