@@ -6,6 +6,8 @@ an operator's shell would, against a configuration file only root may read.
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import shutil
 import subprocess
@@ -14,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.cli import main
+from rpcdaemon.commands import check
+from rpcdaemon.commands.context import CommandContext
+from rpcdaemon.model import L3_AGENT
 
 RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
 
@@ -119,3 +126,23 @@ def test_a_command_never_creates_the_audit_trail(config: Path, capsys: pytest.Ca
     record("command", command="evacuate", phase="start", by="alice@ctl-1")
     close()
     assert '"event": "command"' in trail.read_text()
+
+
+class _NeutronUp(CommandContext):
+    """The configuration's context with a reachable (fake) Neutron; the broker stays unreachable."""
+
+    def api(self, plugin: str | None = None) -> NeutronAPI:
+        api = FakeNeutron()
+        api.add_agent(L3_AGENT, "net-1")
+        return api
+
+
+def test_check_without_the_broker_is_unknown_not_ok(config: Path) -> None:
+    ctx = _NeutronUp.load(config)
+    out = io.StringIO()
+    code = check.run(argparse.Namespace(format="line"), ctx, out, "check")
+    line = out.getvalue()
+    assert code == 1
+    assert line.startswith("UNKNOWN - L3Agent: ok (1 agents, 0 dead) (Neutron's verdicts; cannot reach the broker ")
+    assert "no daemon acting" not in line
+    assert "s3cret" not in line
