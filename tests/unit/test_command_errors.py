@@ -67,6 +67,7 @@ def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.Cap
 
 @pytest.mark.parametrize(("argv", "says"), [
     (("pause", "--for", "soon"), "is not a duration"),
+    (("pause", "--for", "1" + "0" * 400 + "s"), "is too long a duration"),
     (("release-brake",), "--reason"),
     (("status", "-c", "nonsense"), "invalid choice: 'nonsense'"),
     (("status", "-f", "xml"), "invalid choice: 'xml'"),
