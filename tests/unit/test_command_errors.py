@@ -147,3 +147,24 @@ def test_check_without_the_broker_is_unknown_not_ok(config: Path) -> None:
     assert line.startswith("UNKNOWN - L3Agent: ok (1 agents, 0 dead) (Neutron's verdicts; cannot reach the broker ")
     assert "no daemon acting" not in line
     assert "s3cret" not in line
+
+
+def test_keystoneauth_warnings_are_the_commands_own_lines(tmp_path: Path) -> None:
+    neutron = tmp_path / "neutron.conf"
+    neutron.write_text("[DEFAULT]\nagent_down_time = 10\n[keystone_authtoken]\nauth_type = password\n"
+                       "auth_url = http://127.0.0.1:1/v3\nusername = neutron\npassword = s3cret\n"
+                       "project_name = service\nuser_domain_name = Default\nproject_domain_name = Default\n")
+    conf = tmp_path / "rpcdaemon.conf"
+    conf.write_text(f"[Daemon]\nplugins = L3Agent\nrpchost = amqp://guest:s3cret@127.0.0.1:1//\n"
+                    f"[L3Agent]\nconffile = {neutron}\n")
+    conf.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([str(RPCDAEMON), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert done.returncode == 1
+    assert done.stdout.startswith("UNKNOWN - L3Agent: cannot tell (Neutron:")
+    # keystoneauth logs its failed version discovery: through rpcdaemon's handler, not Python's last resort
+    assert "rpcdaemon check: warning: keystoneauth: Failed to discover available identity versions" in done.stderr
+    for line in done.stderr.splitlines():
+        assert line.startswith("rpcdaemon check: "), line
+    assert "s3cret" not in done.stdout + done.stderr
