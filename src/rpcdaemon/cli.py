@@ -26,7 +26,15 @@ from rpcdaemon.neutronconf import Resolved, resolve_settings
 from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
 from rpcdaemon.preflight import PreflightError, run_checks
 from rpcdaemon.redact import mask_text, redact_url, redact_value
-from rpcdaemon.settings import ConfigError, MissingConfigFile, Settings, load_settings, override, render_config
+from rpcdaemon.settings import (
+    ConfigError,
+    MissingConfigFile,
+    Settings,
+    load_settings,
+    override,
+    render_config,
+    shown_problems,
+)
 
 log = logging.getLogger("rpcdaemon")
 
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     except PreflightError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     if args.check_config:
-        for warning in settings.warnings:
+        for warning in shown_problems(settings.warnings, "warnings"):
             print(f"rpcdaemon: warning: {warning}", file=sys.stderr)
         sys.stdout.write(describe(settings, resolved))
         return EXIT_OK
@@ -159,7 +167,7 @@ def _service_runner() -> Runner:
 
 
 def _started(settings: Settings, *, foreground: bool) -> None:
-    for warning in settings.warnings:
+    for warning in shown_problems(settings.warnings, "warnings"):
         log.warning("%s", warning)
     mode = "foreground" if foreground else "detached"
     dry = " [dry run]" if settings.daemon.dry_run else ""
@@ -206,7 +214,7 @@ def _run_detached(settings: Settings, run: Runner) -> int:
                 pass
     except OSError as exc:
         raise _StartError(f"cannot write audit_log {audit_log}: {exc.strerror}") from None
-    for warning in settings.warnings:
+    for warning in shown_problems(settings.warnings, "warnings"):
         print(f"rpcdaemon: warning: {warning}", file=sys.stderr)
 
     def after_detach() -> None:

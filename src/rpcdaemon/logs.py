@@ -10,6 +10,10 @@ Every record goes through ``MaskingFormatter``: ``redact.mask_text``, the linear
 (structural redaction of known secrets happens where they are known: see ``rpcdaemon.redact``).
 ``[Daemon] log_format = json`` swaps it for ``JsonFormatter``: one JSON object per record, same masking,
 with an action's structured fields (``extra={"fields": ...}``) as keys of their own.
+An operator command (``commands.main``) calls ``configure_command_logging``: the warnings libraries log
+(keystoneauth's "Failed to discover available identity versions ...") reach stderr as the command's
+own lines, ``rpcdaemon check: warning: keystoneauth: ...``, masked, rather than raw through Python's
+last-resort handler.
 """
 
 from __future__ import annotations
@@ -59,6 +63,26 @@ class MaskingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return mask_text(super().format(_printable_args(record)))
+
+
+class CommandFormatter(MaskingFormatter):
+    """An operator command's stderr line for a record: ``rpcdaemon status: warning: keystoneauth: ...``
+    (the top-level logger names a library); a traceback shows as its exception's last line only."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__("%(message)s")
+        self._prefix = f"rpcdaemon {command}: "
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        record = copy.copy(record)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        text = super().format(record)
+        if exc is not None:
+            text += f" ({mask_text(f'{type(exc).__name__}: {exc}')})"
+        source = record.name.split(".")[0]
+        source = "" if source == "rpcdaemon" else f"{source}: "
+        return f"{self._prefix}{record.levelname.lower()}: {source}{text}"
 
 
 def utc_timestamp(at: float) -> str:
@@ -182,8 +206,20 @@ def reopen_log_files() -> int:
     return count
 
 
+def configure_command_logging(command: str, stream: TextIO | None = None) -> None:
+    """An operator command's logging: warnings and worse on stderr as ``rpcdaemon <command>: warning: ...``
+    (the threshold Python's last-resort handler had). ``reset_logging`` undoes it."""
+    reset_logging()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(CommandFormatter(command))
+    logging.getLogger().addHandler(handler)
+    _installed.append(handler)
+
+
 def reset_logging() -> None:
-    """Undo ``configure_logging``: remove its handler, restore the levels it set."""
+    """Undo ``configure_logging`` (or ``configure_command_logging``): remove its handler, restore the
+    levels it set."""
     root = logging.getLogger()
     while _installed:
         handler = _installed.pop()

@@ -9,19 +9,27 @@ kombu ``;`` failover list or an oslo ``,`` host list, passwords holding ``/``, s
 escapes) and rebuilds it with ``***`` for each password; ``redact_mapping`` replaces the values of
 secret-named keys (``password``, ``auth_token``, ``_context_auth_token`` ...) in a decoded body;
 ``redact_value`` does the same for one ``key = value`` setting. ``mask_text`` is the last resort for
-free text (log lines, exception texts): a scanner that finds ``scheme://`` URLs and ``secret-key = value``
-pairs in time linear in the text, whatever its content (no backtracking regular expression).
+free text (log lines, exception texts): a scanner that finds ``scheme://`` URLs, ``secret-key = value``
+pairs, HTTP Basic credentials and command-line password options (``-P pw``, ``--password pw``) in time
+linear in the text, whatever its content (no backtracking regular expression). It masks the secret and
+nothing next to it: a key in a URL path (``.../auth/tokens: ...``) or in a configuration error's
+``[Section] key: explanation`` is a name, not a ``key: value`` pair.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from typing import Any
 
 MASK = "***"
 # A key naming a secret contains one of these (case-insensitive) ...
-_SECRET_WORDS = ("password", "passwd", "secret", "token")
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "api-key", "private_key",
+                 "privatekey", "private-key")
+# ... or has "pw" or "pwd" as a whole part between _ . - (db_pw, pw, pwd; not "upward"). One search.
+_SECRET_KEY = re.compile("|".join([*map(re.escape, _SECRET_WORDS), r"(?<![a-z0-9])pwd?(?![a-z0-9])"]))
 # ... unless it only counts or describes one (tokens_count, token_type, token_expires_at).
 _NOT_SECRET_SUFFIXES = ("_count", "_ttl", "_expires", "_expires_at", "_type", "_length", "_len")
 _MAX_DEPTH = 64  # real messages are < 10 levels deep; deeper structure is not shown
@@ -36,12 +44,20 @@ _URL_END = re.compile(r"""[^\s"'`<>]*""")
 _FAILOVER_SPLIT = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.-]{0,31}://)")
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?")
+# A configuration error's "<file, line n>: [Section] " right before a key: what follows "key: " is
+# rpcdaemon's own explanation (a value is shown as "key = '***'"). Searched in a bounded window.
+_SECTION_BEFORE = re.compile(r": \[[\w.-]{1,64}\] \Z")
+_BASIC = re.compile(r"\b[Bb][Aa][Ss][Ii][Cc][ \t]+([A-Za-z0-9+/]{4,}={0,2})")
+# A command's password option (ipmitool -P, fence agents' -p / --password), also as a quoted argv list
+# ("'-P', 'pw'"): the value after it is masked. Any other option or a port number (-p 2222) is not.
+_PASSWORD_OPTION = re.compile(r"(?<![\w-])(-P|-p|--password|--passwd|--pass)['\"]?(?:,[ \t]*|[ \t]+)")
+_OPTION_VALUE = re.compile(r"""[^\s'",)\]]+""")
 
 
 def is_secret_key(key: str) -> bool:
     """Whether a key's value is a secret: ``password``, ``admin_password``, ``_context_auth_token``, ..."""
     lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(_NOT_SECRET_SUFFIXES)
+    return _SECRET_KEY.search(lowered) is not None and not lowered.endswith(_NOT_SECRET_SUFFIXES)
 
 
 # -- URLs ----------------------------------------------------------------------------------------------
@@ -163,11 +179,19 @@ def mask_text(text: str) -> str:
 
     A last resort for text whose structure is unknown (log records, exception messages): it finds
     ``scheme://user:pass@host`` URLs (also failover and multi-host lists) and ``<secret key> = value``
-    pairs (``password=x``, ``'token': 'x'``, ``X-Auth-Token: x``). Prefer ``redact_url`` and
-    ``redact_mapping`` where the structure is known."""
-    if "://" not in text and not any(word in text.lower() for word in _SECRET_WORDS):
-        return text
-    return _mask_pairs(_mask_urls(text))
+    pairs (``password=x``, ``'token': 'x'``, ``X-Auth-Token: x``, ``api_key: x``, ``pw=x``), HTTP Basic
+    credentials (``Basic dXNlcjpwdw==``) and password options (``-P x``, ``--password x``). Prefer
+    ``redact_url`` and ``redact_mapping`` where the structure is known."""
+    lowered = text.lower()
+    if "://" in text:
+        text = _mask_urls(text)
+    if _SECRET_KEY.search(lowered):
+        text = _mask_pairs(text)
+    if "basic" in lowered:
+        text = _mask_basic(text)
+    if "-p" in lowered:
+        text = _mask_options(text)
+    return text
 
 
 def _mask_urls(text: str) -> str:
@@ -212,17 +236,18 @@ def _extend_past_space(text: str, authority: int, end: int) -> int:
 
 
 def _mask_pairs(text: str) -> str:
-    lowered = text.lower()
-    if not any(word in lowered for word in _SECRET_WORDS):
-        return text
     out: list[str] = []
     done = 0
     for word in _WORD.finditer(text):
         if word.start() < done or not is_secret_key(word.group()):
             continue
+        if word.start() > 0 and text[word.start() - 1] == "/":
+            continue  # a path segment (http://keystone/v3/auth/tokens: ...), not a key
         sep = _SEPARATOR.match(text, word.end())
         if sep is None:
             continue
+        if sep.group().strip() == ":" and _SECTION_BEFORE.search(text, max(0, word.start() - 69), word.start()):
+            continue  # "[Daemon] rabbit_password: ignored unknown key": a name and an explanation
         value_start = sep.end()
         if value_start >= len(text):
             continue
@@ -238,6 +263,52 @@ def _mask_pairs(text: str) -> str:
         if value is None or value.group() == MASK:
             continue
         out.append(f"{text[done:value_start]}{MASK}")
+        done = value.end()
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _mask_basic(text: str) -> str:
+    """``Basic <base64 of user:password>`` (an HTTP Authorization header) with the credentials masked;
+    a word after "basic" that does not decode to ``user:password`` is prose and stays."""
+    out: list[str] = []
+    done = 0
+    for match in _BASIC.finditer(text):
+        token = match.group(1)
+        try:
+            decoded = base64.b64decode(token, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if b":" not in decoded:
+            continue
+        out.append(f"{text[done:match.start(1)]}{MASK}")
+        done = match.end(1)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _mask_options(text: str) -> str:
+    """The value after a password option (``-P pw``, ``--password 'p w'``, ``'-P', 'pw'``) masked."""
+    out: list[str] = []
+    done = 0
+    for match in _PASSWORD_OPTION.finditer(text):
+        start = match.end()
+        if start < done or start >= len(text):
+            continue
+        quote = text[start]
+        if quote in "'\"":
+            close = text.find(quote, start + 1)
+            end = len(text) if close < 0 else close
+            if end > start + 1 and text[start + 1 : end] != MASK:
+                out.append(f"{text[done:start + 1]}{MASK}")
+                done = end
+            continue
+        value = _OPTION_VALUE.match(text, start)
+        if value is None or value.group() == MASK or value.group().startswith("-"):
+            continue  # another option: -P is also fence_ipmilan's --lanplus flag
+        if match.group(1) == "-p" and value.group().isdigit() and len(value.group()) <= 5:
+            continue  # ssh -p 2222: a port
+        out.append(f"{text[done:start]}{MASK}")
         done = value.end()
     out.append(text[done:])
     return "".join(out)

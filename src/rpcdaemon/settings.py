@@ -97,15 +97,33 @@ class ConfigError(Exception):
         return mask_text(text)
 
 
+MAX_SHOWN = 20  # problems printed one per line; a file with thousands gets a count of the rest
+
+
+def shown_problems(lines: Sequence[str], what: str = "problems") -> list[str]:
+    """``lines`` as printed: the first ``MAX_SHOWN``, then one line counting the rest."""
+    if len(lines) <= MAX_SHOWN:
+        return list(lines)
+    return [*lines[:MAX_SHOWN], _more(len(lines) - MAX_SHOWN, what)]
+
+
+def _more(count: int, what: str) -> str:
+    return f"... and {count} more {what}"
+
+
 class ConfigErrors(ConfigError):
-    """All the problems of one file at once: a line saying how many, then one line for each."""
+    """All the problems of one file at once: a line saying how many, then one line for each (the
+    first ``MAX_SHOWN`` of them, then how many more)."""
 
     def __init__(self, errors: Sequence[ConfigError], *, source: str) -> None:
         self.errors = tuple(errors)
         super().__init__(None, None, None, f"{len(self.errors)} errors", source=source)
 
     def __str__(self) -> str:
-        return "\n".join([f"{self.source}: {len(self.errors)} errors:", *map(str, self.errors)])
+        shown = [str(error) for error in self.errors[:MAX_SHOWN]]
+        if len(self.errors) > MAX_SHOWN:
+            shown.append(_more(len(self.errors) - MAX_SHOWN, "problems"))
+        return "\n".join([f"{self.source}: {len(self.errors)} errors:", *shown])
 
 
 class MissingConfigFile(ConfigError):

@@ -6,6 +6,8 @@ an operator's shell would, against a configuration file only root may read.
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import shutil
 import subprocess
@@ -14,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.cli import main
+from rpcdaemon.commands import check
+from rpcdaemon.commands.context import CommandContext
+from rpcdaemon.model import L3_AGENT
 
 RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
 
@@ -60,6 +67,7 @@ def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.Cap
 
 @pytest.mark.parametrize(("argv", "says"), [
     (("pause", "--for", "soon"), "is not a duration"),
+    (("pause", "--for", "1" + "0" * 400 + "s"), "is too long a duration"),
     (("release-brake",), "--reason"),
     (("status", "-c", "nonsense"), "invalid choice: 'nonsense'"),
     (("status", "-f", "xml"), "invalid choice: 'xml'"),
@@ -119,3 +127,44 @@ def test_a_command_never_creates_the_audit_trail(config: Path, capsys: pytest.Ca
     record("command", command="evacuate", phase="start", by="alice@ctl-1")
     close()
     assert '"event": "command"' in trail.read_text()
+
+
+class _NeutronUp(CommandContext):
+    """The configuration's context with a reachable (fake) Neutron; the broker stays unreachable."""
+
+    def api(self, plugin: str | None = None) -> NeutronAPI:
+        api = FakeNeutron()
+        api.add_agent(L3_AGENT, "net-1")
+        return api
+
+
+def test_check_without_the_broker_is_unknown_not_ok(config: Path) -> None:
+    ctx = _NeutronUp.load(config)
+    out = io.StringIO()
+    code = check.run(argparse.Namespace(format="line"), ctx, out, "check")
+    line = out.getvalue()
+    assert code == 1
+    assert line.startswith("UNKNOWN - L3Agent: ok (1 agents, 0 dead) (Neutron's verdicts; cannot reach the broker ")
+    assert "no daemon acting" not in line
+    assert "s3cret" not in line
+
+
+def test_keystoneauth_warnings_are_the_commands_own_lines(tmp_path: Path) -> None:
+    neutron = tmp_path / "neutron.conf"
+    neutron.write_text("[DEFAULT]\nagent_down_time = 10\n[keystone_authtoken]\nauth_type = password\n"
+                       "auth_url = http://127.0.0.1:1/v3\nusername = neutron\npassword = s3cret\n"
+                       "project_name = service\nuser_domain_name = Default\nproject_domain_name = Default\n")
+    conf = tmp_path / "rpcdaemon.conf"
+    conf.write_text(f"[Daemon]\nplugins = L3Agent\nrpchost = amqp://guest:s3cret@127.0.0.1:1//\n"
+                    f"[L3Agent]\nconffile = {neutron}\n")
+    conf.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([str(RPCDAEMON), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert done.returncode == 1
+    assert done.stdout.startswith("UNKNOWN - L3Agent: cannot tell (Neutron:")
+    # keystoneauth logs its failed version discovery: through rpcdaemon's handler, not Python's last resort
+    assert "rpcdaemon check: warning: keystoneauth: Failed to discover available identity versions" in done.stderr
+    for line in done.stderr.splitlines():
+        assert line.startswith("rpcdaemon check: "), line
+    assert "s3cret" not in done.stdout + done.stderr

@@ -32,6 +32,18 @@ def test_bad_durations_name_the_text(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["3651d", "1" + "0" * 400 + "s", "9" * 400])
+def test_a_duration_is_finite_and_at_most_ten_years(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is too long a duration \(at most 3650d, ten years\)") as caught:
+        parse_duration(text)
+    assert len(str(caught.value)) < 100
+    assert parse_duration("3650d") == 3650 * 86400
+
+
+def test_an_endless_span_never_reads_inf() -> None:
+    assert describe_span(float("inf"), 100.0) == "until resumed"
+
+
 times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
 texts = st.text(max_size=400)
 holds = st.builds(Hold, reason=texts.map(clean_text), by=texts.map(clean_text), at=times,

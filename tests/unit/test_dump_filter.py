@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jmespath.exceptions
 import pytest
 
 from rpcdaemon.cli import main
 from rpcdaemon.observing.bus import RawMessage
 from rpcdaemon.observing.decode import DESCRIPTION_FIELDS, describe_message
 from rpcdaemon.plugins.dump import DumpFilterError, DumpPlugin, compile_filter
-from rpcdaemon.plugins.dump_filter import FIELDS, MAX_LENGTH, search, unknown_fields
+from rpcdaemon.plugins.dump_filter import FIELDS, MAX_LENGTH, FilterDataError, search, unknown_fields
 from rpcdaemon.settings import DumpSettings
 
 DEEP_PARENS = "(" * 3000 + "method" + ")" * 3000
@@ -129,7 +128,7 @@ class _Recursing:
 
 
 def test_recursion_at_search_time_is_a_non_match() -> None:
-    with pytest.raises(jmespath.exceptions.JMESPathError):
+    with pytest.raises(FilterDataError, match="RecursionError: nested too deeply"):
         search(_Recursing(), {})
     out = io.StringIO()
     plugin = DumpPlugin("neutron", "method", out)
@@ -137,3 +136,43 @@ def test_recursion_at_search_time_is_a_non_match() -> None:
     plugin.handle(RawMessage("neutron", "k", b'{"method": "x"}', None, None, 0.0))
     assert out.getvalue() == ""
     assert plugin.filtered_out == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_errors_from_the_data_are_one_warning_per_kind_per_minute(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    out = io.StringIO()
+    plugin = DumpPlugin("neutron", "ceil(body.x) == `2` || max_by(body.l, &a).a == `1`", out, clock=clock)
+
+    def send(body: str) -> None:
+        plugin.handle(RawMessage("neutron", "k", body.encode(), None, None, 0.0))
+
+    overflow = '{"x": 1e400}'  # JSON reads it as infinity; ceil() of that raises OverflowError
+    mixed = '{"x": 1, "l": [{"a": 1}, {"a": "s"}]}'  # ceil(1) is not 2, so max_by runs: TypeError
+    with caplog.at_level(logging.DEBUG, logger="rpcdaemon.dump"):
+        for _ in range(5):
+            send(overflow)
+            send(mixed)
+        clock.now += 59
+        send(overflow)
+        clock.now += 2  # a minute after the first warning
+        send(overflow)
+        send('{"x": 1.5}')  # matches
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "OverflowError: cannot convert float infinity to integer" in warnings[0]
+    assert "ceil(body.x)" in warnings[0]
+    assert "TypeError: '>' not supported" in warnings[1]
+    assert "OverflowError" in warnings[2]
+    assert "5 more like it since the last warning" in warnings[2]
+    assert all("Traceback" not in w and "\n" not in w for w in warnings)
+    assert plugin.filtered_out == 12
+    assert plugin.printed == 1
+    assert out.getvalue().count("\n") == 1

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rpcdaemon.redact import is_secret_key, mask_text, redact_mapping, redact_url, redact_value, redact_within
-from rpcdaemon.settings import ConfigError
+from rpcdaemon.settings import ConfigError, parse_settings
 
 
 @pytest.mark.parametrize(
@@ -52,10 +52,45 @@ def test_redact_url(url: str, shown: str) -> None:
         ("http://host:9696/v2.0/agents for a@b", "http://host:9696/v2.0/agents for a@b"),
         ("agent_down_time=75 timeout=30 tokens_count=4", "agent_down_time=75 timeout=30 tokens_count=4"),
         ("no secrets here", "no secrets here"),
+        ("api_key=abc def", "api_key=*** def"),
+        ("{'apiKey': 'k1', 'private_key': 'pem'}", "{'apiKey': '***', 'private_key': '***'}"),
+        ("pw=abc db_pw: x upward: y", "pw=*** db_pw: *** upward: y"),
+        ("Authorization: Basic dXNlcjpwYXNz more", "Authorization: Basic *** more"),
+        ("{'Authorization': 'Basic YTpi'}", "{'Authorization': 'Basic ***'}"),
+        ("Basic Authentication failed: basic settings", "Basic Authentication failed: basic settings"),
+        ("ipmitool -I lanplus -H h -U fence -P s3cret chassis power off",
+         "ipmitool -I lanplus -H h -U fence -P *** chassis power off"),
+        ("fence_ipmilan -P -a 10.0.0.1 -l admin -p s3cret -o off",
+         "fence_ipmilan -P -a 10.0.0.1 -l admin -p *** -o off"),
+        ("fence_x --password s3cret --passwd 'p w' x", "fence_x --password *** --passwd '***' x"),
+        ("('/usr/bin/ipmitool', '-P', 's3cret', 'power')", "('/usr/bin/ipmitool', '-P', '***', 'power')"),
+        ("ssh -p 2222 root@h q-plugin -pdq", "ssh -p 2222 root@h q-plugin -pdq"),
     ],
 )
 def test_mask_text(text: str, shown: str) -> None:
     assert mask_text(text) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Unable to establish connection to http://127.0.0.1:1/v3/auth/tokens: HTTPConnectionPool(host='127.0.0.1',"
+        " port=1): Max retries exceeded",
+        "rpcdaemon.conf, line 5: [Daemon] rabbit_password: ignored unknown key (see --print-example-config)",
+        "# warning: neutron.conf: [keystone_authtoken] password: unknown key",
+    ],
+    ids=["url-path", "config-warning", "section-token"],
+)
+def test_mask_text_leaves_names_next_to_no_value_alone(text: str) -> None:
+    assert mask_text(text) == text
+
+
+def test_an_ignored_secret_named_key_keeps_its_warning_whole() -> None:
+    settings = parse_settings("[Daemon]\nallow_unknown_keys = true\nplugins = Dump\nrpchost = 127.0.0.1\n"
+                              "rabbit_password = hunter2\n")
+    [warning] = settings.warnings
+    assert "[Daemon] rabbit_password: ignored unknown key" in warning
+    assert "hunter2" not in warning
 
 
 @pytest.mark.parametrize(
@@ -70,8 +105,14 @@ def test_mask_text(text: str, shown: str) -> None:
         "amqp://u:p " * 90_000,
         "@:" * 500_000,
         ("." * 999_999) + "token",
+        "-P " * 330_000,
+        "'-P', " * 160_000,
+        "Basic " * 160_000,
+        "Basic " + "A" * 1_000_000,
+        ": [S] pw: " * 100_000,
     ],
-    ids=["word", "keyword", "pairs", "schemes", "separators", "long-password", "spaces", "at-colon", "dots"],
+    ids=["word", "keyword", "pairs", "schemes", "separators", "long-password", "spaces", "at-colon", "dots",
+         "options", "argv-options", "basic", "basic-long", "sections"],
 )
 def test_mask_text_is_linear(text: str) -> None:
     # A correctness bound against catastrophic backtracking, not a benchmark: 1 MB in well under 2 s of
@@ -111,7 +152,8 @@ def test_redact_mapping_bounds_depth() -> None:
     ("key", "secret"),
     [("password", True), ("admin_password", True), ("passwd", True), ("_context_auth_token", True),
      ("client_secret", True), ("X-Auth-Token", True), ("tokens_count", False), ("token_type", False),
-     ("host", False), ("rpchost", False)],
+     ("host", False), ("rpchost", False), ("api_key", True), ("X-API-Key", True), ("private_key", True),
+     ("pw", True), ("db_pw", True), ("pwd", True), ("upward", False), ("api_key_count", False)],
 )
 def test_is_secret_key(key: str, secret: bool) -> None:
     assert is_secret_key(key) is secret

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from rpcdaemon.cli import main
 from rpcdaemon.settings import (
+    MAX_SHOWN,
     SECTIONS,
     ConfigError,
     ConfigErrors,
@@ -551,3 +553,22 @@ def test_rendered_non_default_settings_parse_back_to_themselves() -> None:
     assert changed != Settings()
     assert parse_settings(render_config(changed)) == changed
     assert parse_settings(render_config(changed, docs=False)) == changed
+
+
+def test_thousands_of_problems_print_twenty_lines_and_a_count(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    head = "[Daemon]\nplugins = Dump\nrpchost = 127.0.0.1\n"
+    sections = "".join(f"[S{i}]\n" for i in range(10_000))
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(head + sections)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1 + MAX_SHOWN + 1
+    assert lines[0] == "rpcdaemon.conf: 10000 errors:"
+    assert "[S19]: unknown section" in lines[MAX_SHOWN]
+    assert lines[-1] == f"... and {10_000 - MAX_SHOWN} more problems"
+    conf = tmp_path / "rpcdaemon.conf"
+    conf.write_text(head + "allow_unknown_keys = true\n" + sections)
+    assert main(["--check-config", "-c", str(conf)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == MAX_SHOWN + 1
+    assert warnings[-1] == f"rpcdaemon: warning: ... and {10_000 - MAX_SHOWN} more warnings"

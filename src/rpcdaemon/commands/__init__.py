@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rpcdaemon.commands.context import EXIT_USAGE, CommandContext, CommandError
+from rpcdaemon.logs import configure_command_logging, reset_logging
 from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import ConfigError
 
@@ -52,6 +53,7 @@ def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    configure_command_logging(name)
     try:
         ctx = CommandContext.load(config)
         code: int = module.run(args, ctx, out, name)
@@ -65,3 +67,5 @@ def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None
     except KeyboardInterrupt:
         print(f"rpcdaemon {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        reset_logging()

@@ -4,9 +4,9 @@
 It plans exactly as the daemon's pass does (the same pure planners and policies, brake included), from
 Neutron's agents and bindings and the verdicts of the active instance's live view; without one, from
 Neutron's own ``alive``. It changes nothing. Exit status: 0 nothing to do, 2 work needed (moves planned,
-or held back by the brake or a missing target), 1 could not tell (Neutron unreachable or the
-configuration runs no failover plugin). The line starts with OK, WORK or UNKNOWN, for a Nagios check
-or a Prometheus textfile collector.
+or held back by the brake or a missing target), 1 could not tell (Neutron or the broker unreachable, or
+the configuration runs no failover plugin; without the broker, whether a daemon acts is unknown). The
+line starts with OK, WORK or UNKNOWN, for a Nagios check or a Prometheus textfile collector.
 """
 
 from __future__ import annotations
@@ -94,13 +94,18 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
             close = getattr(api, "close", None)
             if close is not None:
                 close()
-    if any(c.error for c in checks):
+    if any(c.error for c in checks) or facts.unreachable:
         code, word = EXIT_FAILED, "UNKNOWN"
     elif any(c.work for c in checks):
         code, word = EXIT_WORK, "WORK"
     else:
         code, word = EXIT_OK, "OK"
-    source = f"live view of {facts.view.instance}" if facts.view is not None else "Neutron's verdicts, no daemon acting"
+    if facts.view is not None:
+        source = f"live view of {facts.view.instance}"
+    elif facts.unreachable and not any(c.error for c in checks):  # else the line stays about Neutron
+        source = f"Neutron's verdicts; {facts.problem}"
+    else:
+        source = "Neutron's verdicts, no daemon acting"
     paused = " [daemon paused]" if facts.view is not None and facts.view.paused is not None else ""
     line = f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}"
     if args.format == "json":

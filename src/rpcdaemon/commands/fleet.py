@@ -34,6 +34,7 @@ class DaemonFacts:
     problem: str | None = None
     instances: tuple[Presence, ...] = ()  # the roll call: every instance running, the active first
     unreadable: int = 0  # roll-call entries that could not be read
+    unreachable: bool = False  # the broker did not answer: whether a daemon acts is unknown
 
     def plugin(self, name: str) -> PluginView | None:
         if self.view is None:
@@ -57,7 +58,8 @@ def read_daemon(ctx: CommandContext, *, wall: float | None = None) -> DaemonFact
     except Exception as exc:
         if not channel.is_broker_error(exc):
             raise
-        return DaemonFacts(None, None, f"cannot reach the broker {channel.describe()} ({channel.explain(exc)})")
+        return DaemonFacts(None, None, f"cannot reach the broker {channel.describe()} ({channel.explain(exc)})",
+                           unreachable=True)
     finally:
         channel.close()
     if view is not None and now - view.at > 3 * VIEW_TTL:

@@ -9,6 +9,7 @@ controller (NTP keeps them together; the daemon's liveness judgement never uses 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ MAX_TEXT = 300  # a reason longer than this is cut (it goes into every status an
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION = 3650 * 86400.0  # ten years: anything longer is a typo (or "until resumed": no --for)
 
 
 def parse_duration(text: str) -> float:
@@ -33,6 +35,9 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if not s or pos != len(s) or total <= 0:
         raise ValueError(f"{text!r} is not a duration (examples: 90s, 30m, 2h, 1h30m, 1d)")
+    if total > MAX_DURATION:  # also infinity: float() of 400 digits
+        shown = text if len(text) <= 40 else f"{text[:20]}...{text[-5:]}"
+        raise ValueError(f"{shown!r} is too long a duration (at most 3650d, ten years)")
     return total
 
 
@@ -47,6 +52,8 @@ def describe_span(until: float | None, now: float) -> str:
     if until is None:
         return "until resumed"
     left = max(0.0, until - now)
+    if not math.isfinite(left):  # a record that says Infinity: never ends
+        return "until resumed"
     if left >= 3600:
         return f"for {left / 3600:.1f}h more"
     if left >= 60:

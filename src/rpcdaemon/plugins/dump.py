@@ -11,7 +11,10 @@ Fields a filter can use: ``exchange``, ``routing_key``, ``method`` (RPC method o
 message, e.g. ``body.args.agent_state.agent_state.configurations.agent_mode``), ``context`` (the
 ``_context_*`` keys, unprefixed) and ``error`` (undecodable messages). Strings are quoted:
 ``host == 'net-1'``; an unquoted ``host == net1`` compares two fields and matches the wrong messages,
-so a field no message has is reported with a WARNING when the plugin starts. Secrets (passwords,
+so a field no message has is reported with a WARNING when the plugin starts. A message the filter
+fails on does not match: at DEBUG when JMESPath's own type check refused it (a function given a null
+field), else (``ceil`` of 1e400, ``max_by`` over mixed types) one WARNING per kind of error per minute,
+counting the ones in between. Secrets (passwords,
 tokens, URL passwords) are replaced by ``***`` before filtering and printing.
 
 Line format: ``<local time> <exchange>/<routing key> <method or event_type> [host=… type=…] <body>``,
@@ -32,13 +35,21 @@ import jmespath.exceptions
 
 from rpcdaemon.observing.bus import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.observing.decode import describe_message
-from rpcdaemon.plugins.dump_filter import DumpFilterError, compile_filter, field_warnings, search
+from rpcdaemon.plugins.dump_filter import (
+    DumpFilterError,
+    FilterDataError,
+    abbreviate,
+    compile_filter,
+    field_warnings,
+    search,
+)
 
 log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 
 # The fanout exchanges Neutron casts to agents on (network_delete_end goes to dhcp_agent_fanout):
 # dumping the "neutron" exchange alone would never show them.
 NEUTRON_FANOUT_TOPICS = ("dhcp_agent", "l3_agent")
+FAILURE_WARN_EVERY = 60.0  # seconds: at most one WARNING per kind of filter failure in this span
 
 __all__ = ["NEUTRON_FANOUT_TOPICS", "DumpFilterError", "DumpPlugin", "compile_filter"]
 
@@ -54,6 +65,7 @@ class DumpPlugin:
         verbose: bool = False,
         *,
         wallclock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not exchange:
             raise ValueError("[Dump] queue must name an exchange, e.g. neutron")
@@ -65,6 +77,7 @@ class DumpPlugin:
         self._out = out if out is not None else sys.stdout
         self._verbose = verbose
         self._wallclock = wallclock
+        self._failures = _FailureLog(abbreviate(self.filter_expr or ""), clock)
         self.printed = 0
         self.filtered_out = 0
 
@@ -91,7 +104,33 @@ class DumpPlugin:
     def _matches(self, data: dict[str, Any]) -> bool:
         try:
             return self._filter is None or bool(search(self._filter, data))
+        except FilterDataError as exc:
+            self._failures.failed(exc)
+            return False
         except jmespath.exceptions.JMESPathError as exc:
             # e.g. a function applied to the wrong type for this one message: it does not match.
             log.debug("Dump filter %r failed on a message: %s", self.filter_expr, exc)
             return False
+
+
+class _FailureLog:
+    """One WARNING per kind of filter failure per ``FAILURE_WARN_EVERY`` seconds: a stream of odd
+    messages must not become a stream of log lines. The kinds are exception types, so few."""
+
+    def __init__(self, shown: str, clock: Callable[[], float]) -> None:
+        self._shown = shown
+        self._clock = clock
+        self._warned: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def failed(self, exc: FilterDataError) -> None:
+        now = self._clock()
+        last = self._warned.get(exc.kind)
+        if last is not None and now - last < FAILURE_WARN_EVERY:
+            self._quiet[exc.kind] = self._quiet.get(exc.kind, 0) + 1
+            return
+        self._warned[exc.kind] = now
+        quiet = self._quiet.pop(exc.kind, 0)
+        since = f"; {quiet} more like it since the last warning" if quiet else ""
+        log.warning("Dump filter %s failed on a message (%s), so it does not match%s"
+                    " (at most one such warning a minute)", self._shown, exc, since)

@@ -5,6 +5,8 @@ the configuration loader (``kinds``), so that a bad filter is a one-line configu
 anything starts. No kombu here, and nothing is ever ``eval``-ed: JMESPath is a query language with its
 own parser. The expression's length and bracket nesting are bounded before the (recursive) parser sees
 it, its syntax tree is bounded after, and a RecursionError is caught at both compile and search time.
+Whatever else a search raises on one message's data (``ceil`` of 1e400, which JSON reads as infinity;
+``max_by`` over mixed types) is a ``FilterDataError`` naming its kind, for the plugin to rate-limit.
 
 A filter is evaluated against ``observing.decode.describe_message``'s ``data``, whose top-level fields
 are listed in ``FIELDS``. A bare word is a field, not a string: ``host == net1`` compares the field
@@ -54,9 +56,18 @@ class DumpFilterError(ValueError):
         self.detail = detail
 
 
+class FilterDataError(ValueError):
+    """The filter failed on one message's data with something other than JMESPath's own type check:
+    ``kind`` names the error (OverflowError, TypeError, RecursionError, ...), the text says what it was."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
 def compile_filter(expression: str) -> Any:
     """The compiled JMESPath expression, or DumpFilterError naming it and what is wrong."""
-    shown = _abbreviate(expression)
+    shown = abbreviate(expression)
     problem = _bound_problem(expression)
     if problem is None:
         try:
@@ -87,12 +98,18 @@ def check_filter(expression: str) -> str:
 
 
 def search(compiled: Any, data: dict[str, Any]) -> Any:
-    """``compiled.search(data)``; a RecursionError (nested data met by a deep expression) is a
-    JMESPathError like any other search-time failure."""
+    """``compiled.search(data)``; JMESPath's own errors (a function given a null field) pass through,
+    anything else the search raises is a FilterDataError: a RecursionError (nested
+    data met by a deep expression), or what jmespath's functions let escape on odd data."""
     try:
         return compiled.search(data)
+    except jmespath.exceptions.JMESPathError:
+        raise
     except RecursionError:
-        raise jmespath.exceptions.JMESPathError("nested too deeply for this message") from None
+        raise FilterDataError("RecursionError", "nested too deeply for this message") from None
+    except Exception as exc:  # the data, not the expression: any message may hold any JSON
+        text = " ".join(str(exc).split())
+        raise FilterDataError(type(exc).__name__, text[:200] or "no detail") from None
 
 
 def unknown_fields(compiled: Any) -> list[str]:
@@ -156,7 +173,8 @@ def _tree_depth(tree: dict[str, Any]) -> int:
     return deepest
 
 
-def _abbreviate(expression: str) -> str:
+def abbreviate(expression: str) -> str:
+    """The expression as log lines and errors show it: quoted, cut short if long."""
     if len(expression) <= 80:
         return repr(expression)
     return f"{expression[:60]!r}... ({len(expression)} characters)"
