@@ -19,6 +19,9 @@ run from (one line, exit 1), a pid reused by an unrelated program never counts, 
 daemon's lock is gone with it. A file left by an rpcdaemon that did not lock it (an older version)
 still counts while its pid runs rpcdaemon and started before the file was written. The daemon writes
 its pid into the file and removes it on exit.
+
+Descriptors: ``raise_open_files_limit`` lifts the soft RLIMIT_NOFILE to the hard one (at most
+``OPEN_FILES_CEILING``), as many daemons do, since systemd's default soft limit is 1,024.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import threading
 import time
@@ -45,6 +49,23 @@ SHUTDOWN_CAP = 300.0
 EXIT_STUCK = 3  # run() did not return in time after the stop request, or a second signal came
 _POLL = 0.1
 _START_SLACK = 1.0  # /proc's boot time has whole seconds
+
+
+OPEN_FILES_CEILING = 65536  # what the unit's LimitNOFILE= gives; no daemon of this size needs more
+
+
+def raise_open_files_limit(ceiling: int = OPEN_FILES_CEILING) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (at most ``ceiling``; never lowered). Returns the
+    soft limit before and after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):  # e.g. above the kernel's nr_open: keep what we have
+            return soft, soft
+        return soft, wanted
+    return soft, soft
 
 
 def shutdown_bound(calls: Iterable[tuple[float, int]]) -> float:

@@ -2,27 +2,34 @@
 
 ``Metrics.serve`` starts a ``HealthServer`` on ``[Daemon] metrics_address:metrics_port``; the service
 attaches its ``probe`` (``Service.probe``, a ``Probe`` built from state the check loop and the bus
-listener publish under their locks: the HTTP threads only read). ``/healthz`` is for a liveness check
+listener publish under their locks: the HTTP thread only reads). ``/healthz`` is for a liveness check
 (restart me if it fails): 200 while the check loop iterates or its pass makes progress, 503 once it
 has been silent longer than ``max(3 x check_interval, 30 s)``. ``/readyz`` is for a readiness check:
 200 while the bus is connected and each failover plugin's last Neutron API call was answered. Bodies
 are small JSON documents of the daemon's own words: no URL, no host name, no error text.
+
+The connections are ``rpcdaemon.httpd``'s (one thread, a cap, a deadline: no client of this port can take
+the descriptors the bus and the Neutron API need); ``_Handler`` only turns a request head into a response.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from rpcdaemon.httpd import DEADLINE, GuardedServer, connection_cap, open_files_limit
 
 log = logging.getLogger("rpcdaemon")
 
@@ -94,20 +101,19 @@ class Probe:
 ProbeSource = Callable[[], Probe]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a slow client never holds up the exit
-    registry: CollectorRegistry
-    probe: ProbeSource | None
-
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
-        self.address_family = family
-        super().__init__(address, _Handler)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """One request head in, the whole response out, in memory: ``GuardedServer`` owns the socket."""
+
     server_version = "rpcdaemon"
     sys_version = ""
+
+    def __init__(self, head: bytes, endpoints: HealthServer) -> None:  # not the socketserver protocol: no socket
+        self.endpoints = endpoints
+        self.client_address = ("", 0)
+        self.rfile = io.BytesIO(head)
+        self.out = io.BytesIO()
+        self.wfile = self.out
+        self.handle()
 
     def do_GET(self) -> None:
         self._answer(body=True)
@@ -120,9 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(self.server.registry), content_type, body)
+                self._send(200, encoder(self.endpoints.registry), content_type, body)
             elif path in ("/healthz", "/readyz"):
-                probe = self.server.probe
+                probe = self.endpoints.probe
                 if probe is None:
                     status, doc = 503, {"status": "starting", "reason": "the service is not attached yet"}
                 else:
@@ -131,9 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, b'{"error": "not found; try /metrics, /healthz or /readyz"}\n', "application/json",
                            body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away
-        except Exception:  # a bug here must not end the serving thread (a request thread: log and answer)
+        except Exception:  # a bug here must not end the serving thread: log and answer
             log.exception("health server: answering %s failed", path)
             self._send(500, b'{"error": "internal error"}\n', "application/json", body)
 
@@ -151,13 +155,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServer:
-    """Binds at once (OSError if it cannot) and serves from a daemon thread until ``shutdown``."""
+    """Binds at once (OSError if it cannot) and serves from a daemon thread until ``shutdown``. At most
+    ``max_connections`` at a time (default: ``connection_cap`` of this process's open-files limit), each
+    answered or closed within ``deadline`` seconds on ``clock``."""
 
-    def __init__(self, address: str, port: int, registry: CollectorRegistry, probe: ProbeSource | None) -> None:
+    def __init__(self, address: str, port: int, registry: CollectorRegistry, probe: ProbeSource | None, *,
+                 max_connections: int | None = None, deadline: float = DEADLINE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         family, sockaddr = _best_family(address, port)
-        self.server = _Server(sockaddr, family)
-        self.server.registry = registry
-        self.server.probe = probe
+        self.registry = registry
+        self.probe = probe
+        cap = max_connections or connection_cap(open_files_limit())
+        self.server = GuardedServer(family, sockaddr, self.answer, cap=cap, deadline=deadline, clock=clock)
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
         self.thread.start()
 
@@ -165,8 +174,12 @@ class HealthServer:
     def server_address(self) -> tuple[Any, ...]:
         return tuple(self.server.server_address)
 
+    def answer(self, head: bytes) -> bytes:
+        """The whole response to one request head (the server's thread)."""
+        return _Handler(head, self).out.getvalue()
+
     def attach(self, probe: ProbeSource | None) -> None:
-        self.server.probe = probe
+        self.probe = probe
 
     def shutdown(self) -> None:
         """Stop serving (the thread ends); ``server_close`` then releases the port."""

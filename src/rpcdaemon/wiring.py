@@ -30,6 +30,7 @@ from rpcdaemon.audit import AuditLog
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership, LockBackend
+from rpcdaemon.daemonize import raise_open_files_limit
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
@@ -225,6 +226,8 @@ def _check_watchdog(timeouts: list[float]) -> None:
 
 def run(settings: Settings, stop: threading.Event, *, foreground: bool, out: TextIO = sys.stdout) -> int:
     """Entry point used by the CLI: build everything from settings and run until ``stop`` is set."""
+    before, after = raise_open_files_limit()
+    log.debug("open files: limit %d%s", after, f" (raised from {before})" if after != before else "")
     try:
         service = build_service(settings, stop, foreground=foreground, out=out)
     except StartError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,6 +203,65 @@ def http_get(port: int, path: str) -> tuple[int, str, bytes]:
             return err.code, err.headers.get("Content-Type", ""), err.read()
 
 
+class IdleFlood:
+    """``count`` TCP connections to ``port`` that never send a byte, kept open from this side and renewed
+    ``churn`` a second (the oldest closed, a new one opened): what any local user can do to a listener.
+    ``dropped`` counts ours that the listener closed (seen as EOF or a reset before we closed them)."""
+
+    def __init__(self, port: int, count: int, *, churn: float = 100.0) -> None:
+        self.port = port
+        self.count = count
+        self.churn = churn
+        self.opened = 0
+        self.dropped = 0
+        self._open: deque[socket.socket] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="idle-flood", daemon=True)
+
+    def start(self) -> IdleFlood:
+        self._thread.start()
+        return self
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)  # a full accept queue must not hold this thread up: the kernel retries the SYN
+        sock.connect_ex(("127.0.0.1", self.port))
+        self._open.append(sock)
+        self.opened += 1
+
+    def _retire_oldest(self) -> None:
+        sock = self._open.popleft()
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except OSError:  # BlockingIOError: still open; ENOTCONN: the handshake has not completed
+            closed = False
+        sock.close()
+        self.dropped += closed
+
+    def _run(self) -> None:
+        tick = 0.02
+        while len(self._open) < self.count:
+            self._connect()
+        while not self._stop.wait(tick):
+            for _ in range(max(1, round(self.churn * tick))):
+                self._retire_oldest()
+                self._connect()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(10)
+        while self._open:
+            self._open.popleft().close()
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard RLIMIT_NOFILE of a running process."""
+    return resource.prlimit(pid, resource.RLIMIT_NOFILE)
+
+
 class RpcDaemon:
     """One real ``rpcdaemon`` process (foreground with ``-d`` unless ``detached``), stderr to a file."""
 
@@ -218,11 +279,17 @@ class RpcDaemon:
         env.update(extra)
         return env
 
-    def start(self, *, env: dict[str, str] | None = None) -> RpcDaemon:
+    def start(self, *, env: dict[str, str] | None = None, open_files: int | None = None) -> RpcDaemon:
+        """``open_files``: the process's RLIMIT_NOFILE, soft and hard (so the daemon cannot raise it)."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen([str(RPCDAEMON), "-d", "-c", str(self.config)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir,
-                                         env=env or self.environ())
+                                         env=env or self.environ(), preexec_fn=limit if open_files else None)
         self.pids.append(self.proc.pid)
         return self
 

@@ -2,18 +2,34 @@
 
 The bus outage is a vhost of this test's own, deleted under the running daemon (the broker closes the
 connections in it) and created again: the shared broker's process is never touched. Neutron is a
-scripted noauth endpoint.
+scripted noauth endpoint. The flood is a daemon allowed 128 descriptors and 300 idle connections to its
+metrics port, renewed 100 a second.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_proc import NeutronStub, RpcDaemon, Vhost, free_port, http_get, l3_config, wait_until
+from daemon_proc import (
+    IdleFlood,
+    NeutronStub,
+    RpcDaemon,
+    Vhost,
+    free_port,
+    http_get,
+    l3_config,
+    open_files_limit,
+    wait_until,
+)
+
+from rpcdaemon.demo import heartbeat_body
+from rpcdaemon.model import L3_AGENT, Agent
+from rpcdaemon.observing.bus import publish_raw
 
 
 @pytest.fixture
@@ -82,3 +98,57 @@ def test_health_endpoints_through_a_bus_outage(tmp_path: Path, vhost: Vhost, stu
     err = daemon.stderr()
     assert "Traceback" not in err
     assert "guest:guest" not in err  # the broker's password never reaches the log
+
+
+def heartbeats_counted(port: int) -> float:
+    match = re.search(r"^rpcdaemon_heartbeats_total (\S+)$", http_get(port, "/metrics")[2].decode(), re.M)
+    assert match
+    return float(match.group(1))
+
+
+def test_more_idle_connections_than_descriptors_starve_nothing(tmp_path: Path, vhost: Vhost,
+                                                              stub: NeutronStub) -> None:
+    """Idle connections, more than the daemon has descriptors: /healthz and /readyz still answer, heartbeats
+    are still consumed, and a bus that drops meanwhile is connected again (it needs new descriptors)."""
+    port = free_port()
+    daemon = RpcDaemon(tmp_path, l3_config(bus_url=vhost.url, endpoint=stub.url, neutron_conf=tmp_path / "n.conf",
+                                           metrics_port=port))
+    daemon.start(open_files=128)
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    flood = IdleFlood(port, 300)
+    try:
+        wait_until(lambda: "metrics on http://127.0.0.1" in daemon.stderr(), 20, "the metrics listener")
+        wait_until(lambda: readyz(port)[0] == 200, 30, "/readyz 200")
+        assert open_files_limit(pid) == (128, 128)  # the daemon cannot raise it: the flood outnumbers it
+        flood.start()
+        wait_until(lambda: flood.opened >= 500, 30, "the flood to open 300 connections and renew 200")
+        for _ in range(20):  # each within http_get's 5 s: a starved listener never answers at all
+            code, _, body = http_get(port, "/healthz")
+            assert code == 200
+            assert json.loads(body)["status"] == "ok"
+        # The listener took the flood's connections and closed the oldest idle ones: it was at its cap.
+        wait_until(lambda: flood.dropped >= 100, 30, "the listener to close 100 idle connections")
+
+        before = heartbeats_counted(port)
+        agent = Agent(id="l3-x", agent_type=L3_AGENT, host="net-x")
+        for _ in range(5):
+            publish_raw(vhost.url, "neutron", "q-reports-plugin", heartbeat_body(agent, start_flag=False))
+        wait_until(lambda: heartbeats_counted(port) >= before + 5, 20, "the five heartbeats consumed")
+
+        opened = flood.opened
+        vhost.delete()  # the broker closes the daemon's connections: reconnecting needs new descriptors
+        wait_until(lambda: readyz(port)[0] == 503, 20, "/readyz 503 with the bus down")
+        vhost.create()
+        wait_until(lambda: readyz(port)[0] == 200, 30, "/readyz 200 after the bus came back, under the flood")
+        assert flood.opened > opened  # the flood went on all along
+        assert daemon.running()
+        flood.stop()
+        assert daemon.stop() == 0
+    finally:
+        flood.stop()
+        daemon.cleanup()
+    err = daemon.stderr()
+    assert "Too many open files" not in err
+    assert "Traceback" not in err
+    assert "metrics listener: 16 connections open, its limit" in err

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.daemonize import shutdown_bound
+from rpcdaemon.daemonize import OPEN_FILES_CEILING, shutdown_bound
 from rpcdaemon.settings import AgentPluginSettings
 
 UNIT = Path(__file__).resolve().parents[2] / "etc" / "rpcdaemon.service"
@@ -97,6 +97,8 @@ def test_the_unit_matches_what_the_daemon_does() -> None:
     assert float(service["TimeoutStopSec"][0]) >= shutdown_bound([(defaults.timeout, defaults.retry_attempts)])
     # The watchdog gives a healthy loop twice its longest silence: one API call plus one retry backoff.
     assert float(service["WatchdogSec"][0]) >= 2 * (defaults.timeout + ExecutorPolicy().backoff_max)
+    # Never systemd's default soft limit of 1,024 (and what the daemon raises its own soft limit to).
+    assert service["LimitNOFILE"] == [str(OPEN_FILES_CEILING)]
     assert service["MemoryDenyWriteExecute"] == ["yes"]
     assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert service["CapabilityBoundingSet"] == [""]
