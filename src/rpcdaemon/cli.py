@@ -21,6 +21,7 @@ from typing import Protocol
 from rpcdaemon import __version__
 from rpcdaemon import commands as operator_commands
 from rpcdaemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
+from rpcdaemon.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from rpcdaemon.logs import configure_logging, reopen_log_files, reset_logging
 from rpcdaemon.neutronconf import Resolved, resolve_settings
 from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
@@ -39,7 +40,6 @@ from rpcdaemon.settings import (
 log = logging.getLogger("rpcdaemon")
 
 DEFAULT_CONFIG = Path("/usr/local/etc/rpcdaemon.conf")
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 class Runner(Protocol):

@@ -40,13 +40,14 @@ from types import FrameType
 
 import daemon
 
+from rpcdaemon.exits import EXIT_STUCK
+
 log = logging.getLogger("rpcdaemon")
 
 # The margin after the last in-flight call: listeners' joins, executor shutdown, log flushing.
 SHUTDOWN_TIMEOUT = 10.0
 # However long the API timeouts: a stop never waits longer than this (plus the margin) for moves.
 SHUTDOWN_CAP = 300.0
-EXIT_STUCK = 3  # run() did not return in time after the stop request, or a second signal came
 _POLL = 0.1
 _START_SLACK = 1.0  # /proc's boot time has whole seconds
 

@@ -41,6 +41,7 @@ from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy, Verdict
+from rpcdaemon.exits import EXIT_FAILED
 from rpcdaemon.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted, no_audit
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rpcdaemon")
 
-EXIT_FAILED, EXIT_START = 1, 2  # a thread of the daemon gave up; the daemon could not start
 # This many check passes in a row raising end the process (non-zero: systemd restarts it).
 MAX_STEP_FAILURES = 5
 # While it waits on the leadership's role changes, the idle loop looks at the stop event this often.

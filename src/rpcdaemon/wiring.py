@@ -32,6 +32,7 @@ from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership, LockBackend
 from rpcdaemon.daemonize import raise_open_files_limit
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
+from rpcdaemon.exits import EXIT_START
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
 from rpcdaemon.observing.bus import BrokerLock, BrokerTLS, control_connection, lock_connection, url_for_log
@@ -39,7 +40,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
 from rpcdaemon.sdnotify import Notifier, watchdog_seconds, watchdog_warning
-from rpcdaemon.service import EXIT_START, AgentPluginConfig, Service, StartError, build_plugin
+from rpcdaemon.service import AgentPluginConfig, Service, StartError, build_plugin
 from rpcdaemon.settings import (
     AgentPluginSettings,
     CoordinationSettings,

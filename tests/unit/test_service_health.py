@@ -15,11 +15,12 @@ import pytest
 
 from rpcdaemon import wiring
 from rpcdaemon.acting.watched import ApiErrors
+from rpcdaemon.exits import EXIT_FAILED, EXIT_START
 from rpcdaemon.metrics import Metrics
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import EXIT_FAILED, EXIT_START, MAX_STEP_FAILURES, Service
+from rpcdaemon.service import MAX_STEP_FAILURES, Service
 from rpcdaemon.settings import load_settings
 
 

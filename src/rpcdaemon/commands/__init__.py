@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from rpcdaemon.commands.context import EXIT_USAGE, CommandContext, CommandError
+from rpcdaemon.commands.context import CommandContext, CommandError
+from rpcdaemon.exits import EXIT_USAGE
 from rpcdaemon.logs import configure_command_logging, reset_logging
 from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import ConfigError

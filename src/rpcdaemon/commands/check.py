@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
-from rpcdaemon.commands.context import AGENT_TYPES, EXIT_FAILED, EXIT_OK, CommandContext
+from rpcdaemon.commands.context import AGENT_TYPES, CommandContext
 from rpcdaemon.commands.fleet import DaemonFacts, agents_of, bindings, judged, read_daemon, resource_bindings
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, Plan, plan_l3
 from rpcdaemon.deciding.liveness import Verdict
+from rpcdaemon.exits import EXIT_FAILED, EXIT_OK, EXIT_WORK
 from rpcdaemon.model import Outcome, OutcomeStatus
 
-EXIT_WORK = 2
 UNLIMITED = 10**9  # the check counts every move, not one pass's max_moves
 
 

@@ -21,13 +21,13 @@ from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.audit import AuditLog
 from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.exits import EXIT_FAILED, EXIT_USAGE
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, AuditRecord, no_audit
 from rpcdaemon.neutronconf import PluginNeutron, Resolved, resolve_settings
 from rpcdaemon.observing.bus import control_connection
 from rpcdaemon.service import AgentPluginConfig
 from rpcdaemon.settings import AgentPluginSettings, Settings, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 AGENT_TYPES = {"L3Agent": L3_AGENT, "DHCPAgent": DHCP_AGENT}
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
-from rpcdaemon.commands.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandContext, CommandError
+from rpcdaemon.commands.context import CommandContext, CommandError
 from rpcdaemon.commands.progress import (
     LABELS,
     Progress,
@@ -34,6 +34,7 @@ from rpcdaemon.commands.progress import (
     verb_counts,
 )
 from rpcdaemon.deciding.drain import DrainPlan, plan_drain_dhcp, plan_drain_l3
+from rpcdaemon.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Agent, Outcome, OutcomeStatus, no_audit
 
 

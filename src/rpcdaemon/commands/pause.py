@@ -18,10 +18,11 @@ import time
 from dataclasses import replace
 from typing import TextIO
 
-from rpcdaemon.commands.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandContext, CommandError, who
+from rpcdaemon.commands.context import CommandContext, CommandError, who
 from rpcdaemon.control import POLL
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.state import ControlState, DaemonView, Hold, clean_text, describe_span, parse_duration
+from rpcdaemon.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 RELEASE_DEFAULT = 15 * 60.0
 RELEASE_MAX = 86400.0

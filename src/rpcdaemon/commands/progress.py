@@ -30,8 +30,9 @@ from rich.progress import Progress as RichProgress
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.commands.context import AGENT_TYPES, EXIT_USAGE, CommandContext, CommandError, who
+from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError, who
 from rpcdaemon.commands.fleet import bindings, resource_bindings
+from rpcdaemon.exits import EXIT_USAGE
 from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
 from rpcdaemon.wiring import plugin_config
 

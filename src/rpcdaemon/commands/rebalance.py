@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronError
-from rpcdaemon.commands.context import EXIT_FAILED, EXIT_OK, CommandContext, CommandError
+from rpcdaemon.commands.context import CommandContext, CommandError
 from rpcdaemon.commands.progress import (
     LABELS,
     Progress,
@@ -35,6 +35,7 @@ from rpcdaemon.commands.progress import (
 )
 from rpcdaemon.control.state import DaemonView
 from rpcdaemon.deciding.rebalance import RebalancePlan, plan_rebalance_dhcp, plan_rebalance_l3
+from rpcdaemon.exits import EXIT_FAILED, EXIT_OK
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Agent, Outcome, OutcomeStatus, no_audit
 
 DEFAULT_MAX_MOVES = 50

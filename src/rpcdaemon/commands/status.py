@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from rpcdaemon.acting.api import NeutronError
-from rpcdaemon.commands.context import AGENT_TYPES, EXIT_FAILED, EXIT_OK, CommandContext, CommandError
+from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError
 from rpcdaemon.commands.fleet import DaemonFacts, agents_of, bindings, read_daemon
+from rpcdaemon.exits import EXIT_FAILED, EXIT_OK
 from rpcdaemon.fleetview import FleetDisplay, FleetRow, FleetState, default_columns, fleet_table
 
 COLUMNS = ("host", "type", "mode", "az", "admin", "alive", "verdict", "why", "heard", "hosted")
