@@ -34,8 +34,9 @@ def test_mapping_arguments_are_escaped_too() -> None:
     assert line == "INFO heard a\\nb"
 
 
-def test_tabs_and_plain_text_are_left_alone() -> None:
-    assert _format("a %s b", ("x\ty",)) == "INFO a x\ty b"
+def test_plain_text_is_left_alone_and_a_tab_shows() -> None:
+    assert _format("a %s b", ("node-1 café ✓",)) == "INFO a node-1 café ✓ b"
+    assert _format("a %s b", ("x\ty",)) == "INFO a x\\ty b"  # a C0 character as any other
 
 
 def test_the_record_itself_is_not_changed() -> None:

@@ -20,6 +20,7 @@ from typing import TextIO
 from rpcdaemon.commands.context import EXIT_USAGE, CommandContext, CommandError
 from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import ConfigError
+from rpcdaemon.textsafe import escape_text
 
 # name -> (module, one line of help). "resume" and "release-brake" live with "pause".
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,8 +60,8 @@ def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None
     except ConfigError as exc:
         print(f"rpcdaemon {name}: error: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except CommandError as exc:
-        print(f"rpcdaemon {name}: error: {mask_text(str(exc))}", file=sys.stderr)
+    except CommandError as exc:  # it may quote Neutron or the bus: one line whatever they hold
+        print(f"rpcdaemon {name}: error: {escape_text(mask_text(str(exc)))}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print(f"rpcdaemon {name}: interrupted", file=sys.stderr)

@@ -30,9 +30,10 @@ from rich.progress import Progress as RichProgress
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.commands.context import AGENT_TYPES, EXIT_USAGE, CommandContext, CommandError, who
+from rpcdaemon.commands.context import AGENT_TYPES, EXIT_USAGE, CommandContext, CommandError, print_line, who
 from rpcdaemon.commands.fleet import bindings, resource_bindings
 from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
+from rpcdaemon.textsafe import escape_text
 from rpcdaemon.wiring import plugin_config
 
 LABELS = {"L3Agent": "L3 agent", "DHCPAgent": "DHCP agent"}
@@ -127,7 +128,7 @@ class Progress:
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
                                      console=self._console)
-            self._task = self._bar.add_task(self.what, total=self.total, failed="")
+            self._task = self._bar.add_task(_escape(self.what), total=self.total, failed="")
             self._bar.start()
         return self
 
@@ -164,14 +165,16 @@ class Progress:
         if self._bar is not None:
             self._bar.console.print(_escape(text), highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            print_line(self.out, text)
+            self.out.flush()
 
 
 _NOBODY = Agent("", "", "")
 
 
 def _escape(text: str) -> str:
-    return escape(text)
+    """``text`` for rich: escaped (``textsafe``), then its markup too (a host named ``[link=...]``)."""
+    return escape(escape_text(text))
 
 
 class TargetCheck:

@@ -33,6 +33,7 @@ import jmespath.exceptions
 from rpcdaemon.observing.bus import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.observing.decode import describe_message
 from rpcdaemon.plugins.dump_filter import DumpFilterError, compile_filter, field_warnings, search
+from rpcdaemon.textsafe import escape_text
 
 log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 
@@ -84,7 +85,7 @@ class DumpPlugin:
             self.filtered_out += 1
             return
         stamp = datetime.fromtimestamp(self._wallclock()).isoformat(sep=" ", timespec="milliseconds")
-        self._out.write(f"{stamp} {line}\n")
+        self._out.write(f"{stamp} {escape_text(line)}\n")  # decode quotes odd text already; one line whatever
         self._out.flush()
         self.printed += 1
 
