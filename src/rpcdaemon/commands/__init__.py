@@ -60,9 +60,15 @@ def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None
     except ConfigError as exc:
         print(f"rpcdaemon {name}: error: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except CommandError as exc:  # it may quote Neutron or the bus: one line whatever they hold
-        print(f"rpcdaemon {name}: error: {escape_text(mask_text(str(exc)))}", file=sys.stderr)
+    except CommandError as exc:
+        print(refusal(name, exc), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print(f"rpcdaemon {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def refusal(name: str, exc: CommandError) -> str:
+    """What a command that stops says on stderr: one line whatever Neutron or the bus put in it (escaped
+    by ``textsafe``), no secret."""
+    return f"rpcdaemon {name}: error: {escape_text(mask_text(str(exc)))}"
