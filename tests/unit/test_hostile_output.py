@@ -16,13 +16,14 @@ import json
 import logging
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from tests.hostile import FORGED, HOSTILE, assert_shown_safely
+from tests.hostile import FORGED, HOSTILE, RICH_OWN, assert_shown_safely
 
 from rpcdaemon import demo
 from rpcdaemon.acting.executor import ExecutorPolicy
@@ -132,6 +133,15 @@ def test_status_table_shows_no_hostile_character(view: bool) -> None:
         assert f"live view of the active instance {escape_text(HOSTILE[0])}" in shown
 
 
+def test_status_table_shows_rich_markup_and_emoji_codes_in_a_name_as_they_are() -> None:
+    api, forged = hostile_cloud()
+    parser = argparse.ArgumentParser()
+    status.add_arguments(parser, "status")
+    out = io.StringIO()
+    status.run(parser.parse_args([]), Context(api, replace(forged, instance="ctl:warning:[bold]x")), out, "status")
+    assert "live view of the active instance ctl:warning:[bold]x" in out.getvalue()
+
+
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_status_json_and_yaml_keep_the_very_text_and_split_no_line(fmt: str) -> None:
     _, text = run_command(status, ["-f", fmt])
@@ -179,6 +189,23 @@ def test_evacuate_lines_show_hostile_target_names_escaped() -> None:
         text = out.getvalue()
         assert_shown_safely(text)
         assert all(escape_text(h) in text for h in HOSTILE)  # each one a target
+
+
+def test_evacuate_on_a_terminal_shows_hostile_names_escaped_above_and_in_the_bar() -> None:
+    api = FakeNeutron()
+    src = api.add_agent(L3_AGENT, f"net-src:warning:[bold]{HOSTILE[0]}")
+    for host in HOSTILE:
+        api.refuse_binds(api.add_agent(L3_AGENT, host).id)  # each move fails: a line above the bar
+    for i in range(len(HOSTILE)):
+        api.add_router(router_id=f"r{i}")
+        api.place_router(f"r{i}", src.id)
+    out = io.StringIO()
+    assert evacuate(src.host, [Side("L3Agent", api, POLICY)], out, terminal=True) == 1
+    text = out.getvalue()
+    assert_shown_safely(text, terminal=True, table=True)  # rich wraps a long line at the terminal's width
+    shown = RICH_OWN.sub("", text)
+    assert f"evacuate net-src:warning:[bold]{escape_text(HOSTILE[0])} (routers)" in shown  # the bar's label
+    assert sum(f"failed: move router r{i} " in shown for i in range(len(HOSTILE))) == len(HOSTILE)
 
 
 def test_rebalance_says_a_held_back_agent_and_its_forged_reason_escaped() -> None:

@@ -124,11 +124,11 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.terminal and self.total:
-            self._console = Console(file=self.out, force_terminal=True)
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self._console = Console(file=self.out, force_terminal=True, emoji=False)
+            self._bar = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
                                      console=self._console)
-            self._task = self._bar.add_task(_escape(self.what), total=self.total, failed="")
+            self._task = self._bar.add_task(escape_text(self.what), total=self.total, failed="")
             self._bar.start()
         return self
 
