@@ -9,6 +9,7 @@ every progress bar (``moves``) goes through one lock, so lines from several thre
 terminal (and with ``NO_COLOR`` unset and ``TERM`` not ``dumb``) it keeps a ``rich.live.Live`` region at the
 bottom that is redrawn in place, the lines scrolling above it; otherwise it prints plain text: the rows whose
 state changed since the previous frame, one line each, and a line per move group when it completes.
+Every text shown (cells, title, notes, lines, move labels) goes through ``textsafe.escape_text`` first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TextIO
 
@@ -28,6 +29,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from rpcdaemon.textsafe import escape_text
+
 VERDICT_STYLES = {"alive": "green", "warming": "cyan", "suspect": "yellow", "dead": "bold red", "unknown": "dim"}
 # Every column fleet_table can show, in display order (``columns=`` picks among these).
 COLUMNS = ("host", "type", "mode", "az", "admin", "neutron", "verdict", "heard", "hosted", "why")
@@ -36,17 +39,6 @@ _HEADERS = {"host": "host", "type": "agent", "mode": "mode", "az": "AZ", "admin"
 _PLAIN_WIDTHS = {"host": 12, "type": 10, "mode": 8, "az": 8, "admin": 10, "neutron": 13, "verdict": 8,
                  "why": 34, "heard": 11, "hosted": 17}
 _AGE_BAR = 8  # cells of the heartbeat-age bar
-# Host names and reasons come off the bus, where anyone may publish: no control character (an escape
-# sequence could rewrite the operator's terminal) reaches the output.
-_CONTROLS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-_CONTROLS_BUT_NEWLINE = {c: r for c, r in _CONTROLS.items() if c != 0x0A}
-
-
-def printable(text: str, *, newlines: bool = False) -> str:
-    """``text`` with every control character as "?" (newlines kept when asked)."""
-    return text.translate(_CONTROLS_BUT_NEWLINE if newlines else _CONTROLS)
-
-
 @dataclass(frozen=True)
 class FleetRow:
     host: str
@@ -107,14 +99,16 @@ def _hosted_word(row: FleetRow) -> str:
     return "routers" if row.agent_type.startswith("L3") else "networks" if row.agent_type.startswith("DHCP") else ""
 
 
+def _escaped(row: FleetRow) -> FleetRow:
+    """``row`` with its texts escaped (``textsafe.escape_text``): host names, reasons and the live view's
+    fields come off the bus, where anyone may publish, or from Neutron, which takes a host name from a
+    heartbeat. Done before the cells are built, so that no style span lands on the wrong characters."""
+    return replace(row, host=escape_text(row.host), agent_type=escape_text(row.agent_type),
+                   verdict=escape_text(row.verdict), why=escape_text(row.why), mode=escape_text(row.mode),
+                   az=escape_text(row.az))
+
+
 def _cell(row: FleetRow, column: str) -> Text | RenderableType:
-    cell = _raw_cell(row, column)
-    if isinstance(cell, Text):
-        cell.plain = printable(cell.plain)  # same length: the styles' spans stay where they were
-    return cell
-
-
-def _raw_cell(row: FleetRow, column: str) -> Text | RenderableType:
     if column == "host":
         return Text(row.host, style="bold")
     if column == "type":
@@ -181,17 +175,18 @@ class _AgeCell:
 def fleet_table(state: FleetState, *, columns: Sequence[str] | None = None) -> Table:
     """The fleet as a rich table (colour is the console's business: a NO_COLOR console drops it)."""
     cols = default_columns(state.rows) if columns is None else check_columns(columns)
-    table = Table(title=printable(state.title) or None, title_justify="left", title_style="bold", header_style="bold",
-                  box=None, pad_edge=False, padding=(0, 2, 0, 0))
+    table = Table(title=escape_text(state.title) or None, title_justify="left", title_style="bold",
+                  header_style="bold", box=None, pad_edge=False, padding=(0, 2, 0, 0))
     for c in cols:
         table.add_column(_HEADERS[c], no_wrap=c != "why", overflow="fold" if c == "why" else "ellipsis")
-    for row in state.rows:
+    for row in map(_escaped, state.rows):
         table.add_row(*(_cell(row, c) for c in cols))
     return table
 
 
 def plain_row(row: FleetRow, columns: Sequence[str]) -> str:
     """One row as a plain, aligned line (no colour)."""
+    row = _escaped(row)
     parts = []
     for i, c in enumerate(columns):
         cell = _cell(row, c)
@@ -274,21 +269,21 @@ class FleetDisplay:
                 return
             lines = []
             if state.title and state.title != self._said_title:
-                lines.append(f"== {printable(state.title)} ==")
+                lines.append(f"== {escape_text(state.title)} ==")
                 self._said_title = state.title
             cols = self.columns or default_columns(state.rows)
             for row in state.rows:
                 if self._printed.get(row.key) != row.state():
                     self._printed[row.key] = row.state()
                     lines.append("  " + plain_row(row, cols))
-            lines += [f"  {printable(n)}" for n in state.notes if n not in self._said_notes]
+            lines += [f"  {escape_text(n)}" for n in state.notes if n not in self._said_notes]
             self._said_notes = state.notes
             self._write(lines)
 
     def say(self, text: str, style: str = "") -> None:
         """One line above the table (plain: one line); never interleaved with another."""
         with self._lock:
-            text = printable(text, newlines=True)
+            text = escape_text(text)
             if self._live is not None:
                 line = Text(self._prefix(), style="dim")
                 line.append(text, style=style)
@@ -305,7 +300,7 @@ class FleetDisplay:
                 self._live.update(self._renderable(), refresh=True)
             elif done >= total and label not in self._said_moves:
                 self._said_moves.add(label)
-                self._write([f"{printable(label)}: {done}/{total} done"])
+                self._write([f"{escape_text(label)}: {done}/{total} done"])
 
     def clear_moves(self) -> None:
         """Forget the progress bars; their final figures stay as lines (plain: those not said yet)."""
@@ -318,7 +313,7 @@ class FleetDisplay:
 
     # -- inside ---------------------------------------------------------------------------------------
     def _flush_moves(self) -> None:
-        lines = [f"{printable(label)}: {done}/{total} {'done' if done >= total else '(unfinished)'}"
+        lines = [f"{escape_text(label)}: {done}/{total} {'done' if done >= total else '(unfinished)'}"
                  for label, (done, total) in self._moves.items() if label not in self._said_moves]
         if self._live is not None:
             for line in lines:
@@ -338,13 +333,13 @@ class FleetDisplay:
 
     def _renderable(self) -> RenderableType:
         parts: list[RenderableType] = [fleet_table(self._state, columns=self.columns)]
-        parts += [Text(printable(n), style="yellow") for n in self._state.notes]
+        parts += [Text(escape_text(n), style="yellow") for n in self._state.notes]
         if self._moves:
             grid = Table.grid(padding=(0, 2))
             for label, (done, total) in self._moves.items():
                 bar = ProgressBar(total=max(total, 1), completed=min(done, total), width=24,
                                   complete_style="cyan", finished_style="green")
                 figures = Text(f"{done}/{total}", style="green" if done >= total else "")
-                grid.add_row(Text(printable(label)), bar, figures)
+                grid.add_row(Text(escape_text(label)), bar, figures)
             parts.append(grid)
         return Group(*parts)

@@ -23,6 +23,7 @@ import json
 import logging
 import logging.handlers
 import math
+import numbers
 import os
 import sys
 import time
@@ -31,24 +32,43 @@ from typing import TextIO
 
 from rpcdaemon.redact import mask_text, redact_mapping
 from rpcdaemon.settings import PLUGIN_NAMES, Settings
+from rpcdaemon.textsafe import escape_text
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Libraries that log every connection or request at INFO/DEBUG; operators want only their trouble.
 NOISY_LOGGERS = ("kombu", "amqp", "urllib3", "keystoneauth", "openstack", "stevedore")
 
-# Control characters in a logged value (a host name off the bus, say) would let it forge log lines or
-# terminal escapes; tabs are harmless.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+# A logged value (a host name off the bus, an error text from the API) must not forge a log line or a
+# terminal escape: text arguments, and the str()/repr() of any other non-number, go through
+# textsafe.escape_text.
+
+
+class _Escaped:
+    """A log argument that is neither text nor a number (an exception, an agent): its ``%s`` and ``%r``
+    are escaped as text arguments are."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return escape_text(str(self.value))
+
+    def __repr__(self) -> str:
+        return escape_text(repr(self.value))
 
 
 def _printable(value: object) -> object:
-    return value.translate(_CONTROL) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return escape_text(value)
+    return value if isinstance(value, numbers.Number) or value is None else _Escaped(value)
 
 
 def _printable_args(record: logging.LogRecord) -> logging.LogRecord:
-    """``record``, or a copy whose string arguments have their control characters escaped."""
+    """``record``, or a copy whose arguments are escaped (``textsafe.escape_text``)."""
     args = record.args
-    if isinstance(args, tuple) and any(isinstance(a, str) for a in args):
+    if isinstance(args, tuple) and args:
         record = copy.copy(record)
         record.args = tuple(_printable(a) for a in args)
     elif isinstance(args, Mapping):
@@ -59,7 +79,8 @@ def _printable_args(record: logging.LogRecord) -> logging.LogRecord:
 
 class MaskingFormatter(logging.Formatter):
     """Masks secrets in the whole formatted record (message, arguments and traceback alike), and
-    escapes control characters in string arguments so that no value can start a line of its own."""
+    escapes the arguments (``textsafe.escape_text``: control, format and line-separator characters) so
+    that no value can start a line of its own or reorder or recolour the line."""
 
     def format(self, record: logging.LogRecord) -> str:
         return mask_text(super().format(_printable_args(record)))
@@ -95,8 +116,8 @@ def utc_timestamp(at: float) -> str:
 class JsonFormatter(logging.Formatter):
     """``[Daemon] log_format = json``: one JSON object per record, on one line (ASCII only).
 
-    ``ts`` (RFC 3339 UTC), ``level``, ``logger``, ``message`` (as the text format shows it: control
-    characters in arguments escaped, secrets masked), ``exc_info`` with a traceback; and the record's
+    ``ts`` (RFC 3339 UTC), ``level``, ``logger``, ``message`` (as the text format shows it: arguments
+    escaped, secrets masked), ``exc_info`` with a traceback; and the record's
     ``fields`` (a mapping passed as ``extra={"fields": ...}``, as the executor does for each action:
     kind, resource_id, from_host, from_id, to_host, to_id, status, seconds ...), secret-named keys masked."""
 

@@ -7,7 +7,8 @@ shutdown. Each message is one datagram on an AF_UNIX SOCK_DGRAM socket; a leadin
 names the abstract namespace. Without ``$NOTIFY_SOCKET`` every method does nothing.
 
 Notification is a courtesy to the service manager, never a reason to fail: an error sending is logged
-once at DEBUG and swallowed. The texts sent are the daemon's own (role, counts), never a secret.
+once at DEBUG and swallowed. The texts sent are the daemon's own (role, counts), never a secret, and
+escaped (``textsafe``) so that none adds a line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+
+from rpcdaemon.textsafe import escape_text
 
 log = logging.getLogger("rpcdaemon")
 
@@ -65,6 +68,7 @@ class Notifier:
                 return
             self._ready = True
             lines = ["READY=1"]
+            status = escape_text(status) if status is not None else None
             if status is not None and status != self._status:
                 self._status = status
                 lines.append(f"STATUS={status}")
@@ -72,6 +76,7 @@ class Notifier:
 
     def status(self, text: str) -> None:
         """STATUS=text, only when it differs from the last one sent."""
+        text = escape_text(text)  # a pause's "by" comes off the bus: no line of its own (MAINPID=, ...)
         with self._lock:
             if text == self._status:
                 return

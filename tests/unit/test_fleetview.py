@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
+from tests.hostile import HOSTILE, assert_shown_safely
 
 from rpcdaemon.fleetview import (
     COLUMNS,
@@ -213,3 +214,36 @@ def test_any_rows_render_in_both_modes_and_no_control_character_gets_through(som
         display.say("\x1b]0;owned\x07 host")
     assert "\x1b" not in out.getvalue()
     assert "\x07" not in out.getvalue()
+
+
+# -- hostile text off the bus --------------------------------------------------------------------------------
+def hostile_fleet() -> FleetState:
+    rows = tuple(row(h, "dead" if i % 2 else "alive", why=h, mode=h, az=h, admin_up=False)
+                 for i, h in enumerate(HOSTILE))
+    return FleetState(rows=(*rows, row(verdict=HOSTILE[0], agent_type=HOSTILE[1])), title=f"view of {HOSTILE[2]}",
+                      notes=HOSTILE)
+
+
+def test_plain_view_shows_every_hostile_text_on_its_own_line_escaped() -> None:
+    out = io.StringIO()
+    with FleetDisplay(out, live=False) as display:
+        display.update(hostile_fleet())
+        display.say(HOSTILE[3])
+        display.moves(f"routers  {HOSTILE[4]} -> node-2", 1, 1)
+    # the title, a line per row, a line per note, the said line and the move group
+    assert_shown_safely(out.getvalue(), lines=1 + len(HOSTILE) + 1 + len(HOSTILE) + 2)
+    assert "net-1\\u2028CRITICAL rpcdaemon: FORGED" in out.getvalue()
+
+
+def test_live_view_and_table_show_no_hostile_character() -> None:
+    out = TTY()
+    with FleetDisplay(out, live=True, env=XTERM) as display:
+        display.update(hostile_fleet())
+        display.say(HOSTILE[3])
+        display.moves(f"routers  {HOSTILE[4]} -> node-2", 1, 2)
+        display.clear_moves()
+    assert_shown_safely(out.getvalue(), terminal=True, table=True)
+    assert "\x1b]" not in out.getvalue()
+    assert "\x1b[2J" not in out.getvalue()
+    assert_shown_safely(render(hostile_fleet(), color=True), terminal=True, table=True)
+    assert_shown_safely(render(hostile_fleet(), color=False), table=True)

@@ -22,6 +22,7 @@ from rpcdaemon.exits import EXIT_USAGE
 from rpcdaemon.logs import configure_command_logging, reset_logging
 from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import ConfigError
+from rpcdaemon.textsafe import escape_text
 
 # name -> (module, one line of help). "resume" and "release-brake" live with "pause".
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,10 +64,16 @@ def main(name: str, argv: Sequence[str], config: Path, out: TextIO | None = None
         print(f"rpcdaemon {name}: error: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except CommandError as exc:
-        print(f"rpcdaemon {name}: error: {mask_text(str(exc))}", file=sys.stderr)
+        print(refusal(name, exc), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print(f"rpcdaemon {name}: interrupted", file=sys.stderr)
         return 130
     finally:
         reset_logging()
+
+
+def refusal(name: str, exc: CommandError) -> str:
+    """What a command that stops says on stderr: one line whatever Neutron or the bus put in it (escaped
+    by ``textsafe``), no secret."""
+    return f"rpcdaemon {name}: error: {escape_text(mask_text(str(exc)))}"

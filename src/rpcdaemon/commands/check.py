@@ -24,6 +24,7 @@ from rpcdaemon.deciding.l3 import L3Policy, Plan, plan_l3
 from rpcdaemon.deciding.liveness import Verdict
 from rpcdaemon.exits import EXIT_FAILED, EXIT_OK, EXIT_WORK
 from rpcdaemon.model import Outcome, OutcomeStatus
+from rpcdaemon.textsafe import escape_text
 
 UNLIMITED = 10**9  # the check counts every move, not one pass's max_moves
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
     else:
         source = "Neutron's verdicts, no daemon acting"
     paused = " [daemon paused]" if facts.view is not None and facts.view.paused is not None else ""
-    line = f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}"
+    # One line whatever a host name or an error text holds (textsafe): a monitoring system reads it.
+    line = escape_text(f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}")
     if args.format == "json":
         print(json.dumps(_json(checks, word, code, facts, line), indent=2), file=out)
     else:

@@ -4,7 +4,8 @@
 (same errors, exit 2) and refuses a file others may read while it holds secrets (an operator command
 is only as safe as that file: it holds the broker credentials that steer the daemon). ``api(plugin)``
 builds that plugin's Neutron adapter, ``channel()`` the control channel on the bus's broker, ``who()``
-says who runs the command (``alice@ctl-1``; the login name behind sudo).
+says who runs the command (``alice@ctl-1``; the login name behind sudo). ``print_line`` is how a command
+prints a line of text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
@@ -27,8 +29,15 @@ from rpcdaemon.neutronconf import PluginNeutron, Resolved, resolve_settings
 from rpcdaemon.observing.bus import control_connection
 from rpcdaemon.service import AgentPluginConfig
 from rpcdaemon.settings import AgentPluginSettings, Settings, load_settings
+from rpcdaemon.textsafe import escape_text
 
 AGENT_TYPES = {"L3Agent": L3_AGENT, "DHCPAgent": DHCP_AGENT}
+
+
+def print_line(out: TextIO, text: str) -> None:
+    """One line of a command's output, escaped (``textsafe.escape_text``): host names, reasons and error
+    texts come from Neutron and the bus, and none may split the line or steer the terminal."""
+    print(escape_text(text), file=out)
 
 
 class CommandError(Exception):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
-from rpcdaemon.commands.context import CommandContext, CommandError
+from rpcdaemon.commands.context import CommandContext, CommandError, print_line
 from rpcdaemon.commands.progress import (
     LABELS,
     Progress,
@@ -105,7 +105,7 @@ def evacuate(host: str, sides: Sequence[Side], out: TextIO, *, target_host: str 
         if source is None:
             if required:
                 raise CommandError(f"host {host!r} has no {LABELS[side.plugin]}", EXIT_USAGE)
-            print(f"{host} has no {LABELS[side.plugin]}: nothing to do for {side.plugin}", file=out)
+            print_line(out, f"{host} has no {LABELS[side.plugin]}: nothing to do for {side.plugin}")
             continue
         jobs.append((side, source, agents))
     if not jobs:
@@ -116,9 +116,9 @@ def evacuate(host: str, sides: Sequence[Side], out: TextIO, *, target_host: str 
         problems += _evacuate_one(side, source, agents, out, target_host=target_host, dry_run=dry_run,
                                   admin_down=admin_down, terminal=terminal)
     if problems:
-        print(f"could not move ({len(problems)}):", file=out)
+        print_line(out, f"could not move ({len(problems)}):")
         for line in problems:
-            print(f"  {line}", file=out)
+            print_line(out, f"  {line}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -129,12 +129,12 @@ def _evacuate_one(side: Side, source: Agent, agents: list[Agent], out: TextIO, *
     api, label, things = side.api, LABELS[side.plugin], side.things
     began = time.monotonic()
     state = ("alive" if source.alive else "NOT alive") + (", admin-up" if source.admin_state_up else ", admin-down")
-    print(f"{label} {source.describe()}: {state} by Neutron", file=out)
+    print_line(out, f"{label} {source.describe()}: {state} by Neutron")
     if not source.alive:
-        print(f"  Neutron says it is not alive: its {things} move all the same", file=out)
+        print_line(out, f"  Neutron says it is not alive: its {things} move all the same")
     if dry_run:
-        print(f"  dry run: would mark it admin-down{' (not: --no-admin-down)' if not admin_down else ''}; "
-              "nothing is changed", file=out)
+        print_line(out, f"  dry run: would mark it admin-down{' (not: --no-admin-down)' if not admin_down else ''}; "
+                        "nothing is changed")
     elif admin_down:
         try:
             api.set_agent_admin_state(source.id, False)
@@ -142,28 +142,28 @@ def _evacuate_one(side: Side, source: Agent, agents: list[Agent], out: TextIO, *
             raise CommandError(f"cannot mark {label} {source.describe()} admin-down: {err}") from None
         side.record("command", command=side.command, phase="admin-down", by=side.by, host=source.host,
                     plugin=side.plugin, agent_id=source.id)
-        print(f"  {source.host} is admin-down: nothing will be moved back to it; "
-              f"`openstack network agent set --enable {source.id}` when done", file=out)
+        print_line(out, f"  {source.host} is admin-down: nothing will be moved back to it; "
+                        f"`openstack network agent set --enable {source.id}` when done")
     else:
-        print(f"  --no-admin-down: it stays admin-up, so Neutron (and rpcdaemon) may place new {things} on it",
-              file=out)
+        print_line(out, f"  --no-admin-down: it stays admin-up, so Neutron (and rpcdaemon) may place new {things} "
+                        "on it")
     try:
         plan = _plan(side, source, agents, target_host)
     except NeutronError as err:
         raise CommandError(f"cannot read what {label} {source.describe()} hosts: {err}") from None
     for left in plan.kept:
-        print(f"  kept on {source.host}: {left.resource_id}: {left.why}", file=out)
+        print_line(out, f"  kept on {source.host}: {left.resource_id}: {left.why}")
     for note in plan.held:
-        print(f"  note: {note}", file=out)
+        print_line(out, f"  note: {note}")
     problems = [f"{things[:-1]} {x.resource_id}: {x.why}" for x in plan.stuck]
     for line in problems:
-        print(f"  cannot move {line}", file=out)
+        print_line(out, f"  cannot move {line}")
     moves = sum(1 for a in plan.actions if a.kind is not ActionKind.BIND_NETWORK)
     if dry_run:
         for a in plan.actions:
-            print(f"  would {a.describe()}", file=out)
-        print(f"dry run: {moves} {things} would leave {source.host}, {len(plan.stuck)} cannot, "
-              f"{len(plan.kept)} kept", file=out)
+            print_line(out, f"  would {a.describe()}")
+        print_line(out, f"dry run: {moves} {things} would leave {source.host}, {len(plan.stuck)} cannot, "
+                        f"{len(plan.kept)} kept")
         return problems
     check = TargetCheck(api)
     check.prime(agents)
@@ -191,9 +191,9 @@ def _evacuate_one(side: Side, source: Agent, agents: list[Agent], out: TextIO, *
     for rid in strays:  # placed there meanwhile (before the admin-down took effect, or with --no-admin-down)
         problems.append(f"{things[:-1]} {rid}: on {source.host} now, but not when the plan was made")
     took = time.monotonic() - began
-    print(f"evacuate {source.host}: {moved} {things} moved in {took:.1f} s, verified "
-          f"({verb_counts(outcomes)}); {len(still)} left on it"
-          + (f" ({len(plan.kept)} kept)" if plan.kept else ""), file=out)
+    print_line(out, f"evacuate {source.host}: {moved} {things} moved in {took:.1f} s, verified "
+                    f"({verb_counts(outcomes)}); {len(still)} left on it"
+                    + (f" ({len(plan.kept)} kept)" if plan.kept else ""))
     return problems
 
 

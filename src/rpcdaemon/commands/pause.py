@@ -18,7 +18,12 @@ import time
 from dataclasses import replace
 from typing import TextIO
 
-from rpcdaemon.commands.context import CommandContext, CommandError, who
+from rpcdaemon.commands.context import (
+    CommandContext,
+    CommandError,
+    print_line,
+    who,
+)
 from rpcdaemon.control import POLL
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.state import ControlState, DaemonView, Hold, clean_text, describe_span, parse_duration
@@ -83,7 +88,7 @@ def _run(args: argparse.Namespace, channel: ControlChannel, out: TextIO, name: s
         said = f"paused {describe_span(until, now)}: no automatic moves on any instance of group {group!r}"
     elif name == "resume":
         if state.paused(now) is None:
-            print("not paused: nothing to do", file=out)
+            print_line(out, "not paused: nothing to do")
             return EXIT_OK
         new = replace(state, pause=None, event="resume", by=by, at=now)
         said = f"resumed: automatic moves again on every instance of group {group!r}"
@@ -95,12 +100,12 @@ def _run(args: argparse.Namespace, channel: ControlChannel, out: TextIO, name: s
                 "when many are dead at once")
     else:  # restore-brake
         if state.brake_released(now) is None:
-            print("the brake is not released: nothing to do", file=out)
+            print_line(out, "the brake is not released: nothing to do")
             return EXIT_OK
         new = replace(state, brake_release=None, event="restore-brake", by=by, at=now)
         said = "mass-failure brake restored"
     channel.write_state(new)
-    print(f"{said} (by {by})", file=out)
+    print_line(out, f"{said} (by {by})")
     if args.no_wait:
         return EXIT_OK
     return _confirm(channel, new, name, out)
@@ -115,15 +120,15 @@ def _confirm(channel: ControlChannel, new: ControlState, name: str, out: TextIO)
         if view is None:
             break
         if _shows(view, new, name):
-            print(f"confirmed by the active instance {view.instance}", file=out)
+            print_line(out, f"confirmed by the active instance {view.instance}")
             return EXIT_OK
         time.sleep(0.5)
     if view is None:
-        print("no rpcdaemon instance is acting now: the change is kept on the broker for the next one to start",
-              file=out)
+        print_line(out, "no rpcdaemon instance is acting now: the change is kept on the broker for the next one "
+                        "to start")
         return EXIT_OK
-    print(f"the active instance {view.instance} has not shown it yet (it reads the control state every "
-          f"{POLL:.0f}s); check with `rpcdaemon status`", file=out)
+    print_line(out, f"the active instance {view.instance} has not shown it yet (it reads the control state every "
+                    f"{POLL:.0f}s); check with `rpcdaemon status`")
     return EXIT_FAILED
 
 

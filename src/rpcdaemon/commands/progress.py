@@ -30,10 +30,11 @@ from rich.progress import Progress as RichProgress
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError, who
+from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError, print_line, who
 from rpcdaemon.commands.fleet import bindings, resource_bindings
 from rpcdaemon.exits import EXIT_USAGE
 from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
+from rpcdaemon.textsafe import escape_text
 from rpcdaemon.wiring import plugin_config
 
 LABELS = {"L3Agent": "L3 agent", "DHCPAgent": "DHCP agent"}
@@ -124,11 +125,11 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.terminal and self.total:
-            self._console = Console(file=self.out, force_terminal=True)
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self._console = Console(file=self.out, force_terminal=True, emoji=False)
+            self._bar = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
                                      console=self._console)
-            self._task = self._bar.add_task(self.what, total=self.total, failed="")
+            self._task = self._bar.add_task(escape_text(self.what), total=self.total, failed="")
             self._bar.start()
         return self
 
@@ -165,14 +166,16 @@ class Progress:
         if self._bar is not None:
             self._bar.console.print(_escape(text), highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            print_line(self.out, text)
+            self.out.flush()
 
 
 _NOBODY = Agent("", "", "")
 
 
 def _escape(text: str) -> str:
-    return escape(text)
+    """``text`` for rich: escaped (``textsafe``), then its markup too (a host named ``[link=...]``)."""
+    return escape(escape_text(text))
 
 
 class TargetCheck:

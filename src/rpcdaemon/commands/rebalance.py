@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronError
-from rpcdaemon.commands.context import CommandContext, CommandError
+from rpcdaemon.commands.context import CommandContext, CommandError, print_line
 from rpcdaemon.commands.progress import (
     LABELS,
     Progress,
@@ -132,16 +132,16 @@ def rebalance(sides: Sequence[Side], out: TextIO, *, view: DaemonView | None, vi
     if view_problem is not None:
         if not force:
             raise CommandError(f"{view_problem}; --force goes by the Neutron API's facts alone", EXIT_FAILED)
-        print(f"{view_problem}; --force: going by the Neutron API's facts alone", file=out)
+        print_line(out, f"{view_problem}; --force: going by the Neutron API's facts alone")
     elif view is None:
-        print("no daemon publishes a live view (none runs, or none is active): going by the Neutron API", file=out)
+        print_line(out, "no daemon publishes a live view (none runs, or none is active): going by the Neutron API")
     why = refusal_by_view(view, [s.plugin for s in sides])
     if why is not None:
         raise CommandError(why, EXIT_FAILED)
     if view is not None and view.paused is not None:
         # A pause stops the daemon's automatic moves; a rebalance is an operator's own, asked for now.
-        print(f"note: the daemon is paused {view.paused.describe(view.at)}; a rebalance is a manual action and "
-              "goes ahead (the paused daemon moves nothing meanwhile)", file=out)
+        print_line(out, f"note: the daemon is paused {view.paused.describe(view.at)}; a rebalance is a manual "
+                        "action and goes ahead (the paused daemon moves nothing meanwhile)")
 
     planned: list[tuple[Side, list[Agent], RebalancePlan]] = []
     for side in sides:
@@ -175,9 +175,9 @@ def rebalance(sides: Sequence[Side], out: TextIO, *, view: DaemonView | None, vi
         problems += _run_side(side, agents, plan, out, rate=rate, dry_run=dry_run, terminal=terminal,
                               clock=clock, sleep=sleep)
     if problems:
-        print(f"could not move ({len(problems)}):", file=out)
+        print_line(out, f"could not move ({len(problems)}):")
         for line in problems:
-            print(f"  {line}", file=out)
+            print_line(out, f"  {line}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -195,7 +195,7 @@ def _judged_targets(agents: list[Agent], view: DaemonView | None, side: Side, ou
     for agent in agents:
         seen = verdicts.get(agent.id)
         if agent.agent_type == side.agent_type and seen is not None and seen.verdict != "alive":
-            print(f"not a target yet: {agent.describe()} ({seen.verdict}: {seen.why})", file=out)
+            print_line(out, f"not a target yet: {agent.describe()} ({seen.verdict}: {seen.why})")
             continue
         kept.append(agent)
     return kept
@@ -212,18 +212,18 @@ def _run_side(side: Side, agents: list[Agent], plan: RebalancePlan, out: TextIO,
               terminal: bool | None, clock: Callable[[], float], sleep: Callable[[float], None]) -> list[str]:
     things = side.things
     for note in plan.held:
-        print(f"{side.plugin}: {note}", file=out)
+        print_line(out, f"{side.plugin}: {note}")
     if not plan.before:
         return []
-    print(f"{side.plugin}: {things} per live agent now: {_loads_line(plan, agents, 'before')}", file=out)
+    print_line(out, f"{side.plugin}: {things} per live agent now: {_loads_line(plan, agents, 'before')}")
     if not plan.moves:
-        print(f"{side.plugin}: balanced already (spread {plan.spread_before}): nothing to move", file=out)
+        print_line(out, f"{side.plugin}: balanced already (spread {plan.spread_before}): nothing to move")
         return []
     if dry_run:
         for a in plan.actions:
-            print(f"  would {a.describe()}", file=out)
-        print(f"dry run: {len(plan.moves)} {things} would move; spread {plan.spread_before} -> {plan.spread_after}"
-              f" ({_loads_line(plan, agents, 'after')})", file=out)
+            print_line(out, f"  would {a.describe()}")
+        print_line(out, f"dry run: {len(plan.moves)} {things} would move; spread {plan.spread_before} -> "
+                        f"{plan.spread_after} ({_loads_line(plan, agents, 'after')})")
         return []
     check = TargetCheck(side.api)
     check.prime(agents)
@@ -264,8 +264,8 @@ def _run_side(side: Side, agents: list[Agent], plan: RebalancePlan, out: TextIO,
         if o.status is OutcomeStatus.DONE:
             done_count[o.action.resource_id] = done_count.get(o.action.resource_id, 0) + 1
     moved = sum(1 for m in moves if done_count.get(m.resource_id, 0) == len(by_id[m.resource_id]))
-    print(f"rebalance {things}: {moved} of {len(plan.moves)} moved in {took:.1f} s "
-          f"(started at most {rate:g} a second), verified ({verb_counts(outcomes)}); "
-          f"spread {plan.spread_before} -> {plan.spread_after} planned", file=out)
+    print_line(out, f"rebalance {things}: {moved} of {len(plan.moves)} moved in {took:.1f} s "
+                    f"(started at most {rate:g} a second), verified ({verb_counts(outcomes)}); "
+                    f"spread {plan.spread_before} -> {plan.spread_after} planned")
     return problems
 

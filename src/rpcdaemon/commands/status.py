@@ -25,6 +25,7 @@ from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError
 from rpcdaemon.commands.fleet import DaemonFacts, agents_of, bindings, read_daemon
 from rpcdaemon.exits import EXIT_FAILED, EXIT_OK
 from rpcdaemon.fleetview import FleetDisplay, FleetRow, FleetState, default_columns, fleet_table
+from rpcdaemon.textsafe import escape_text, is_safe
 
 COLUMNS = ("host", "type", "mode", "az", "admin", "alive", "verdict", "why", "heard", "hosted")
 FORMATS = ("table", "json", "yaml", "value")
@@ -185,17 +186,30 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
         _print_table(status.state, shown, out)
     elif args.format == "value":
         for r in status.records:
-            print(" ".join(_value(r[c]) for c in columns), file=out)
+            print(" ".join(escape_text(_value(r[c])) for c in columns), file=out)  # one line per agent
     else:
         body = {"agents": [{c: r[c] for c in (["id", *columns] if not args.columns else columns)}
                            for r in status.records], "daemon": status.daemon}
         if args.format == "json":
             print(json.dumps(body, indent=2, sort_keys=False), file=out)
         else:
-            import yaml  # PyYAML: only for -f yaml
-
-            print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True).rstrip(), file=out)
+            print(_yaml(body), file=out)
     return EXIT_OK
+
+
+def _yaml(body: dict[str, Any]) -> str:
+    """``body`` as YAML, faithful and safe on a terminal: non-ASCII as escapes (as JSON has it), and a
+    text ``textsafe`` would escape double-quoted, so that its line breaks are escaped too."""
+    import yaml  # PyYAML: only for -f yaml
+
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML comes without type hints
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if is_safe(value) else '"')
+
+    Dumper.add_representer(str, text)
+    return str(yaml.dump(body, Dumper=Dumper, sort_keys=False, allow_unicode=False)).rstrip()
 
 
 def _value(value: Any) -> str:
@@ -235,13 +249,13 @@ def _watch(args: argparse.Namespace, ctx: CommandContext, out: TextIO) -> int:
 def _print_table(state: FleetState, columns: list[str], out: TextIO) -> None:
     from rich.console import Console
 
-    console = Console(file=out, no_color=not _colour(out), highlight=False, soft_wrap=False,
+    console = Console(file=out, no_color=not _colour(out), highlight=False, soft_wrap=False, emoji=False,
                       width=200 if not _isatty(out) else None)
     if state.title:  # a line of its own: as the table's title it would wrap to the table's width
-        console.print(state.title, markup=False)
+        console.print(escape_text(state.title), markup=False)
     console.print(fleet_table(replace(state, title=""), columns=columns))
     for note in state.notes:
-        console.print(note, markup=False)
+        console.print(escape_text(note), markup=False)
 
 
 def _isatty(out: TextIO) -> bool:

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rpcdaemon.textsafe import escape_text
+
 VERSION = 1
 MAX_TEXT = 300  # a reason longer than this is cut (it goes into every status and log line)
-# What a pause or a brake release may say: printable text on one line.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = 3650 * 86400.0  # ten years: anything longer is a typo (or "until resumed": no --for)
@@ -42,8 +42,9 @@ def parse_duration(text: str) -> float:
 
 
 def clean_text(text: str) -> str:
-    """A reason or a name as it may be shown: one line, printable, at most ``MAX_TEXT`` characters."""
-    one_line = _UNPRINTABLE.sub(" ", text).strip()
+    """A reason or a name as it may be shown: one line, escaped (``textsafe.escape_text``), at most
+    ``MAX_TEXT`` characters."""
+    one_line = escape_text(text.strip())
     return one_line if len(one_line) <= MAX_TEXT else one_line[: MAX_TEXT - 1] + "…"
 
 

@@ -43,6 +43,7 @@ from rpcdaemon.plugins.dump_filter import (
     field_warnings,
     search,
 )
+from rpcdaemon.textsafe import escape_text
 
 log = logging.getLogger("rpcdaemon.dump")  # so [Dump] loglevel applies
 
@@ -97,7 +98,7 @@ class DumpPlugin:
             self.filtered_out += 1
             return
         stamp = datetime.fromtimestamp(self._wallclock()).isoformat(sep=" ", timespec="milliseconds")
-        self._out.write(f"{stamp} {line}\n")
+        self._out.write(f"{stamp} {escape_text(line)}\n")  # decode quotes odd text already; one line whatever
         self._out.flush()
         self.printed += 1
 
