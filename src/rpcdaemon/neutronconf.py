@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from rpcdaemon.access import BrokerTLS, NeutronAccess
-from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls
+from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls, url_ssl
 from rpcdaemon.osloini import OsloSections, check_readable, read_files, section_key
 from rpcdaemon.settings import AgentPluginSettings, ConfigError, Settings
 
@@ -44,6 +44,8 @@ class NeutronConf:
     # [oslo_messaging_rabbit] ssl (or transport_url ?ssl=1) and the ssl_* files, as oslo.messaging reads them.
     rabbit: RabbitTLS = field(default_factory=RabbitTLS)
     origins: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+    # Why transport_url is unusable (None: it is fine, or unset); raised only if it is the broker URL.
+    transport_url_error: ConfigError | None = field(default=None, compare=False, repr=False)
 
     def origin(self, key: str, *sections: str) -> str:
         """The file that set ``key`` in the first of ``sections`` that has it, else every file read."""
@@ -133,7 +135,9 @@ def _legacy_auth_url(sections: OsloSections) -> str | None:
 
 
 def parse_neutron_conf(text: str, source: str = "neutron.conf") -> NeutronConf:
-    """The parts of neutron.conf rpcdaemon uses. Missing keys take Neutron's defaults."""
+    """The parts of neutron.conf rpcdaemon uses. Missing keys take Neutron's defaults. A transport_url
+    rpcdaemon cannot use is kept with ``transport_url_error``: ``resolve_settings`` raises it only when
+    that URL is the broker's (no ``[Daemon] rpchost``)."""
     return _neutron_conf(OsloSections(text, source))
 
 
@@ -147,20 +151,23 @@ def _neutron_conf(sections: OsloSections) -> NeutronConf:
     source = sections.source
     access = _keystone_access(sections)
     transport_url = sections.get("DEFAULT", "transport_url") or None
+    url_error = None
     if transport_url is not None:
         try:
             kombu_url(transport_url)
+            url_ssl(transport_url)
         except ValueError as exc:
-            raise ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
-                              source=sections.origin("DEFAULT", "transport_url")) from None
+            url_error = ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
+                                    source=sections.origin("DEFAULT", "transport_url"))
     return NeutronConf(
         agent_down_time=sections.number("DEFAULT", "agent_down_time", AGENT_DOWN_TIME),
         report_interval=sections.number("AGENT", "report_interval", REPORT_INTERVAL),
         transport_url=transport_url,
         access=access,
         source=source,
-        rabbit=rabbit_tls(sections, transport_url),
+        rabbit=rabbit_tls(sections, None if url_error else transport_url),
         origins=dict(sections.origins),
+        transport_url_error=url_error,
     )
 
 
@@ -250,6 +257,10 @@ class Resolved:
     l3: PluginNeutron | None = None
     dhcp: PluginNeutron | None = None
     broker_tls: BrokerTLS | None = None  # None: plain AMQP
+    # Where broker_url was set, for messages ("FILE: [Daemon] rpchost"); "" when not known.
+    broker_source: str = ""
+    # What the files hold that is odd but unused (a broken transport_url that rpchost overrides).
+    warnings: tuple[str, ...] = ()
 
 
 def resolve_settings(settings: Settings) -> Resolved:
@@ -258,9 +269,15 @@ def resolve_settings(settings: Settings) -> Resolved:
     Raises ConfigError (naming the file, section and key) when something is missing or invalid."""
     plugins: dict[str, PluginNeutron] = {}
     cache: dict[tuple[Path, ...], NeutronConf] = {}
+    warnings: list[str] = []
     for name, plugin in settings.agent_plugins():
         if plugin.conffile not in cache:
             cache[plugin.conffile] = load_neutron_conf(plugin.conffile)
+            error = cache[plugin.conffile].transport_url_error
+            if error is not None and not settings.daemon.rpchost:
+                raise error
+            if error is not None:  # neutron-server may not start with it, but rpcdaemon does not use it
+                warnings.append(f"{error} (ignored: {settings.source} [Daemon] rpchost is set)")
         conf = cache[plugin.conffile]
         if plugin.cafile is not None:
             plugin = replace(plugin, cafile=beside(settings, plugin.cafile))
@@ -271,9 +288,14 @@ def resolve_settings(settings: Settings) -> Resolved:
             startup_grace=plugin.effective_startup_grace(conf.agent_down_time),
         )
     url = broker_url(settings, plugins)
-    first = next((plugins[name].conf.rabbit for name, _ in settings.agent_plugins()), None)
+    first = next((plugins[name].conf for name, _ in settings.agent_plugins()), None)
+    if settings.daemon.rpchost or first is None:
+        source = f"{settings.source}: [Daemon] rpchost"
+    else:
+        source = f"{first.origin('transport_url', 'DEFAULT')}: [DEFAULT] transport_url"
     return Resolved(broker_url=url, l3=plugins.get("L3Agent"), dhcp=plugins.get("DHCPAgent"),
-                    broker_tls=broker_tls(settings, first, url))
+                    broker_tls=broker_tls(settings, first.rabbit if first else None, url), broker_source=source,
+                    warnings=tuple(warnings))
 
 
 def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:
