@@ -2,11 +2,12 @@
 
 The L3Agent/DHCPAgent plugins take from it: ``[DEFAULT] agent_down_time`` (when an agent is dead),
 ``[AGENT] report_interval``, ``[DEFAULT] transport_url`` (the broker, unless ``[Daemon] rpchost`` is
-set) and the ``[keystone_authtoken]`` credentials (Keystone v3 keys, or the Havana-era ``admin_*`` and
-``auth_host`` keys). ``conffile`` may list several files and directories, read over each other as
-neutron-server's ``--config-file``/``--config-dir`` are (``osloini``); TLS to the broker is
-``brokertls``'s. ``resolve_settings`` combines all that with rpcdaemon.conf into the values the
-service wires up; ``cli.main`` calls it before detaching so a bad file is reported on the terminal.
+set: then one that cannot be used is only a warning) and the ``[keystone_authtoken]`` credentials
+(Keystone v3 keys, or the Havana-era ``admin_*`` and ``auth_host`` keys). ``conffile`` may list
+several files and directories, read over each other as neutron-server's ``--config-file``/
+``--config-dir`` are (``osloini``); TLS to the broker is ``brokertls``'s. ``resolve_settings``
+combines all that with rpcdaemon.conf into the values the service wires up; ``cli.main`` calls it
+before detaching so a bad file is reported on the terminal.
 
 ``kombu_url`` is a pure function; ``observing.bus.normalise_url`` does a similar job for the bus
 listener (two implementations for now: this one is the one applied to configuration).
@@ -310,6 +311,8 @@ def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:
             raise ConfigError("Daemon", "rpchost", None, str(exc), source=settings.source) from None
     for name, _ in settings.agent_plugins():
         conf = plugins[name].conf
+        if conf.transport_url_error is not None:
+            raise conf.transport_url_error
         if conf.transport_url:
             return kombu_url(conf.transport_url)
         raise ConfigError("DEFAULT", "transport_url", None,
