@@ -63,13 +63,13 @@ def rabbit_tls(sections: OsloSections, transport_url: str | None) -> RabbitTLS:
     if found["ssl"]:
         section, name, _ = found["ssl"]
         enabled = bool(sections.boolean(section, name))
-    query = urllib.parse.parse_qs((transport_url or "").partition("?")[2])
-    if query.get("ssl"):
-        text = query["ssl"][-1]
-        if text.lower() not in BOOLEANS:
-            raise ConfigError("DEFAULT", "transport_url", transport_url, f"?ssl={text}: expected true or false",
-                              source=sections.origin("DEFAULT", "transport_url"))
-        enabled = BOOLEANS[text.lower()]  # the URL wins, as in oslo.messaging
+    try:
+        url_enabled = url_ssl(transport_url or "")
+    except ValueError as exc:
+        raise ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
+                          source=sections.origin("DEFAULT", "transport_url")) from None
+    if url_enabled is not None:
+        enabled = url_enabled  # the URL wins, as in oslo.messaging
     files = {key: (found[key] or (None, None, None))[2] for key, _ in _FILES}
     minimum = None
     if found["ssl_version"]:
@@ -81,6 +81,17 @@ def rabbit_tls(sections: OsloSections, transport_url: str | None) -> RabbitTLS:
     tls = BrokerTLS(ca_file=files["ssl_ca_file"], cert_file=files["ssl_cert_file"],
                     key_file=files["ssl_key_file"], minimum_version=minimum)
     return RabbitTLS(enabled=enabled, tls=tls, keys=keys, source=sections.source)
+
+
+def url_ssl(transport_url: str) -> bool | None:
+    """A ``transport_url``'s ``?ssl=`` (None when it has none); ValueError for one that is not a boolean."""
+    query = urllib.parse.parse_qs(transport_url.partition("?")[2])
+    if not query.get("ssl"):
+        return None
+    text = query["ssl"][-1]
+    if text.lower() not in BOOLEANS:
+        raise ValueError(f"?ssl={text}: expected true or false")
+    return BOOLEANS[text.lower()]
 
 
 def beside(settings: Settings, path: Path) -> Path:

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     try:
         settings = _settings(args)
         resolved = resolve_settings(settings)
+        settings = replace(settings, warnings=settings.warnings + resolved.warnings)
     except MissingConfigFile as exc:
         # Most often a first run: say how to get a file (or a look at the daemon without one).
         code = _fail(str(exc), EXIT_CONFIG)

@@ -5,7 +5,7 @@ neutron-server is started as ``--config-file /etc/neutron/neutron.conf --config-
 ``*.conf`` files in sorted order, later values winning. ``conffile`` lists the same entries.
 ``settings.load_settings`` checks them with ``conffile_problems`` (and hints at an unlisted
 ``neutron.conf.d`` with ``unlisted_conf_dirs``); ``osloini.read_files`` reads ``neutron_conf_files``.
-Pure path logic over the file system; no rpcdaemon imports, so both sides may use it.
+Pure path logic over the file system; it imports only ``textfile``, so both sides may use it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from rpcdaemon.textfile import FileRefused, check_file
 
 
 def neutron_conf_files(entries: Sequence[Path]) -> list[Path]:
@@ -29,8 +31,9 @@ def neutron_conf_files(entries: Sequence[Path]) -> list[Path]:
 
 
 def conffile_problems(entries: Sequence[Path]) -> list[tuple[Path, str]]:
-    """(the entry or file at fault, why) for each entry that cannot be read: a file must open, a
-    directory must list and each of its ``*.conf`` files open; an empty directory is fine."""
+    """(the entry or file at fault, why) for each entry that cannot be read: a file must be a regular
+    file that opens, within ``textfile.MAX_CONFIG_BYTES``; a directory must list and each of its
+    ``*.conf`` files be such a file; an empty directory is fine."""
     problems: list[tuple[Path, str]] = []
     for number, entry in enumerate(entries, 1):
         which = f"entry {number} of {len(entries)}" if len(entries) > 1 else ""
@@ -46,10 +49,11 @@ def conffile_problems(entries: Sequence[Path]) -> list[tuple[Path, str]]:
             prefix = f"in directory {entry}" + (f" ({which})" if which else "") + ": "
         for file in files:
             try:
-                with file.open("rb"):
-                    pass
+                check_file(file)
             except OSError as exc:
                 problems.append((file, f"{prefix}expected a readable neutron.conf ({exc.strerror})"))
+            except FileRefused as exc:
+                problems.append((file, f"{prefix}expected a readable neutron.conf ({exc})"))
     return problems
 
 

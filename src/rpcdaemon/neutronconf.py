@@ -2,11 +2,12 @@
 
 The L3Agent/DHCPAgent plugins take from it: ``[DEFAULT] agent_down_time`` (when an agent is dead),
 ``[AGENT] report_interval``, ``[DEFAULT] transport_url`` (the broker, unless ``[Daemon] rpchost`` is
-set) and the ``[keystone_authtoken]`` credentials (Keystone v3 keys, or the Havana-era ``admin_*`` and
-``auth_host`` keys). ``conffile`` may list several files and directories, read over each other as
-neutron-server's ``--config-file``/``--config-dir`` are (``osloini``); TLS to the broker is
-``brokertls``'s. ``resolve_settings`` combines all that with rpcdaemon.conf into the values the
-service wires up; ``cli.main`` calls it before detaching so a bad file is reported on the terminal.
+set: then one that cannot be used is only a warning) and the ``[keystone_authtoken]`` credentials
+(Keystone v3 keys, or the Havana-era ``admin_*`` and ``auth_host`` keys). ``conffile`` may list
+several files and directories, read over each other as neutron-server's ``--config-file``/
+``--config-dir`` are (``osloini``); TLS to the broker is ``brokertls``'s. ``resolve_settings``
+combines all that with rpcdaemon.conf into the values the service wires up; ``cli.main`` calls it
+before detaching so a bad file is reported on the terminal.
 
 ``kombu_url`` is a pure function; ``observing.bus.normalise_url`` does a similar job for the bus
 listener (two implementations for now: this one is the one applied to configuration).
@@ -20,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from rpcdaemon.access import BrokerTLS, NeutronAccess
-from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls
+from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls, url_ssl
 from rpcdaemon.osloini import OsloSections, check_readable, read_files, section_key
 from rpcdaemon.settings import AgentPluginSettings, ConfigError, Settings
 
@@ -44,6 +45,8 @@ class NeutronConf:
     # [oslo_messaging_rabbit] ssl (or transport_url ?ssl=1) and the ssl_* files, as oslo.messaging reads them.
     rabbit: RabbitTLS = field(default_factory=RabbitTLS)
     origins: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+    # Why transport_url is unusable (None: it is fine, or unset); raised only if it is the broker URL.
+    transport_url_error: ConfigError | None = field(default=None, compare=False, repr=False)
 
     def origin(self, key: str, *sections: str) -> str:
         """The file that set ``key`` in the first of ``sections`` that has it, else every file read."""
@@ -133,7 +136,9 @@ def _legacy_auth_url(sections: OsloSections) -> str | None:
 
 
 def parse_neutron_conf(text: str, source: str = "neutron.conf") -> NeutronConf:
-    """The parts of neutron.conf rpcdaemon uses. Missing keys take Neutron's defaults."""
+    """The parts of neutron.conf rpcdaemon uses. Missing keys take Neutron's defaults. A transport_url
+    rpcdaemon cannot use is kept with ``transport_url_error``: ``resolve_settings`` raises it only when
+    that URL is the broker's (no ``[Daemon] rpchost``)."""
     return _neutron_conf(OsloSections(text, source))
 
 
@@ -147,20 +152,23 @@ def _neutron_conf(sections: OsloSections) -> NeutronConf:
     source = sections.source
     access = _keystone_access(sections)
     transport_url = sections.get("DEFAULT", "transport_url") or None
+    url_error = None
     if transport_url is not None:
         try:
             kombu_url(transport_url)
+            url_ssl(transport_url)
         except ValueError as exc:
-            raise ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
-                              source=sections.origin("DEFAULT", "transport_url")) from None
+            url_error = ConfigError("DEFAULT", "transport_url", transport_url, str(exc),
+                                    source=sections.origin("DEFAULT", "transport_url"))
     return NeutronConf(
         agent_down_time=sections.number("DEFAULT", "agent_down_time", AGENT_DOWN_TIME),
         report_interval=sections.number("AGENT", "report_interval", REPORT_INTERVAL),
         transport_url=transport_url,
         access=access,
         source=source,
-        rabbit=rabbit_tls(sections, transport_url),
+        rabbit=rabbit_tls(sections, None if url_error else transport_url),
         origins=dict(sections.origins),
+        transport_url_error=url_error,
     )
 
 
@@ -250,6 +258,10 @@ class Resolved:
     l3: PluginNeutron | None = None
     dhcp: PluginNeutron | None = None
     broker_tls: BrokerTLS | None = None  # None: plain AMQP
+    # Where broker_url was set, for messages ("FILE: [Daemon] rpchost"); "" when not known.
+    broker_source: str = ""
+    # What the files hold that is odd but unused (a broken transport_url that rpchost overrides).
+    warnings: tuple[str, ...] = ()
 
 
 def resolve_settings(settings: Settings) -> Resolved:
@@ -258,9 +270,15 @@ def resolve_settings(settings: Settings) -> Resolved:
     Raises ConfigError (naming the file, section and key) when something is missing or invalid."""
     plugins: dict[str, PluginNeutron] = {}
     cache: dict[tuple[Path, ...], NeutronConf] = {}
+    warnings: list[str] = []
     for name, plugin in settings.agent_plugins():
         if plugin.conffile not in cache:
             cache[plugin.conffile] = load_neutron_conf(plugin.conffile)
+            error = cache[plugin.conffile].transport_url_error
+            if error is not None and not settings.daemon.rpchost:
+                raise error
+            if error is not None:  # neutron-server may not start with it, but rpcdaemon does not use it
+                warnings.append(f"{error} (ignored: {settings.source} [Daemon] rpchost is set)")
         conf = cache[plugin.conffile]
         if plugin.cafile is not None:
             plugin = replace(plugin, cafile=beside(settings, plugin.cafile))
@@ -271,9 +289,14 @@ def resolve_settings(settings: Settings) -> Resolved:
             startup_grace=plugin.effective_startup_grace(conf.agent_down_time),
         )
     url = broker_url(settings, plugins)
-    first = next((plugins[name].conf.rabbit for name, _ in settings.agent_plugins()), None)
+    first = next((plugins[name].conf for name, _ in settings.agent_plugins()), None)
+    if settings.daemon.rpchost or first is None:
+        source = f"{settings.source}: [Daemon] rpchost"
+    else:
+        source = f"{first.origin('transport_url', 'DEFAULT')}: [DEFAULT] transport_url"
     return Resolved(broker_url=url, l3=plugins.get("L3Agent"), dhcp=plugins.get("DHCPAgent"),
-                    broker_tls=broker_tls(settings, first, url))
+                    broker_tls=broker_tls(settings, first.rabbit if first else None, url), broker_source=source,
+                    warnings=tuple(warnings))
 
 
 def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:
@@ -288,6 +311,8 @@ def broker_url(settings: Settings, plugins: Mapping[str, PluginNeutron]) -> str:
             raise ConfigError("Daemon", "rpchost", None, str(exc), source=settings.source) from None
     for name, _ in settings.agent_plugins():
         conf = plugins[name].conf
+        if conf.transport_url_error is not None:
+            raise conf.transport_url_error
         if conf.transport_url:
             return kombu_url(conf.transport_url)
         raise ConfigError("DEFAULT", "transport_url", None,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rpcdaemon.conffiles import neutron_conf_files
 from rpcdaemon.settings import ConfigError
+from rpcdaemon.textfile import FileRefused, check_file, read_text
 
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
@@ -129,16 +130,19 @@ class _Lookup(Mapping[str, str]):
 
 def read_files(entries: Sequence[Path]) -> OsloSections:
     """Every file of ``entries`` (``conffiles.neutron_conf_files``: a directory is its sorted ``*.conf``
-    files) read over the previous ones.
+    files) read over the previous ones, each a regular file within ``textfile.MAX_CONFIG_BYTES``.
 
     Raises ConfigError naming the file that cannot be read or parsed."""
     sections = OsloSections()
     for path in neutron_conf_files(entries):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(None, None, None, f"cannot read: {reason}", source=str(path)) from None
+            text = read_text(path)
+        except OSError as exc:
+            raise ConfigError(None, None, None, f"cannot read: {exc.strerror}", source=str(path)) from None
+        except UnicodeDecodeError:
+            raise ConfigError(None, None, None, "cannot read: not UTF-8 text", source=str(path)) from None
+        except FileRefused as exc:
+            raise ConfigError(None, None, None, f"cannot read: {exc}", source=str(path)) from None
         sections.add(text, str(path))
     if not sections.files:  # only empty directories: messages name them
         sections.files = [str(entry) for entry in entries]
@@ -146,11 +150,13 @@ def read_files(entries: Sequence[Path]) -> OsloSections:
 
 
 def check_readable(path: str | None, section: str, key: str, source: str) -> None:
-    """A file named by ``[section] key`` of ``source`` must open for reading (None: nothing named)."""
+    """A file named by ``[section] key`` of ``source`` must be a regular file that opens for reading (None:
+    nothing named); any size (a CA bundle may be large). A FIFO would block the start for ever."""
     if path is None:
         return
     try:
-        with open(path, "rb"):
-            pass
+        check_file(path, limit=None)
     except OSError as exc:
         raise ConfigError(section, key, path, f"expected a readable file ({exc.strerror})", source=source) from None
+    except FileRefused as exc:
+        raise ConfigError(section, key, path, f"expected a readable file ({exc})", source=source) from None

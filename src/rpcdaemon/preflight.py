@@ -4,11 +4,11 @@
 detaching, so that a start failure reaches the terminal as one line and exit status 2 (a systemd
 restart loop helps nobody when the configuration is wrong). Each check uses the code the daemon will
 use: the broker URL goes through ``observing.bus.check_url`` (kombu's own parsing, every failover
-alternate), ``[coordination] backend_url`` through ``coordination.tooz_lock`` (tooz and the backend's
-client installed, a lock expiry longer than the lease), a clouds.yaml cloud through
-``acting.openstack_neutron.check_cloud``, a ``fence_command``'s program on PATH, the metrics address
-through the resolver, and on the start path only (``--check-config`` may run next to a live daemon) the
-metrics port is bound once and released.
+alternate, each host as the socket module will encode it, the port as written), ``[coordination]
+backend_url`` through ``coordination.tooz_lock`` (tooz and the backend's client installed, a lock
+expiry longer than the lease), a clouds.yaml cloud through ``acting.openstack_neutron.check_cloud``, a
+``fence_command``'s program on PATH, the metrics address through the resolver, and on the start path
+only (``--check-config`` may run next to a live daemon) the metrics port is bound once and released.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def run_checks(settings: Settings, resolved: Resolved, *, starting: bool, checke
     c = checkers or default_checkers()
     try:
         c.check_url(resolved.broker_url, resolved.broker_tls)
-    except ValueError as exc:
-        raise PreflightError(str(exc)) from None
+    except ValueError as exc:  # the text names the URL without its password
+        where = f"{resolved.broker_source}: " if resolved.broker_source else ""
+        raise PreflightError(f"{where}{exc}") from None
     coordination = settings.coordination
     if coordination.enabled and coordination.backend_url and (resolved.l3 or resolved.dhcp):
         try:

@@ -49,6 +49,7 @@ from rpcdaemon.kinds import (
     seconds,
 )
 from rpcdaemon.redact import mask_text, redact_value, redact_within
+from rpcdaemon.textfile import FileRefused, read_text
 
 L3AGENT, DHCPAGENT, DUMP = "L3Agent", "DHCPAgent", "Dump"
 COORDINATION = "coordination"  # lower case, as in the other OpenStack services' [coordination] backend_url
@@ -423,16 +424,19 @@ def parse_settings(text: str, source: str = "rpcdaemon.conf") -> Settings:
 
 
 def load_settings(path: Path) -> Settings:
-    """Read, parse and check an rpcdaemon.conf: relative paths are taken from the file's directory, and
-    every entry of the listed L3Agent/DHCPAgent plugins' ``conffile`` must be readable (a directory
-    listable, its ``*.conf`` files readable; an empty one is fine)."""
+    """Read, parse and check an rpcdaemon.conf (a regular file of at most ``textfile.MAX_CONFIG_BYTES``):
+    relative paths are taken from the file's directory, and every entry of the listed L3Agent/DHCPAgent
+    plugins' ``conffile`` must be readable (a directory listable, its ``*.conf`` files readable; an
+    empty one is fine)."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise MissingConfigFile(None, None, None, "no such file", source=source) from None
     except UnicodeDecodeError:
         raise ConfigError(None, None, None, "not a UTF-8 text file", source=source) from None
+    except FileRefused as exc:
+        raise ConfigError(None, None, None, f"cannot read: {exc}", source=source) from None
     except OSError as exc:
         raise ConfigError(None, None, None, f"cannot read: {exc.strerror}", source=source) from None
     settings = parse_settings(text, source)

@@ -69,3 +69,14 @@ def test_refused_handshake_with_a_client_certificate_points_at_that_certificate(
 )
 def test_other_errors_stay_as_they_are(exc: Exception) -> None:
     assert _link(BrokerTLS(ca_file="/etc/ssl/ca.pem")).explain(exc) == f"{type(exc).__name__}: {exc}"
+
+
+def test_a_host_name_the_socket_refuses_is_a_broker_error_said_in_one_line() -> None:
+    # UnicodeError from the socket module's IDNA encoding, classified once here: like a name DNS does not
+    # know, retried as an outage (the listener's "unexpected" path logged tracebacks and gave up).
+    link = BrokerLink(lambda: make_connection("amqp://guest:s3cret@rabbit..example.com:5672//"))
+    with pytest.raises(OSError, match="cannot be looked up") as caught:
+        link.connect()
+    assert link.is_broker_error(caught.value)
+    assert link.explain(caught.value) == ("HostNameError: host name 'rabbit..example.com' cannot be looked up: it has "
+                                          "an empty label (two dots in a row, or a leading dot)")

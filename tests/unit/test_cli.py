@@ -305,3 +305,28 @@ def test_mask_text() -> None:
     assert mask_text("X-Auth-Token: gAAAA123") == "X-Auth-Token: ***"
     assert mask_text("http://host:9696/v2.0/agents") == "http://host:9696/v2.0/agents"
     assert mask_text("agent_down_time=75 timeout=30") == "agent_down_time=75 timeout=30"
+
+
+@pytest.mark.parametrize("bad", ["kafka://openstack:s3cret@k:9092/", "rabbit://openstack:s3cret@ctl1/?ssl=maybe"])
+def test_a_broken_transport_url_is_only_a_warning_when_rpchost_overrides_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    conf = write_config(tmp_path, "[L3Agent]\nconffile = neutron.conf\n", plugins="L3Agent")
+    neutron = tmp_path / "neutron.conf"
+    neutron.write_text(NEUTRON_CONF.replace("rabbit://openstack:rabbitpw@10.0.0.1:5672/", bad))
+    assert main(["--check-config", "-c", str(conf)]) == 0
+    captured = capsys.readouterr()
+    [warning] = captured.err.splitlines()
+    assert warning.startswith(f"rpcdaemon: warning: {neutron}: [DEFAULT] transport_url = ")
+    assert warning.endswith(f"(ignored: {conf} [Daemon] rpchost is set)")
+    assert "s3cret" not in warning
+    assert "# broker: amqp://guest:***@127.0.0.1:5672//" in captured.out
+    recorder = Recorder()
+    assert main(["-d", "-c", str(conf)], runner=recorder) == 0  # the start too, warning logged
+    assert recorder.calls
+    assert "[DEFAULT] transport_url" in capsys.readouterr().err
+    conf = write_config(tmp_path, "[L3Agent]\nconffile = neutron.conf\n", plugins="L3Agent", rpchost="")
+    neutron.write_text(NEUTRON_CONF.replace("rabbit://openstack:rabbitpw@10.0.0.1:5672/", bad))
+    assert main(["--check-config", "-c", str(conf)]) == 2  # the broker's URL after all: refused
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"rpcdaemon: error: {neutron}: [DEFAULT] transport_url = ")
+    assert "s3cret" not in error

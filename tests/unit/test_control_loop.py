@@ -83,3 +83,22 @@ def test_an_unreadable_record_does_not_keep_the_daemon_waiting(caplog: pytest.Lo
     loop.tick()
     assert loop.current() == ControlState()
     assert "control state not understood (control state: not JSON); keeping the last one" in caplog.text
+
+
+def test_a_host_name_the_socket_refuses_is_an_outage_not_a_bad_record(caplog: pytest.LogCaptureFixture) -> None:
+    # The real channel and link: connecting IDNA-encodes the host, which raises a UnicodeError (a
+    # ValueError) before any network; that must not pass for an unreadable record, which would let the
+    # daemon act before it ever read the pause.
+    from rpcdaemon.control.channel import ControlChannel
+    from rpcdaemon.observing.bus import control_connection
+
+    channel = ControlChannel(lambda: control_connection("amqp://guest:s3cret@rabbit..example.com//"), "g")
+    loop = ControlLoop(channel, view=lambda: None, stop=threading.Event(), poll=0.01)
+    for _ in range(2):
+        loop.tick()
+    assert loop.current() is None  # still held: nothing moves until a pause could be read
+    assert not loop.loaded
+    assert "not understood" not in caplog.text
+    assert caplog.text.count("control channel: cannot reach amqp://guest:***@rabbit..example.com:5672//") == 1
+    assert "host name 'rabbit..example.com' cannot be looked up: it has an empty label" in caplog.text
+    assert "s3cret" not in caplog.text

@@ -109,7 +109,7 @@ def test_each_unreadable_entry_is_one_line_naming_the_entry(tmp_path: Path) -> N
         f"{conf}: [L3Agent] conffile = '{tmp_path / 'missing.ini'}': entry 2 of 3: expected a readable "
         "neutron.conf (No such file or directory)",
         f"{conf}: [L3Agent] conffile = '{tmp_path / 'conf.d' / '50-dir.conf'}': in directory {tmp_path / 'conf.d'} "
-        "(entry 3 of 3): expected a readable neutron.conf (Is a directory)",
+        "(entry 3 of 3): expected a readable neutron.conf (a directory, not a regular file)",
     ]
 
 

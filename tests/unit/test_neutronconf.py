@@ -112,8 +112,6 @@ def test_missing_keys_mean_neutron_defaults() -> None:
         ("[AGENT]\nreport_interval = -3\n", "n.conf: [AGENT] report_interval = '-3': expected a number of seconds"),
         ("[keystone_authtoken]\ninsecure = perhaps\n", "n.conf: [keystone_authtoken] insecure = 'perhaps': expected"),
         ("[keystone_authtoken]\nauth_host = k\nauth_port = http\n", "n.conf: [keystone_authtoken] auth_port = 'http'"),
-        ("[DEFAULT]\ntransport_url = kafka://k/\n", "n.conf: [DEFAULT] transport_url = 'kafka://k/': expected"),
-        ("[DEFAULT]\ntransport_url = rabbit:///\n", "expected at least one host"),
         ("agent_down_time = 3\n", "n.conf, line 1: expected a [section] header first"),
         ("[DEFAULT]\nnot an assignment\n", "n.conf, line 2: cannot parse"),
     ],
@@ -123,6 +121,22 @@ def test_invalid_values_name_file_section_and_key(text: str, expected: str) -> N
         parse_neutron_conf(text, "n.conf")
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("kafka://k/", "n.conf: [DEFAULT] transport_url = 'kafka://k/': expected"),
+        ("rabbit:///", "expected at least one host"),
+        ("rabbit://h/?ssl=maybe", "?ssl=maybe: expected true or false"),
+    ],
+)
+def test_an_unusable_transport_url_is_kept_with_its_error(url: str, expected: str) -> None:
+    # Raised only where the URL is the broker's (resolve_settings, without [Daemon] rpchost).
+    conf = parse_neutron_conf(f"[DEFAULT]\ntransport_url = {url}\n", "n.conf")
+    assert conf.transport_url_error is not None
+    assert expected in str(conf.transport_url_error)
+    assert "\n" not in str(conf.transport_url_error)
 
 
 def test_oslo_quirks() -> None:

@@ -92,3 +92,75 @@ def test_cli_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         assert "broker URL" in err
         assert "s3cret" not in err
     assert not ran
+
+
+# Host names the socket module refuses before any lookup (its 'idna' encoding raises UnicodeError),
+# and one DNS cannot carry (over 253 characters); each with what the message says.
+UNUSABLE_HOSTS = {
+    "empty label": ("rabbit..example.com", "an empty label"),
+    "leading dot": (".example.com", "an empty label"),
+    "label of 64": ("a" * 64 + ".example.com", "a label of 64 characters (at most 63)"),
+    "10,000 characters": ("a" * 10_000, "a label of 10000 characters (at most 63)"),
+    "lone surrogate": ("rabbit\udcff.example.com", "not a valid internationalised domain name"),
+    "over 253": ("abc." * 64 + "com", "259 characters long (at most 253)"),
+}
+
+
+@pytest.mark.parametrize(("host", "says"), UNUSABLE_HOSTS.values(), ids=UNUSABLE_HOSTS.keys())
+def test_check_url_refuses_a_host_name_the_connection_cannot_look_up(host: str, says: str) -> None:
+    if "at most 253" not in says:  # what the connection would meet (the last one is a resolver error)
+        with pytest.raises(UnicodeError):
+            socket.getaddrinfo(host, 5672)
+    for url in (f"amqp://u:s3cret@{host}:5672//", f"amqp://u:p@127.0.0.1//;amqps://u:s3cret@{host}//"):
+        with pytest.raises(ValueError, match="broker URL") as info:
+            check_url(url)
+        text = str(info.value)
+        assert "cannot be looked up: it " in text
+        assert says in text
+        assert "s3cret" not in text
+        assert "\n" not in text
+        assert len(text) < 500  # a 10,000-character name is shortened, not quoted whole
+
+
+@pytest.mark.parametrize("host", ["rabbit.example.com.", "b\u00fccher.example", "x" * 63 + ".example.com",
+                                  "[::1]", "[fe80::1%25eth0]", "10.0.0.1", "abc." * 62 + "com"])
+def test_check_url_accepts_a_host_name_the_socket_takes(host: str) -> None:
+    assert check_url(f"amqp://u:p@{host}:5672//") == [f"amqp://u:***@{host}:5672//"]
+
+
+@pytest.mark.parametrize("url", ["amqp://u:s3cret@rabbit:0//", "amqp://u:p@h1:5672//;amqp://u:s3cret@h2:0//"])
+def test_check_url_refuses_port_0_rather_than_taking_5672(url: str) -> None:
+    with pytest.raises(ValueError, match="port is not a number between 1 and 65535") as info:
+        check_url(url)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(("rpchost", "says"), [
+    ("amqp://u:s3cret@rabbit..example.com:5672//", "host name 'rabbit..example.com' cannot be looked up"),
+    ("rabbit:0", "the port is not a number between 1 and 65535"),
+    ("rabbit://u:s3cret@" + "a" * 10_000 + ":5672/", "a label of 10000 characters"),
+])
+def test_an_unusable_broker_url_exits_2_on_check_config_and_on_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rpchost: str, says: str) -> None:
+    path = write(tmp_path, f"[Daemon]\nplugins = Dump\nrpchost = {rpchost}\n")
+    ran: list[bool] = []
+    for extra in (["--check-config"], ["-d"]):  # the same check on both paths: they cannot disagree
+        code = main(["-c", str(path), *extra], runner=lambda *a, **k: ran.append(True) or 0)
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.startswith(f"rpcdaemon: error: {path}: [Daemon] rpchost: broker URL ")
+        assert says in err
+        assert err.count("\n") == 1
+        assert "s3cret" not in err
+    assert not ran  # never started, so never a retry loop
+
+
+def test_an_unusable_transport_url_host_names_neutron_conf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    neutron = tmp_path / "neutron.conf"
+    path = tmp_path / "rpcdaemon.conf"
+    path.write_text(f"[Daemon]\nplugins = DHCPAgent\n[DHCPAgent]\nconffile = {neutron}\nendpoint = http://n:9696\n")
+    neutron.write_text("[DEFAULT]\ntransport_url = rabbit://u:s3cret@ctl1:5672,u:s3cret@ctl..2:5672/\n")
+    assert main(["-c", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rpcdaemon: error: {neutron}: [DEFAULT] transport_url: broker URL amqp://u:***@ctl..2:5672//")
+    assert "s3cret" not in err

@@ -465,7 +465,7 @@ def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.conf")
     assert str(caught.value) == f"{tmp_path / 'nope.conf'}: no such file"
     assert isinstance(caught.value, MissingConfigFile)
-    with pytest.raises(ConfigError, match="cannot read: Is a directory"):
+    with pytest.raises(ConfigError, match="cannot read: a directory, not a regular file"):
         load_settings(tmp_path)
     binary = tmp_path / "binary.conf"
     binary.write_bytes(b"\xff\xfe[Daemon]\n")

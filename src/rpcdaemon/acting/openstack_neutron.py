@@ -17,6 +17,7 @@ gets ``ECONNRESET`` or "Remote end closed connection" on its next request.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.parse
@@ -40,6 +41,7 @@ from rpcdaemon.acting.neutron_errors import (
     classify_response,
 )
 from rpcdaemon.model import L3_AGENT, PORT_DHCP, Agent, Network, PortState, Router
+from rpcdaemon.textfile import FileRefused, check_file
 
 LOG = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class OpenStackNeutron:
                     cacert=access.cafile, verify=not access.insecure, **common
                 )
             elif access.cloud:
+                check_clouds_files(access.cloud)
                 connection = openstack.connect(cloud=access.cloud, **common)
             else:
                 connection = openstack.connection.Connection(
@@ -431,6 +434,7 @@ def check_cloud(name: str) -> None:
     line naming the cloud and the files searched; used by the preflight checks before start."""
     import openstack.config
 
+    check_clouds_files(name)
     searched = "clouds.yaml"
     try:
         config = openstack.config.OpenStackConfig()
@@ -439,3 +443,27 @@ def check_cloud(name: str) -> None:
     except (sdk_exc.SDKException, ks_exc.ClientException, KeyError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"clouds.yaml cloud {name!r}: {reason} ({searched})") from None
+
+
+def check_clouds_files(name: str) -> None:
+    """The clouds.yaml, secure.yaml and clouds-public.yaml openstacksdk will read for cloud ``name`` (the
+    first that exists of each of its loader's lists, ``OS_CLIENT_CONFIG_FILE``/``OS_CLIENT_SECURE_FILE``
+    first) must be regular files within ``textfile.MAX_CONFIG_BYTES``: openstacksdk would block on a
+    FIFO and read ``/dev/zero`` until memory ran out. Raises ValueError naming the cloud and the file."""
+    from openstack.config import loader
+
+    lists = ((os.environ.get("OS_CLIENT_CONFIG_FILE"), loader.CONFIG_FILES),
+             (os.environ.get("OS_CLIENT_SECURE_FILE"), loader.SECURE_FILES), (None, loader.VENDOR_FILES))
+    for override, candidates in lists:
+        for path in [override, *candidates] if override else candidates:
+            if not os.path.exists(path):
+                continue
+            try:
+                check_file(path)
+            except FileRefused as exc:
+                raise ValueError(f"clouds.yaml cloud {name!r}: {path}: cannot read: {exc}") from None
+            except PermissionError:
+                continue  # openstacksdk goes on to the next file too
+            except OSError as exc:
+                raise ValueError(f"clouds.yaml cloud {name!r}: {path}: cannot read: {exc.strerror}") from None
+            break

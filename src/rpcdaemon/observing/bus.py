@@ -1,22 +1,24 @@
 """The kombu adapter: the only module that imports kombu (and, through it, py-amqp).
 
 What it offers the rest of the daemon: connections (``make_connection``, with TLS that checks each
-failover host's own name), ``check_url`` and ``check_tls`` for the configuration checks, ``publish_raw``
-for the demo and the tests, and ``BrokerLink``: one connection as ``observing.listener`` drives it
-(connect, passive exchange checks, one channel with its queues, bindings and consumers, drain, ack
-handles). Errors are classified here once: ``is_broker_error`` (the broker or the network: retried for
-ever) against everything else (a bug, a setting kombu cannot use), and ``explain`` turns an error into
-the words an operator acts on. Messages are handed over as ``RawMessage`` (raw bytes: kombu never
-deserialises them, so nothing can be unpickled). ``BrokerLock`` is the leadership lock that
-``coordination.leader`` holds on the broker by default (an exclusive queue on a connection of its own).
-``ControlLink`` keeps the control channel's records (``rpcdaemon.control``: the pause, the active
-instance's live view) as the one newest message of a queue each.
+failover host's own name), ``check_url`` (each host through ``host_problem``, as the socket module will
+take it) and ``check_tls`` for the configuration checks, ``publish_raw`` for the demo and the tests, and
+``BrokerLink``: one connection as ``observing.listener`` drives it (connect, passive exchange checks,
+one channel with its queues, bindings and consumers, drain, ack handles). Errors are classified here
+once: ``is_broker_error`` (the broker or the network: retried for ever; a host name the socket module
+cannot encode is one too, ``HostNameError``) against everything else (a bug, a setting kombu cannot
+use), and ``explain`` turns an error into the words an operator acts on. Messages are handed over as
+``RawMessage`` (raw bytes: kombu never deserialises them, so nothing can be unpickled). ``BrokerLock``
+is the leadership lock that ``coordination.leader`` holds on the broker by default (an exclusive queue
+on a connection of its own). ``ControlLink`` keeps the control channel's records (``rpcdaemon.control``:
+the pause, the active instance's live view) as the one newest message of a queue each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from kombu import entity as _entity
 from kombu import messaging as _messaging
 from kombu.connection import Connection
+from kombu.utils.url import url_to_parts
 
 from rpcdaemon.access import BrokerTLS
 from rpcdaemon.observing.amqpurl import normalise_url, url_for_log
@@ -36,12 +39,14 @@ __all__ = [
     "BrokerTLS",
     "Connection",
     "ControlLink",
+    "HostNameError",
     "RawMessage",
     "Subscription",
     "check_tls",
     "check_url",
     "control_connection",
     "fanout_subscription",
+    "host_problem",
     "lock_connection",
     "make_connection",
     "neutron_subscription",
@@ -69,6 +74,9 @@ LOCK_HEARTBEAT = 2
 LOCK_IO_TIMEOUT = 2.0
 LOCK_LEASE = 3.0
 CONTROL_IO_TIMEOUT = 5.0  # the control channel's bound on each socket read and write (ControlLink)
+_MAX_LABEL, _MAX_NAME = 63, 253  # DNS: octets per label, and in a name (RFC 1035, without the root's dot)
+_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")  # the label separators of Python's idna codec
+_CODEC_FAILED = re.compile(r"^encoding with 'idna' codec failed \((?:\w+: )?(.*)\)$")
 _NO_CLIENT_CERT = "it may require a client certificate: set ssl_cert_file/ssl_key_file"
 _CLIENT_CERT_REFUSED = "it may not accept the client certificate: check ssl_cert_file/ssl_key_file and its CA"
 
@@ -111,6 +119,12 @@ def fanout_subscription(topic: str) -> Subscription:
     return Subscription(f"{topic}_fanout", "", "fanout", durable=False, auto_delete=True)
 
 
+class HostNameError(OSError):
+    """A broker host name the socket module refuses to look up (it IDNA-encodes every name first): as
+    unreachable as a name DNS does not know (``socket.gaierror``), so a broker problem like that one,
+    never a malformed record. The configuration checks (``check_url``) refuse such a name before start."""
+
+
 class Ack(Protocol):
     """Acknowledges one delivery; ``multiple=True`` also every earlier one on the channel."""
 
@@ -132,13 +146,18 @@ class BrokerLink:
         caller's (kombu's own retry sleeps would not honour ``stop``)."""
         if self._conn is None:
             self._conn = self._factory()
-        self._conn.ensure_connection(
-            max_retries=max(1, len(self._conn.alt)),
-            interval_start=0,
-            interval_step=0,
-            interval_max=0,
-            reraise_as_library_errors=False,
-        )
+        try:
+            self._conn.ensure_connection(
+                max_retries=max(1, len(self._conn.alt)),
+                interval_start=0,
+                interval_step=0,
+                interval_max=0,
+                reraise_as_library_errors=False,
+            )
+        except UnicodeError as exc:  # getaddrinfo's (or the TLS server_hostname's) IDNA encoding
+            host = str(getattr(self._conn, "hostname", "") or "")
+            why = host_problem(host) or str(exc)
+            raise HostNameError(f"host name {_shorten(host)!r} cannot be looked up: {why}") from None
 
     def describe(self) -> str:
         """The broker being tried, as it may be logged (password masked)."""
@@ -566,24 +585,29 @@ def publish_raw(
 
 
 def check_url(url: str, tls: BrokerTLS | None = None) -> list[str]:
-    """Check ``url`` the way the listener will connect, without any network: build the kombu
-    connection, then each failover alternate, and read its transport, host, port and virtual host.
+    """Check ``url`` the way the connection will use it, without any network: build the kombu
+    connection, then each failover alternate, and read its transport, host, port and virtual host; the
+    host goes through ``host_problem`` (what the socket module does with it before looking it up), the
+    port as written must be 1-65535 (kombu silently takes a ``:0`` for its default port).
 
-    Returns the alternates as they may be logged (passwords masked). Raises ValueError with one line
-    naming the alternate (masked) and what is wrong; kombu's own text is not shown, it may quote a
-    password."""
+    ``preflight.run_checks`` calls it for ``--check-config`` and on every start, so the two cannot
+    disagree. Returns the alternates as they may be logged (passwords masked). Raises ValueError with
+    one line naming the alternate (masked) and what is wrong; kombu's own text is not shown, it may
+    quote a password."""
     try:
         alternates = list(make_connection(url, tls).alt) or [url]
     except Exception:
         alternates = [part for part in url.split(";") if part.strip()] or [url]
     shown = []
     for alt in alternates:
-        masked = url_for_log(alt)
+        shown_alt = url_for_log(alt)
+        masked = _shorten(shown_alt)
         conn: Any = None
         try:
             conn = make_connection(alt, tls)
             host, port, vhost = conn.hostname, conn.port, conn.virtual_host
             conn.transport  # noqa: B018 - resolves the transport class (no connection is made)
+            written_port = url_to_parts(alt).port  # as written: kombu turns a 0 into its default
         except KeyError:
             raise ValueError(f"broker URL {masked}: unknown transport (expected amqp://, amqps:// or"
                              " memory://)") from None
@@ -597,14 +621,50 @@ def check_url(url: str, tls: BrokerTLS | None = None) -> list[str]:
         finally:
             if conn is not None:
                 _quietly(conn.release)
-        if conn.transport_cls != "memory" and not host:
+        if conn.transport_cls == "memory":
+            shown.append(shown_alt)
+            continue
+        if not host:
             raise ValueError(f"broker URL {masked}: no host name")
-        if port is not None and not 0 < int(port) < 65536:
-            raise ValueError(f"broker URL {masked}: the port is not a number between 1 and 65535")
+        problem = host_problem(str(host))
+        if problem:
+            raise ValueError(f"broker URL {masked}: host name {_shorten(str(host))!r} cannot be looked up: {problem}")
+        for number in (port, written_port):
+            if number is not None and not 0 < int(number) < 65536:
+                raise ValueError(f"broker URL {masked}: the port is not a number between 1 and 65535")
         if not isinstance(vhost, str):
             raise ValueError(f"broker URL {masked}: cannot read the virtual host")
-        shown.append(masked)
+        shown.append(shown_alt)
     return shown
+
+
+def host_problem(host: str) -> str | None:
+    """Why the connection could not look ``host`` up, or None. Python's socket module encodes every host
+    name with the ``idna`` codec before asking the resolver, and that raises UnicodeError for an empty
+    label or one over 63 characters; DNS also carries no name over 253 characters. IP addresses pass."""
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError as exc:
+        labels = _IDNA_DOTS.split(host)
+        if len(labels) > 1 and not labels[-1]:
+            labels.pop()  # a trailing dot (the root) is allowed
+        if not all(labels):
+            return "it has an empty label (two dots in a row, or a leading dot)"
+        longest = max(len(label) for label in labels)
+        if longest > _MAX_LABEL:
+            return f"it has a label of {longest} characters (at most {_MAX_LABEL})"
+        # Python words it "encoding with 'idna' codec failed (UnicodeError: <reason>)": keep the reason.
+        reason = _CODEC_FAILED.sub(r"\1", str(exc))
+        return f"it is not a valid internationalised domain name ({reason})"
+    name = encoded[:-1] if encoded.endswith(b".") else encoded
+    if len(name) > _MAX_NAME:
+        return f"it is {len(name)} characters long (at most {_MAX_NAME})"
+    return None
+
+
+def _shorten(text: str) -> str:
+    """``text`` as a message may quote it: a 10,000-character host name is not worth a screenful."""
+    return text if len(text) <= 200 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _userinfo(url: str) -> str:
