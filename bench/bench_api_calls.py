@@ -47,14 +47,14 @@ from tests.harness.seed import SeedClient
 
 from bench import Figure, bus_canary, load_average
 from rpcdaemon.access import NeutronAccess
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.config.neutronconf import NeutronConf, PluginNeutron
+from rpcdaemon.config.settings import DHCPAgentSettings, L3AgentSettings
+from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.wiring import plugin_config
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat
-from rpcdaemon.neutronconf import NeutronConf, PluginNeutron
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
-from rpcdaemon.service import build_plugin
-from rpcdaemon.settings import DHCPAgentSettings, L3AgentSettings
-from rpcdaemon.wiring import plugin_config
 
 PAGE_SIZE = 500  # OpenStackNeutron.from_access: the limit of each page of a list call
 ORIGINAL_CHECK_INTERVAL = 1.0

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import Figure, load_average
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.commands.check import check_plugin
 from rpcdaemon.commands.context import CommandContext
 from rpcdaemon.commands.fleet import DaemonFacts
 from rpcdaemon.deciding.drain import plan_drain_l3
 from rpcdaemon.deciding.rebalance import plan_rebalance_l3
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT
 
 CHECK_GOAL = 10.0

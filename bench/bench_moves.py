@@ -46,16 +46,16 @@ from bench import Figure, bus_canary, load_average
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
+from rpcdaemon.config.neutronconf import NeutronConf, PluginNeutron
+from rpcdaemon.config.settings import L3AgentSettings
+from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.logs import FORMAT, MaskingFormatter
 from rpcdaemon.model import L3_AGENT, Action, Agent, Heartbeat, Network, Router
-from rpcdaemon.neutronconf import NeutronConf, PluginNeutron
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
-from rpcdaemon.service import build_plugin
-from rpcdaemon.settings import L3AgentSettings
-from rpcdaemon.wiring import plugin_config
+from rpcdaemon.telemetry.logs import FORMAT, MaskingFormatter
 
 T = TypeVar("T")
 GOAL_RATIO = 1.2

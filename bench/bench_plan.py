@@ -37,10 +37,10 @@ from typing import Any
 
 from bench import Figure, load_average
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import LivenessPolicy, judge_all
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Agent, Heartbeat, Network, Router
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing

@@ -2,8 +2,8 @@
 
 Installed as the ``rpcdaemon`` console script (``main``). It loads and checks rpcdaemon.conf and the
 plugins' neutron.conf files *before* detaching, so every configuration error reaches the terminal as
-one line (exit 2), then hands ``rpcdaemon.wiring.run`` (or an injected runner, in tests) to
-``daemonize``. ``rpcdaemon demo ...`` runs ``rpcdaemon.demo`` instead; both are imported lazily so that
+one line (exit 2), then hands ``rpcdaemon.daemon.wiring.run`` (or an injected runner, in tests) to
+``daemonize``. ``rpcdaemon demo ...`` runs ``rpcdaemon.demo.scenario`` instead; both are imported lazily so that
 ``--help`` and ``--check-config`` stay cheap.
 """
 
@@ -21,14 +21,8 @@ from typing import Protocol
 
 from rpcdaemon import __version__
 from rpcdaemon import commands as operator_commands
-from rpcdaemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
-from rpcdaemon.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from rpcdaemon.logs import configure_logging, reopen_log_files, reset_logging
-from rpcdaemon.neutronconf import Resolved, resolve_settings
-from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
-from rpcdaemon.preflight import PreflightError, run_checks
-from rpcdaemon.redact import mask_text, redact_url, redact_value
-from rpcdaemon.settings import (
+from rpcdaemon.config.neutronconf import Resolved, resolve_settings
+from rpcdaemon.config.settings import (
     ConfigError,
     MissingConfigFile,
     Settings,
@@ -37,6 +31,12 @@ from rpcdaemon.settings import (
     render_config,
     shown_problems,
 )
+from rpcdaemon.daemon.daemonize import DaemonError, run_detached, run_foreground, shutdown_bound
+from rpcdaemon.daemon.preflight import PreflightError, run_checks
+from rpcdaemon.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from rpcdaemon.plugins.dump_filter import compile_filter, field_warnings
+from rpcdaemon.redact import mask_text, redact_url, redact_value
+from rpcdaemon.telemetry.logs import configure_logging, reopen_log_files, reset_logging
 
 log = logging.getLogger("rpcdaemon")
 
@@ -44,7 +44,7 @@ DEFAULT_CONFIG = Path("/usr/local/etc/rpcdaemon.conf")
 
 
 class Runner(Protocol):
-    """What runs the daemon until ``stop`` is set; ``rpcdaemon.wiring.run`` in production."""
+    """What runs the daemon until ``stop`` is set; ``rpcdaemon.daemon.wiring.run`` in production."""
 
     def __call__(self, settings: Settings, stop: threading.Event, *, foreground: bool) -> int: ...
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
     if args.command == "demo":
-        from rpcdaemon import demo
+        from rpcdaemon.demo import scenario as demo
 
         try:
             return demo.main(demo.build_parser().parse_args(rest))
@@ -160,11 +160,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _service_runner() -> Runner:
     try:
-        from rpcdaemon import wiring
+        from rpcdaemon.daemon import wiring
     except ModuleNotFoundError as exc:
-        if exc.name != "rpcdaemon.wiring":
+        if exc.name != "rpcdaemon.daemon.wiring":
             raise
-        raise _StartError("rpcdaemon.wiring is missing from this installation") from None
+        raise _StartError("rpcdaemon.daemon.wiring is missing from this installation") from None
     return wiring.run
 
 

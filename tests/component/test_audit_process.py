@@ -16,7 +16,7 @@ import pytest
 from conftest import AMQP_URL
 from daemon_proc import NeutronStub, RpcDaemon, l3_config, wait_until
 
-from rpcdaemon.audit import SCHEMA_FILE
+from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
 

@@ -28,8 +28,7 @@ from conftest import (
 )
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
-from rpcdaemon.model import Heartbeat, NetworkDeleted
-from rpcdaemon.observing.bus import (
+from rpcdaemon.broker.bus import (
     RawMessage,
     Subscription,
     fanout_subscription,
@@ -38,6 +37,7 @@ from rpcdaemon.observing.bus import (
     publish_raw,
     url_for_log,
 )
+from rpcdaemon.model import Heartbeat, NetworkDeleted
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from conftest import AMQP_URL, Collector, declare_oslo_exchange, rabbitmqctl, wait_for
 
+from rpcdaemon.broker.bus import RawMessage, fanout_subscription, make_connection, neutron_subscription, publish_raw
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.exits import EXIT_FAILED
-from rpcdaemon.observing.bus import RawMessage, fanout_subscription, make_connection, neutron_subscription, publish_raw
 from rpcdaemon.observing.listener import MAX_UNEXPECTED, BusListener
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import Service
 
 HEARTBEATS = [neutron_subscription("q-reports-plugin")]
 

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import pytest
 from tests.component.conftest import AMQP_URL
 
+from rpcdaemon.broker.bus import control_connection, make_connection
 from rpcdaemon.control import control_queue, roll_queue, view_queue
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView, Presence
-from rpcdaemon.observing.bus import control_connection, make_connection
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Two kinds of process are started:
 - ``rpcdaemon_idle.py`` (written to tmp_path): the real ``cli.main`` with an injected runner that idles
   until the stop event is set, so the pid file and signal behaviour is tested apart from the service;
 - the installed ``rpcdaemon`` command itself, with only the Dump plugin on the real RabbitMQ (needs
-  ``rpcdaemon.service`` and the Dump plugin; the broker is checked by this folder's conftest).
+  ``rpcdaemon.daemon.service`` and the Dump plugin; the broker is checked by this folder's conftest).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
 IDLE_SCRIPT = """
 import logging, sys, threading
 from rpcdaemon.cli import main
-from rpcdaemon.daemonize import run_foreground
+from rpcdaemon.daemon.daemonize import run_foreground
 
 log = logging.getLogger("rpcdaemon")
 

@@ -27,9 +27,9 @@ from daemon_proc import (
     wait_until,
 )
 
-from rpcdaemon.demo import heartbeat_body
+from rpcdaemon.broker.bus import publish_raw
+from rpcdaemon.demo.scenario import heartbeat_body
 from rpcdaemon.model import L3_AGENT, Agent
-from rpcdaemon.observing.bus import publish_raw
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import pytest
 from conftest import AMQP_HOST, AMQP_PORT, AMQP_URL, wait_for
 from tests.harness.tcp_proxy import TcpProxy
 
+from rpcdaemon.broker.bus import LOCK_HEARTBEAT, LOCK_LEASE, BrokerLock, lock_connection
 from rpcdaemon.coordination.leader import Leadership, LockBackend, Role
-from rpcdaemon.observing.bus import LOCK_HEARTBEAT, LOCK_LEASE, BrokerLock, lock_connection
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 

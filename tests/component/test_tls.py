@@ -18,10 +18,10 @@ import pytest
 from tls_broker import Pki, TlsBroker, make_pki, rabbitmq_missing
 
 from rpcdaemon.access import BrokerTLS
-from rpcdaemon.neutronconf import resolve_settings
-from rpcdaemon.observing.bus import RawMessage, Subscription, make_connection, publish_raw
+from rpcdaemon.broker.bus import RawMessage, Subscription, make_connection, publish_raw
+from rpcdaemon.config.neutronconf import resolve_settings
+from rpcdaemon.config.settings import parse_settings
 from rpcdaemon.observing.listener import BusListener
-from rpcdaemon.settings import parse_settings
 
 SECRET = "guest"  # the password in the URL; logs must show *** instead
 MISMATCH = "address mismatch, certificate is not valid for '127.0.0.1'"

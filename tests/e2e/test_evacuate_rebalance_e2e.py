@@ -32,7 +32,7 @@ from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
 
-from rpcdaemon.audit import SCHEMA_FILE
+from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))

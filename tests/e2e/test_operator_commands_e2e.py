@@ -30,7 +30,7 @@ from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
 
-from rpcdaemon.audit import SCHEMA_FILE
+from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,8 @@ from tests.harness.neutron_server import NeutronServer
 from tests.harness.router_ports import Topology
 from tests.harness.seed import SeedClient
 
-from rpcdaemon.audit import SCHEMA_FILE
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
+from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
 

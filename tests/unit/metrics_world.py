@@ -13,14 +13,14 @@ import threading
 from collections.abc import Callable
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.coordination.leader import Leadership
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.telemetry.metrics import Metrics
 
 START = 1000.0
 WALL = 1_700_000_000.0

@@ -21,17 +21,17 @@ import pytest
 from tests.unit.test_leadership import SharedLock, leader
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.audit import SCHEMA_FILE, AuditLog, PassAuditor
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.wiring import open_audit
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
-from rpcdaemon.logs import reopen_log_files
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import PassReport, Timing
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
-from rpcdaemon.wiring import open_audit
+from rpcdaemon.telemetry.audit import SCHEMA_FILE, AuditLog, PassAuditor
+from rpcdaemon.telemetry.logs import reopen_log_files
 
 DOWN = 30.0
 TICK = 2.0
@@ -391,7 +391,7 @@ def test_a_failing_write_is_one_error_and_never_raises(caplog: pytest.LogCapture
 
 
 def test_an_unwritable_audit_log_is_a_one_line_start_error(tmp_path: Path) -> None:
-    from rpcdaemon.service import StartError
+    from rpcdaemon.daemon.service import StartError
 
     with pytest.raises(StartError) as err:
         open_audit(tmp_path / "missing-dir" / "audit.log")
@@ -456,7 +456,7 @@ def test_the_shipped_logrotate_snippet_rotates_the_audit_trail_which_the_hup_reo
 
 
 def test_audit_log_is_off_by_default_and_relative_to_the_config_file(tmp_path: Path) -> None:
-    from rpcdaemon.settings import load_settings
+    from rpcdaemon.config.settings import load_settings
 
     conf = tmp_path / "rpcdaemon.conf"
     conf.write_text("[Daemon]\nplugins = Dump\nrpchost = 127.0.0.1\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rpcdaemon.observing.bus import BrokerLink, BrokerTLS, make_connection
+from rpcdaemon.broker.bus import BrokerLink, BrokerTLS, make_connection
 
 
 class _NoNetwork:

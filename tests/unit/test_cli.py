@@ -16,8 +16,8 @@ import pytest
 
 from rpcdaemon import __version__
 from rpcdaemon.cli import DEFAULT_CONFIG, main
+from rpcdaemon.config.settings import Settings
 from rpcdaemon.redact import mask_text
-from rpcdaemon.settings import Settings
 
 NEUTRON_CONF = """[DEFAULT]
 transport_url = rabbit://openstack:rabbitpw@10.0.0.1:5672/

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon.acting.api import NeutronAPI
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.cli import main
 from rpcdaemon.commands import check
 from rpcdaemon.commands.context import CommandContext
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT
 
 RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"

@@ -12,7 +12,7 @@ import pytest
 from tests.contract_cases import CASES, Case, case_id
 
 from rpcdaemon.acting.api import NeutronAPI
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_LEGACY, Agent, Network, Router
 
 

@@ -89,8 +89,8 @@ def test_a_host_name_the_socket_refuses_is_an_outage_not_a_bad_record(caplog: py
     # The real channel and link: connecting IDNA-encodes the host, which raises a UnicodeError (a
     # ValueError) before any network; that must not pass for an unreadable record, which would let the
     # daemon act before it ever read the pause.
+    from rpcdaemon.broker.bus import control_connection
     from rpcdaemon.control.channel import ControlChannel
-    from rpcdaemon.observing.bus import control_connection
 
     channel = ControlChannel(lambda: control_connection("amqp://guest:s3cret@rabbit..example.com//"), "g")
     loop = ControlLoop(channel, view=lambda: None, stop=threading.Event(), poll=0.01)

@@ -1,4 +1,4 @@
-"""The pid file lock and the process identity checks of ``rpcdaemon.daemonize``, on real processes and files.
+"""The pid file lock and the process identity checks of ``rpcdaemon.daemon.daemonize``, on real processes and files.
 
 No forking here (``run_detached`` is covered by tests/component/test_daemon_process.py): the lock is
 taken and tested within this process (flock locks belong to open files, so two opens conflict) and
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon.daemonize import (
+from rpcdaemon.daemon.daemonize import (
     SHUTDOWN_CAP,
     SHUTDOWN_TIMEOUT,
     AlreadyRunning,

@@ -11,7 +11,7 @@ import time
 
 from tests.terminal import run_in_pty
 
-from rpcdaemon import demo
+from rpcdaemon.demo import scenario as demo
 
 # agent_down_time 1.5 s: the whole story in about 11 s, with a suspect window (Neutron's lag) of 0.5 s
 # that a loaded CI machine cannot step over.

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from rpcdaemon.broker.bus import RawMessage
 from rpcdaemon.cli import main
-from rpcdaemon.observing.bus import RawMessage
+from rpcdaemon.config.settings import DumpSettings
 from rpcdaemon.observing.decode import DESCRIPTION_FIELDS, describe_message
 from rpcdaemon.plugins.dump import DumpFilterError, DumpPlugin, compile_filter
 from rpcdaemon.plugins.dump_filter import FIELDS, MAX_LENGTH, FilterDataError, search, unknown_fields
-from rpcdaemon.settings import DumpSettings
 
 DEEP_PARENS = "(" * 3000 + "method" + ")" * 3000
 LONG_PATH = ".".join(["body"] * 20_000)

@@ -12,12 +12,12 @@ import io
 import pytest
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.commands.context import CommandError
 from rpcdaemon.commands.evacuate import evacuate
 from rpcdaemon.commands.progress import Progress, Side, TargetCheck
 from rpcdaemon.commands.rebalance import rebalance
 from rpcdaemon.control.state import AgentView, DaemonView, Hold, PluginView
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_DVR_SNAT, Action, ActionKind
 
 POLICY = ExecutorPolicy(workers=4, attempts=2, backoff_min=0.0, backoff_max=0.0)

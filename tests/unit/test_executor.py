@@ -16,9 +16,9 @@ import pytest
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Action, ActionKind, Outcome, OutcomeStatus
 
 NO_WAIT = ExecutorPolicy(workers=4, attempts=3, backoff_min=0.0, backoff_max=0.0)

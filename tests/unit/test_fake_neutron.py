@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_DVR_SNAT
 
 

@@ -29,7 +29,6 @@ from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, l3_wor
 from tests.unit.test_plugins import DOWN, LIVENESS, TICK, TIMING, Rig
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.acting.fencing import (
     ENV_AGENT_ID,
     ENV_AGENT_TYPE,
@@ -41,21 +40,22 @@ from rpcdaemon.acting.fencing import (
     Finished,
     run_command,
 )
-from rpcdaemon.audit import SCHEMA_FILE, render_line
 from rpcdaemon.cli import main
+from rpcdaemon.config.neutronconf import resolve_settings
+from rpcdaemon.config.settings import ConfigError, load_settings, parse_settings, render_config
+from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Verdict
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Agent
-from rpcdaemon.neutronconf import resolve_settings
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import PassReport
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
-from rpcdaemon.service import build_plugin
-from rpcdaemon.settings import ConfigError, load_settings, parse_settings, render_config
-from rpcdaemon.wiring import plugin_config
+from rpcdaemon.telemetry.audit import SCHEMA_FILE, render_line
+from rpcdaemon.telemetry.metrics import Metrics
 
 AGENT = Agent("a1-uuid", L3_AGENT, "net-1")
 NEVER = threading.Event()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from tests.hostile import HOSTILE, assert_shown_safely
 
-from rpcdaemon.fleetview import (
+from rpcdaemon.terminal.fleetview import (
     COLUMNS,
     FleetDisplay,
     FleetRow,

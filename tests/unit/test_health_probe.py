@@ -23,16 +23,16 @@ from typing import Any
 import pytest
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict
-from rpcdaemon.health import Probe
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Agent
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import PassReport, Timing
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.sdnotify import Notifier
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.telemetry.health import Probe
+from rpcdaemon.telemetry.metrics import Metrics
+from rpcdaemon.telemetry.sdnotify import Notifier
 
 
 class ManualClock:

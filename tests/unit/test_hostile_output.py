@@ -25,9 +25,8 @@ import pytest
 import yaml
 from tests.hostile import FORGED, HOSTILE, RICH_OWN, assert_shown_safely
 
-from rpcdaemon import demo
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.broker.bus import RawMessage
 from rpcdaemon.commands import check, refusal, status
 from rpcdaemon.commands.context import CommandError
 from rpcdaemon.commands.evacuate import evacuate
@@ -35,11 +34,12 @@ from rpcdaemon.commands.progress import Side
 from rpcdaemon.commands.rebalance import rebalance
 from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, PluginView, clean_text
 from rpcdaemon.deciding.liveness import BrakePolicy
-from rpcdaemon.fleetview import FleetDisplay
+from rpcdaemon.demo import scenario as demo
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Agent
-from rpcdaemon.observing.bus import RawMessage
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.sdnotify import Notifier
+from rpcdaemon.telemetry.sdnotify import Notifier
+from rpcdaemon.terminal.fleetview import FleetDisplay
 from rpcdaemon.textsafe import escape_text
 
 POLICY = ExecutorPolicy(workers=2, attempts=1, backoff_min=0.0, backoff_max=0.0)

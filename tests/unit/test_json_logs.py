@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
-from rpcdaemon.logs import FORMAT, MaskingFormatter, configure_logging, reset_logging
+from rpcdaemon.config.settings import ConfigError, Settings, parse_settings
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind
-from rpcdaemon.settings import ConfigError, Settings, parse_settings
+from rpcdaemon.telemetry.logs import FORMAT, MaskingFormatter, configure_logging, reset_logging
 
 TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 

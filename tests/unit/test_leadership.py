@@ -21,20 +21,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpcdaemon import wiring
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
-from rpcdaemon.acting.fence import NOT_ACTIVE, Fenced, FencedNeutron
 from rpcdaemon.acting.watched import WatchedAPI
+from rpcdaemon.acting.write_guard import NOT_ACTIVE, Fenced, FencedNeutron
+from rpcdaemon.config.settings import ConfigError, Settings, load_settings, parse_settings
 from rpcdaemon.coordination.leader import MAX_UNEXPECTED, Leadership, Role
+from rpcdaemon.daemon import wiring
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
 from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import Timing
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
-from rpcdaemon.settings import ConfigError, Settings, load_settings, parse_settings
+from rpcdaemon.telemetry.metrics import Metrics
 
 LEASE = 3.0
 START = 1000.0
@@ -569,7 +569,7 @@ def test_tooz_lock_refuses_an_expiry_shorter_than_the_lease_and_masks_passwords(
 def test_a_backend_url_without_tooz_installed_is_one_line() -> None:
     # A process of its own in which tooz cannot be imported, as on a machine without the extra.
     code = ("import sys; sys.modules['tooz'] = None\n"
-            "from rpcdaemon.preflight import check_coordination\n"
+            "from rpcdaemon.daemon.preflight import check_coordination\n"
             "try:\n    check_coordination('redis://127.0.0.1:6379')\n"
             "except ValueError as exc:\n    print(exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon.daemonize import run_foreground
-from rpcdaemon.logs import configure_logging, daemon_level, reopen_log_files, reset_logging
-from rpcdaemon.settings import Settings, parse_settings
+from rpcdaemon.config.settings import Settings, parse_settings
+from rpcdaemon.daemon.daemonize import run_foreground
+from rpcdaemon.telemetry.logs import configure_logging, daemon_level, reopen_log_files, reset_logging
 
 
 def settings(text: str = "") -> Settings:

@@ -8,8 +8,8 @@ import logging
 import pytest
 from tests.hostile import HOSTILE, assert_shown_safely
 
-from rpcdaemon.logs import JsonFormatter, MaskingFormatter
 from rpcdaemon.model import L3_AGENT, Agent
+from rpcdaemon.telemetry.logs import JsonFormatter, MaskingFormatter
 from rpcdaemon.textsafe import escape_text
 
 

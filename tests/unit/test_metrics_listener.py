@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rpcdaemon.health import HealthServer, Probe
-from rpcdaemon.httpd import connection_cap
+from rpcdaemon.telemetry.health import HealthServer, Probe
+from rpcdaemon.telemetry.httpd import connection_cap
 
 
 class ManualClock:
@@ -160,7 +160,7 @@ def test_the_listener_takes_at_most_an_eighth_of_the_descriptors(open_files: int
 
 RAISE_CHILD = textwrap.dedent("""
     import resource, sys
-    from rpcdaemon.daemonize import raise_open_files_limit
+    from rpcdaemon.daemon.daemonize import raise_open_files_limit
     soft, hard, ceiling = map(int, sys.argv[1:])
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     print(*raise_open_files_limit(ceiling), *resource.getrlimit(resource.RLIMIT_NOFILE))

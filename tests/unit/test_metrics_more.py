@@ -19,11 +19,11 @@ from tests.unit.metrics_world import LATENCY, START, TICK, WALL, Clock, World
 from rpcdaemon import __version__
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.coordination.leader import Leadership
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.model import OVS_AGENT, Heartbeat
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import Service
+from rpcdaemon.telemetry.metrics import Metrics
 
 AGE = "rpcdaemon_agent_heartbeat_age_seconds"
 RESOURCES = "rpcdaemon_agent_resources"

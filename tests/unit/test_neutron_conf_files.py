@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon.neutronconf import load_neutron_conf, resolve_settings
-from rpcdaemon.settings import ConfigError, ConfigErrors, load_settings, parse_settings, render_config
+from rpcdaemon.config.neutronconf import load_neutron_conf, resolve_settings
+from rpcdaemon.config.settings import ConfigError, ConfigErrors, load_settings, parse_settings, render_config
 
 KEYSTONE = ("[keystone_authtoken]\nauth_url = http://k:5000/v3\nusername = neutron\npassword = pw\n"
             "project_name = service\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon.access import NeutronAccess
-from rpcdaemon.neutronconf import (
+from rpcdaemon.config.neutronconf import (
     AGENT_DOWN_TIME,
     REPORT_INTERVAL,
     NeutronConf,
@@ -18,7 +18,7 @@ from rpcdaemon.neutronconf import (
     parse_neutron_conf,
     resolve_settings,
 )
-from rpcdaemon.settings import ConfigError, L3AgentSettings, load_settings, parse_settings
+from rpcdaemon.config.settings import ConfigError, L3AgentSettings, load_settings, parse_settings
 
 V3 = """
 [DEFAULT]

@@ -17,17 +17,17 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
+from rpcdaemon.broker.amqpurl import url_for_log
+from rpcdaemon.broker.bus import RawMessage
 from rpcdaemon.cli import main
+from rpcdaemon.config.settings import ConfigError
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.logs import FORMAT, MaskingFormatter
-from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import Agent, Heartbeat
-from rpcdaemon.observing.amqpurl import url_for_log
-from rpcdaemon.observing.bus import RawMessage
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.plugins.base import PassReport
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.settings import ConfigError
+from rpcdaemon.telemetry.logs import FORMAT, MaskingFormatter
+from rpcdaemon.telemetry.metrics import Metrics
 
 # Each secret's pieces are distinctive, so a partial leak ("the part after the space") is caught too.
 SECRETS = {

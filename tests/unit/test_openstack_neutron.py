@@ -469,7 +469,7 @@ def test_only_the_adapter_imports_openstack_and_keystone_checks_stay_light() -> 
             if any(name == "openstack" or name.startswith("openstack.") for name in names):
                 importers.add(path.relative_to(src).as_posix())
     assert importers == {"acting/openstack_neutron.py"}
-    probe = ("import sys, rpcdaemon.acting.keystone, rpcdaemon.neutronconf; "
+    probe = ("import sys, rpcdaemon.acting.keystone, rpcdaemon.config.neutronconf; "
              "print(sorted(m for m in sys.modules if m == 'openstack' or m.startswith('openstack.')))")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

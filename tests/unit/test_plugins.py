@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, judged_of, l3_worlds
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Agent, Heartbeat, Network, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing

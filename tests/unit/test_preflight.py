@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from rpcdaemon.broker.bus import check_url
 from rpcdaemon.cli import main
-from rpcdaemon.neutronconf import resolve_settings
-from rpcdaemon.observing.bus import check_url
-from rpcdaemon.preflight import Checkers, PreflightError, run_checks
-from rpcdaemon.settings import load_settings
+from rpcdaemon.config.neutronconf import resolve_settings
+from rpcdaemon.config.settings import load_settings
+from rpcdaemon.daemon.preflight import Checkers, PreflightError, run_checks
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,11 @@ import pytest
 
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.acting.readiness import ReadinessFollower, ReadinessPolicy, network_ready, router_ready
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import LivenessPolicy
-from rpcdaemon.metrics import Metrics
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import (
     DHCP_AGENT,
     L3_AGENT,
@@ -41,6 +40,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.telemetry.metrics import Metrics
 
 
 class Clock:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from rpcdaemon.config.settings import ConfigError, parse_settings
 from rpcdaemon.redact import is_secret_key, mask_text, redact_mapping, redact_url, redact_value, redact_within
-from rpcdaemon.settings import ConfigError, parse_settings
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,10 @@ from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, judged
 from tests.unit.test_plugins import DOWN, TICK, Rig
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import (
     DHCP_AGENT,
     L3_AGENT,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon.sdnotify import Notifier, watchdog_seconds, watchdog_warning
+from rpcdaemon.telemetry.sdnotify import Notifier, watchdog_seconds, watchdog_warning
 
 
 class Clock:

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon import wiring
 from rpcdaemon.acting.watched import ApiErrors
+from rpcdaemon.config.settings import load_settings
+from rpcdaemon.daemon import wiring
+from rpcdaemon.daemon.service import MAX_STEP_FAILURES, Service
 from rpcdaemon.exits import EXIT_FAILED, EXIT_START
-from rpcdaemon.metrics import Metrics
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
 from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.service import MAX_STEP_FAILURES, Service
-from rpcdaemon.settings import load_settings
+from rpcdaemon.telemetry.metrics import Metrics
 
 
 class _Plugin(FailoverPlugin):

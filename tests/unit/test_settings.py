@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon.cli import main
-from rpcdaemon.settings import (
+from rpcdaemon.config.settings import (
     MAX_SHOWN,
     SECTIONS,
     ConfigError,

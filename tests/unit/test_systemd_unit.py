@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.daemonize import OPEN_FILES_CEILING, shutdown_bound
-from rpcdaemon.settings import AgentPluginSettings
+from rpcdaemon.config.settings import AgentPluginSettings
+from rpcdaemon.daemon.daemonize import OPEN_FILES_CEILING, shutdown_bound
 
 UNIT = Path(__file__).resolve().parents[2] / "etc" / "rpcdaemon.service"
 ANALYZE = shutil.which("systemd-analyze")
@@ -140,7 +140,7 @@ MDWE_CHILD = textwrap.dedent("""
 
     # Everything the daemon loads, cryptography's and cffi's compiled modules among them.
     import cffi, cryptography.hazmat.bindings._rust, cryptography.x509, kombu, openstack
-    import rpcdaemon.cli, rpcdaemon.wiring
+    import rpcdaemon.cli, rpcdaemon.daemon.wiring
     from rpcdaemon.access import NeutronAccess
     from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 

@@ -43,7 +43,7 @@ from typing import TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rpcdaemon.acting.api import ErrorKind, NeutronAPI, NeutronError
-from rpcdaemon.acting.fence import Fenced
+from rpcdaemon.acting.write_guard import Fenced
 from rpcdaemon.model import Action, ActionKind, Outcome, OutcomeStatus
 
 log = logging.getLogger("rpcdaemon.executor")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TextIO
 
 from rpcdaemon.commands.context import CommandContext, CommandError
+from rpcdaemon.config.settings import ConfigError
 from rpcdaemon.exits import EXIT_USAGE
-from rpcdaemon.logs import configure_command_logging, reset_logging
 from rpcdaemon.redact import mask_text
-from rpcdaemon.settings import ConfigError
+from rpcdaemon.telemetry.logs import configure_command_logging, reset_logging
 from rpcdaemon.textsafe import escape_text
 
 # name -> (module, one line of help). "resume" and "release-brake" live with "pause".

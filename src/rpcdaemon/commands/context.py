@@ -21,14 +21,14 @@ from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
-from rpcdaemon.audit import AuditLog
+from rpcdaemon.broker.bus import control_connection
+from rpcdaemon.config.neutronconf import PluginNeutron, Resolved, resolve_settings
+from rpcdaemon.config.settings import AgentPluginSettings, Settings, load_settings
 from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.daemon.service import AgentPluginConfig
 from rpcdaemon.exits import EXIT_FAILED, EXIT_USAGE
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, AuditRecord, no_audit
-from rpcdaemon.neutronconf import PluginNeutron, Resolved, resolve_settings
-from rpcdaemon.observing.bus import control_connection
-from rpcdaemon.service import AgentPluginConfig
-from rpcdaemon.settings import AgentPluginSettings, Settings, load_settings
+from rpcdaemon.telemetry.audit import AuditLog
 from rpcdaemon.textsafe import escape_text
 
 AGENT_TYPES = {"L3Agent": L3_AGENT, "DHCPAgent": DHCP_AGENT}
@@ -84,7 +84,7 @@ class CommandContext:
 
     def plugin_config(self, name: str) -> AgentPluginConfig:
         """The plugin's policies as the daemon builds them (liveness, executor, brake, limits)."""
-        from rpcdaemon.wiring import plugin_config
+        from rpcdaemon.daemon.wiring import plugin_config
 
         ps = self.settings.section(name)
         assert isinstance(ps, AgentPluginSettings)

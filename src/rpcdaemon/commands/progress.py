@@ -32,10 +32,10 @@ from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError, print_line, who
 from rpcdaemon.commands.fleet import bindings, resource_bindings
+from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.exits import EXIT_USAGE
 from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
 from rpcdaemon.textsafe import escape_text
-from rpcdaemon.wiring import plugin_config
 
 LABELS = {"L3Agent": "L3 agent", "DHCPAgent": "DHCP agent"}
 

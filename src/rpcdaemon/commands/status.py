@@ -24,7 +24,7 @@ from rpcdaemon.acting.api import NeutronError
 from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError
 from rpcdaemon.commands.fleet import DaemonFacts, agents_of, bindings, read_daemon
 from rpcdaemon.exits import EXIT_FAILED, EXIT_OK
-from rpcdaemon.fleetview import FleetDisplay, FleetRow, FleetState, default_columns, fleet_table
+from rpcdaemon.terminal.fleetview import FleetDisplay, FleetRow, FleetState, default_columns, fleet_table
 from rpcdaemon.textsafe import escape_text, is_safe
 
 COLUMNS = ("host", "type", "mode", "az", "admin", "alive", "verdict", "why", "heard", "hosted")

@@ -11,9 +11,9 @@ import random
 import time
 from collections.abc import Callable
 
+from rpcdaemon.broker.bus import Connection, ControlLink
 from rpcdaemon.control import ROLL_MAX, VIEW_TTL, control_queue, roll_queue, view_queue
 from rpcdaemon.control.state import ControlState, DaemonView, Presence, roll_call
-from rpcdaemon.observing.bus import Connection, ControlLink
 
 # A read that finds the queue empty may have met another reader between its get and its requeue (about a
 # millisecond; each instance reads every 2 s): look again this many times, a random 20-60 ms apart (so that

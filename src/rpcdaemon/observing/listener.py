@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rpcdaemon.observing.bus import Ack, BrokerLink, Connection, RawMessage, Subscription, make_connection
+from rpcdaemon.broker.bus import Ack, BrokerLink, Connection, RawMessage, Subscription, make_connection
 
 __all__ = ["MAX_UNEXPECTED", "QUEUE_MAX_BYTES", "QUEUE_MAX_LENGTH", "BusCounts", "BusListener", "LinkState"]
 

@@ -34,10 +34,10 @@ from typing import Literal
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
-from rpcdaemon.acting.fence import Fenced
 from rpcdaemon.acting.fencing import Fencer, FenceRun
 from rpcdaemon.acting.readiness import Readiness, ReadinessFollower, ReadinessPolicy
 from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
+from rpcdaemon.acting.write_guard import Fenced
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import (
     BrakePolicy,

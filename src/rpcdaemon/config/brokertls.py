@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpcdaemon.access import BrokerTLS
-from rpcdaemon.osloini import BOOLEANS, OsloSections, check_readable
-from rpcdaemon.settings import ConfigError, Settings
+from rpcdaemon.config.osloini import BOOLEANS, OsloSections, check_readable
+from rpcdaemon.config.settings import ConfigError, Settings
 
 # oslo.messaging's [oslo_messaging_rabbit] TLS options and their deprecated names (also read in [DEFAULT]).
 _RABBIT_TLS = {
@@ -127,7 +127,7 @@ def broker_tls(settings: Settings, rabbit: RabbitTLS | None, url: str) -> Broker
     if tls.key_file and not tls.cert_file:
         raise ConfigError("Daemon", "ssl_cert_file", None, "a key file is set but no certificate file",
                           source=settings.source)
-    from rpcdaemon.observing.bus import check_tls  # the ssl files are loaded as the bus will load them
+    from rpcdaemon.broker.bus import check_tls  # the ssl files are loaded as the bus will load them
 
     try:
         check_tls(tls)

@@ -5,7 +5,7 @@ loop; served on ``[Daemon] metrics_address:metrics_port`` when the port is not 0
 CollectorRegistry keeps tests and the demo independent of the global default registry. The service
 asks ``server_problem()`` every loop: a server thread that died is restarted once per death, and if it
 cannot be, the service exits non-zero. The same listener answers ``/healthz`` and ``/readyz`` from the
-probe the service attaches (see ``rpcdaemon.health``).
+probe the service attaches (see ``rpcdaemon.telemetry.health``).
 
 What a dashboard needs, and where it comes from: the heartbeat age of each agent is computed at each
 scrape from the registry on the daemon's own monotonic clock (``follow_agents``: the agents the API lists,
@@ -31,10 +31,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from rpcdaemon import __version__
 from rpcdaemon.acting.api import ErrorKind
-from rpcdaemon.health import HealthServer, ProbeSource
 from rpcdaemon.model import OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, PassReport
+from rpcdaemon.telemetry.health import HealthServer, ProbeSource
 
 log = logging.getLogger("rpcdaemon")
 

@@ -1,7 +1,7 @@
 """The metrics listener's connections: one thread, one selector, a cap and a deadline, so that no number of
 clients of that port can take the daemon's descriptors or threads (its bus and Neutron connections need them).
 
-``rpcdaemon.health.HealthServer`` runs a ``GuardedServer`` in its thread and hands it ``answer``, which turns
+``rpcdaemon.telemetry.health.HealthServer`` runs a ``GuardedServer`` in its thread and hands it ``answer``, which turns
 a request head into the bytes of a whole HTTP/1.0 response (one request per connection, as before). A
 connection costs one descriptor and no thread. Each has ``deadline`` seconds (``DEADLINE``) from its accept
 to the last byte of its answer, however its bytes trickle in: a slow client holds a slot no longer than an

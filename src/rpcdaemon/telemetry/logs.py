@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+from rpcdaemon.config.settings import PLUGIN_NAMES, Settings
 from rpcdaemon.redact import mask_text, redact_mapping
-from rpcdaemon.settings import PLUGIN_NAMES, Settings
 from rpcdaemon.textsafe import escape_text
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"

@@ -2,11 +2,11 @@
 
 One frozen dataclass per section (``[Daemon]``, ``[L3Agent]``, ``[DHCPAgent]``, ``[Dump]``,
 ``[coordination]``). Every
-field carries its default, a one-line reason and a ``Kind`` (``rpcdaemon.kinds``: how the ini text is
+field carries its default, a one-line reason and a ``Kind`` (``rpcdaemon.config.kinds``: how the ini text is
 parsed and what is allowed, bounds included); the loader, the error messages, ``--check-config`` and
 ``etc/rpcdaemon.conf.example`` are all derived from those declarations. ``cli.main`` calls
 ``load_settings``; ``neutronconf.resolve_settings`` adds what comes from neutron.conf. The loader reads
-the text with ``rpcdaemon.inifile`` (which keeps line numbers) and is strict: an unknown section or key
+the text with ``rpcdaemon.config.inifile`` (which keeps line numbers) and is strict: an unknown section or key
 is an error with a did-you-mean hint, unless ``[Daemon] allow_unknown_keys`` makes it a warning. Every
 problem of a file is found in one pass: one is a ``ConfigError`` (one line), several a ``ConfigErrors``
 (a count line, then one line each).
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from rpcdaemon.conffiles import conffile_problems, unlisted_conf_dirs
-from rpcdaemon.inifile import IniText, read_ini, unknown_key, unknown_section
-from rpcdaemon.kinds import (
+from rpcdaemon.config.conffiles import conffile_problems, unlisted_conf_dirs
+from rpcdaemon.config.inifile import IniText, read_ini, unknown_key, unknown_section
+from rpcdaemon.config.kinds import (
     ADDRESS,
     BOOL,
     BROKER,

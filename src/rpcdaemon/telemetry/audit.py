@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.logs import reopen_on_hup, utc_timestamp
 from rpcdaemon.model import Outcome
 from rpcdaemon.plugins.base import PassReport
 from rpcdaemon.redact import redact_mapping
+from rpcdaemon.telemetry.logs import reopen_on_hup, utc_timestamp
 
 log = logging.getLogger("rpcdaemon.audit")
 
-SCHEMA_FILE = Path(__file__).with_name("audit_schema.json")
+SCHEMA_FILE = Path(__file__).parent.parent / "audit_schema.json"  # installed as rpcdaemon/audit_schema.json
 _RESERVED = ("ts", "event", "instance")
 _FILE_MODE = 0o640
 

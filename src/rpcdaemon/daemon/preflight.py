@@ -19,8 +19,8 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rpcdaemon.neutronconf import Resolved
-from rpcdaemon.settings import Settings
+from rpcdaemon.config.neutronconf import Resolved
+from rpcdaemon.config.settings import Settings
 
 
 class PreflightError(Exception):
@@ -50,7 +50,7 @@ def check_coordination(url: str) -> None:
 
 def default_checkers() -> Checkers:
     from rpcdaemon.acting.openstack_neutron import check_cloud  # openstacksdk: only when needed
-    from rpcdaemon.observing.bus import check_url
+    from rpcdaemon.broker.bus import check_url
 
     return Checkers(check_url=check_url, check_cloud=check_cloud)
 

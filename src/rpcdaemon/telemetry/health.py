@@ -8,7 +8,7 @@ has been silent longer than ``max(3 x check_interval, 30 s)``. ``/readyz`` is fo
 200 while the bus is connected and each failover plugin's last Neutron API call was answered. Bodies
 are small JSON documents of the daemon's own words: no URL, no host name, no error text.
 
-The connections are ``rpcdaemon.httpd``'s (one thread, a cap, a deadline: no client of this port can take
+The connections are ``rpcdaemon.telemetry.httpd``'s (one thread, a cap, a deadline: no client of this port can take
 the descriptors the bus and the Neutron API need); ``_Handler`` only turns a request head into a response.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from rpcdaemon.httpd import DEADLINE, GuardedServer, connection_cap, open_files_limit
+from rpcdaemon.telemetry.httpd import DEADLINE, GuardedServer, connection_cap, open_files_limit
 
 log = logging.getLogger("rpcdaemon")
 

@@ -22,32 +22,32 @@ from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fence import FencedNeutron
 from rpcdaemon.acting.fencing import FencePolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.audit import AuditLog
-from rpcdaemon.control.channel import ControlChannel
-from rpcdaemon.control.loop import ControlLoop
-from rpcdaemon.coordination.leader import Leadership, LockBackend
-from rpcdaemon.daemonize import raise_open_files_limit
-from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
-from rpcdaemon.exits import EXIT_START
-from rpcdaemon.metrics import Metrics
-from rpcdaemon.neutronconf import PluginNeutron, resolve_settings
-from rpcdaemon.observing.bus import BrokerLock, BrokerTLS, control_connection, lock_connection, url_for_log
-from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, Timing
-from rpcdaemon.plugins.dump import DumpPlugin
-from rpcdaemon.sdnotify import Notifier, watchdog_seconds, watchdog_warning
-from rpcdaemon.service import AgentPluginConfig, Service, StartError, build_plugin
-from rpcdaemon.settings import (
+from rpcdaemon.acting.write_guard import FencedNeutron
+from rpcdaemon.broker.bus import BrokerLock, BrokerTLS, control_connection, lock_connection, url_for_log
+from rpcdaemon.config.neutronconf import PluginNeutron, resolve_settings
+from rpcdaemon.config.settings import (
     AgentPluginSettings,
     CoordinationSettings,
     DHCPAgentSettings,
     L3AgentSettings,
     Settings,
 )
+from rpcdaemon.control.channel import ControlChannel
+from rpcdaemon.control.loop import ControlLoop
+from rpcdaemon.coordination.leader import Leadership, LockBackend
+from rpcdaemon.daemon.daemonize import raise_open_files_limit
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, StartError, build_plugin
+from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
+from rpcdaemon.exits import EXIT_START
+from rpcdaemon.observing.registry import AgentRegistry
+from rpcdaemon.plugins.base import FailoverPlugin, Timing
+from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.telemetry.audit import AuditLog
+from rpcdaemon.telemetry.metrics import Metrics
+from rpcdaemon.telemetry.sdnotify import Notifier, watchdog_seconds, watchdog_warning
 
 log = logging.getLogger("rpcdaemon")
 # A real new agent is listed by Neutron within one report; invented host names must not cost more

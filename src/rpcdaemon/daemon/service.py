@@ -35,25 +35,25 @@ from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.fencing import FencePolicy, Fencer
 from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
-from rpcdaemon.audit import AuditLog, PassAuditor, instance_name
+from rpcdaemon.broker.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership
+from rpcdaemon.daemon.pausing import ControlGate
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy, Verdict
 from rpcdaemon.exits import EXIT_FAILED
-from rpcdaemon.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
-from rpcdaemon.metrics import Metrics
 from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted, no_audit
-from rpcdaemon.observing.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.pausing import ControlGate
 from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
-from rpcdaemon.sdnotify import WATCHDOG_MIN_INTERVAL, Notifier
+from rpcdaemon.telemetry.audit import AuditLog, PassAuditor, instance_name
+from rpcdaemon.telemetry.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
+from rpcdaemon.telemetry.metrics import Metrics
+from rpcdaemon.telemetry.sdnotify import WATCHDOG_MIN_INTERVAL, Notifier
 
 if TYPE_CHECKING:
     from rpcdaemon.plugins.dump import DumpPlugin

@@ -15,8 +15,8 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from rpcdaemon.conffiles import neutron_conf_files
-from rpcdaemon.settings import ConfigError
+from rpcdaemon.config.conffiles import neutron_conf_files
+from rpcdaemon.config.settings import ConfigError
 from rpcdaemon.textfile import FileRefused, check_file, read_text
 
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}

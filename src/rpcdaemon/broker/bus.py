@@ -30,7 +30,7 @@ from kombu.connection import Connection
 from kombu.utils.url import url_to_parts
 
 from rpcdaemon.access import BrokerTLS
-from rpcdaemon.observing.amqpurl import normalise_url, url_for_log
+from rpcdaemon.broker.amqpurl import normalise_url, url_for_log
 
 __all__ = [
     "Ack",
@@ -56,7 +56,7 @@ __all__ = [
     "url_for_log",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rpcdaemon.observing.bus")  # its name before the move: log lines keep it
 
 # kombu's constructors are untyped; calling them through Any keeps mypy strict for the rest.
 _new_connection: Any = Connection

@@ -21,9 +21,9 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from rpcdaemon.access import BrokerTLS, NeutronAccess
-from rpcdaemon.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls, url_ssl
-from rpcdaemon.osloini import OsloSections, check_readable, read_files, section_key
-from rpcdaemon.settings import AgentPluginSettings, ConfigError, Settings
+from rpcdaemon.config.brokertls import RabbitTLS, beside, broker_tls, rabbit_tls, url_ssl
+from rpcdaemon.config.osloini import OsloSections, check_readable, read_files, section_key
+from rpcdaemon.config.settings import AgentPluginSettings, ConfigError, Settings
 
 # Neutron's own defaults, used when neutron.conf does not set the key.
 AGENT_DOWN_TIME = 75.0

@@ -33,14 +33,14 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.acting.fake_neutron import FakeNeutron
+from rpcdaemon.broker.bus import publish_raw
+from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict
-from rpcdaemon.fleetview import FleetDisplay, FleetRow, FleetState
+from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Agent, Outcome, OutcomeStatus
-from rpcdaemon.observing.bus import publish_raw
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
-from rpcdaemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.terminal.fleetview import FleetDisplay, FleetRow, FleetState
 
 BUS_URL = "memory://"
 FRAME_INTERVAL = 0.1  # seconds between redraws of the table (real time: ages must move smoothly)

@@ -1,0 +1,1 @@
+"""rpcdaemon.conf and neutron.conf: the settings schema and strict readers, broker TLS settings."""

@@ -1,0 +1,1 @@
+"""``rpcdaemon demo``: the scripted failover and the in-memory Neutron it runs on."""

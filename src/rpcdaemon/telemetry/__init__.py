@@ -1,0 +1,1 @@
+"""What the daemon tells the world: metrics, health endpoints, sd_notify, the audit trail, logging."""

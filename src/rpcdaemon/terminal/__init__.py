@@ -1,0 +1,1 @@
+"""What an operator sees on a terminal: the live fleet table (rich)."""
