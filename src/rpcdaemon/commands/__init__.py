@@ -21,7 +21,7 @@ from rpcdaemon.commands.context import EXIT_USAGE, CommandContext, CommandError
 from rpcdaemon.redact import mask_text
 from rpcdaemon.settings import ConfigError
 
-# name -> (module, one line of help). "resume" and "release-brake" live with "pause".
+# name -> (module, one line of help). "resume", "release-brake" and "control" live with "pause".
 COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "the agents as Neutron and the running daemon see them, the brake, the pause, the active "
                          "instance (-f table|json|yaml|value, -c COLUMN, --watch)"),
@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release-brake": ("pause", "let dead agents' work move although the mass-failure brake holds "
                                "(--for DURATION, --reason TEXT; audited)"),
     "restore-brake": ("pause", "end a brake release early"),
+    "control": ("pause", "control reset: write a fresh control state (not paused, brake as configured), also over "
+                         "a record not understood (--reason TEXT; audited)"),
 }
 
 

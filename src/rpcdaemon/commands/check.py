@@ -4,9 +4,10 @@
 It plans exactly as the daemon's pass does (the same pure planners and policies, brake included), from
 Neutron's agents and bindings and the verdicts of the active instance's live view; without one, from
 Neutron's own ``alive``. It changes nothing. Exit status: 0 nothing to do, 2 work needed (moves planned,
-or held back by the brake or a missing target), 1 could not tell (Neutron unreachable or the
-configuration runs no failover plugin). The line starts with OK, WORK or UNKNOWN, for a Nagios check
-or a Prometheus textfile collector.
+or held back by the brake or a missing target), 1 could not tell (Neutron unreachable, the
+configuration runs no failover plugin, or a record on the broker, the live view or the control state,
+is not understood: the line then ends with what is wrong). The line starts with OK, WORK or UNKNOWN,
+for a Nagios check or a Prometheus textfile collector.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class PluginCheck:
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("-f", "--format", choices=("line", "json"), default="line",
                         help="line: one summary line (default); json: the whole plan")
-    parser.epilog = "Exit status: 0 nothing to do, 2 work needed, 1 could not tell. Changes nothing."
+    parser.epilog = ("Exit status: 0 nothing to do, 2 work needed, 1 could not tell (also: a record on the broker "
+                     "not understood). Changes nothing.")
 
 
 def check_plugin(name: str, api: NeutronAPI, ctx: CommandContext, facts: DaemonFacts) -> PluginCheck:
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
             close = getattr(api, "close", None)
             if close is not None:
                 close()
-    if any(c.error for c in checks):
+    records = "; ".join(p for p in (facts.view_problem, facts.state_problem) if p)
+    if any(c.error for c in checks) or records:
         code, word = EXIT_FAILED, "UNKNOWN"
     elif any(c.work for c in checks):
         code, word = EXIT_WORK, "WORK"
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
     source = f"live view of {facts.view.instance}" if facts.view is not None else "Neutron's verdicts, no daemon acting"
     paused = " [daemon paused]" if facts.view is not None and facts.view.paused is not None else ""
     line = f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}"
+    if records:
+        line += f"; {records}"
     if args.format == "json":
         print(json.dumps(_json(checks, word, code, facts, line), indent=2), file=out)
     else:
@@ -115,7 +120,7 @@ def _json(checks: list[PluginCheck], word: str, code: int, facts: DaemonFacts, l
         "status": word.lower(), "exit_status": code, "summary": line,
         "source": "daemon" if facts.view is not None else "neutron",
         "active_instance": facts.view.instance if facts.view is not None else None,
-        "control_problem": facts.problem,
+        "control_problem": facts.problems,
         "plugins": {
             c.name: {
                 "agents": c.agents, "dead": c.dead, "braked": c.plan.braked, "held": list(c.plan.held),
