@@ -1,4 +1,4 @@
-"""The control channel's two records as typed values, and their JSON (see ``rpcdaemon.control``).
+"""The control channel's records as typed values, and their JSON (see ``rpcdaemon.control``).
 
 All come off the bus, so parsing is strict: ``bounded.load_record`` bounds the bytes (size, depth, numbers)
 and each field is checked here (type, range; fields this version does not know are ignored, see
