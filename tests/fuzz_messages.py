@@ -6,6 +6,13 @@ Used by the e2e fuzz test (``tests/e2e/test_fuzz.py``), its unit check against t
 of it (``expect``): most are rejected; some are well-formed but useless to the daemon (heartbeats
 of hosts Neutron does not know, deletes of networks that do not exist) and must change nothing.
 
+``generate_records`` is the same for the control channel's records (``rpcdaemon.control``): a category
+per record kind (``control-state``, ``live-view``, ``roll-call``), each ``FuzzRecord`` hostile bytes for
+that kind's queue (the 400-digit time, the 100,000-deep nest, NaN, 1e400, wrong types, out-of-range
+times and counts, oversize, another version) or a well-formed one the parser must take (unknown fields,
+control characters in its texts). Its unit check is there too; the control-state one goes to a real
+daemon in ``tests/component/test_control_records_process.py``.
+
 Every report_state carries ``time`` = 2000-01-01: neutron-server, which consumes the same routing
 keys, skips reports older than its own start ("Stale message received"), so the flood registers no
 junk agents in Neutron; the daemon ignores the agents' clock. Junk host names start with
@@ -334,6 +341,150 @@ class _Gen:
         # A heartbeat of a junk host with a big configuration: recorded, then forgotten.
         state = agent_state(self.host(), configurations={"blob": "z" * (mb - 300_000)})
         return self.msg("huge", envelope(report_state(state)), HEARTBEAT, key=REPORTS)
+
+
+CONTROL_STATE, LIVE_VIEW, ROLL_CALL = "control-state", "live-view", "roll-call"
+ACCEPTED = "accepted"  # a record the parser must take
+
+
+@dataclass(frozen=True, slots=True)
+class FuzzRecord:
+    category: str  # which record: CONTROL_STATE, LIVE_VIEW or ROLL_CALL
+    shape: str  # what is hostile about it (for a failing test's message)
+    body: bytes
+    expect: str = REJECTED
+
+
+_NOW = 1_800_000_000.0  # 2027: a plausible wall-clock time
+
+
+def _hold(by: str) -> dict[str, Any]:
+    return {"reason": "kernel upgrade", "by": by, "at": _NOW, "until": _NOW + 600}
+
+
+def control_state() -> dict[str, Any]:
+    return {"v": 1, "pause": _hold("alice@ctl-1"), "brake_release": None, "event": "pause", "by": "alice@ctl-1",
+            "at": _NOW}
+
+
+def live_view(agents: int = 3) -> dict[str, Any]:
+    return {"v": 1, "instance": "ctl-1:4242", "at": _NOW, "version": "1.0", "role": "active", "dry_run": False,
+            "paused": None, "brake_release": None,
+            "plugins": [{"name": "L3Agent", "agent_type": "L3 agent", "down_time": 75.0, "brake": None, "held": [],
+                         "pending": 2,
+                         "agents": [{"id": f"{i:08x}-0000-4000-8000-000000000000", "host": f"net-{i}",
+                                     "verdict": "alive", "why": "heard 2s ago", "heard_ago": 2.0}
+                                    for i in range(agents)]}]}
+
+
+def roll_call_entry() -> dict[str, Any]:
+    return {"v": 1, "instance": "ctl-1:4242", "role": "active", "at": _NOW, "since": _NOW - 3600, "version": "1.0",
+            "dry_run": False, "plugins": ["L3Agent"]}
+
+
+_RECORDS: dict[str, Callable[[], dict[str, Any]]] = {CONTROL_STATE: control_state, LIVE_VIEW: live_view,
+                                                      ROLL_CALL: roll_call_entry}
+# Where each record keeps its numbers, its texts and its objects: (path of keys and list indexes).
+_NUMBERS: dict[str, list[tuple[Any, ...]]] = {
+    CONTROL_STATE: [("at",), ("pause", "at"), ("pause", "until")],
+    LIVE_VIEW: [("at",), ("plugins", 0, "down_time"), ("plugins", 0, "pending"),
+                ("plugins", 0, "agents", 1, "heard_ago")],
+    ROLL_CALL: [("at",), ("since",)],
+}
+_TEXTS: dict[str, list[tuple[Any, ...]]] = {
+    CONTROL_STATE: [("by",), ("event",), ("pause", "reason"), ("pause", "by")],
+    LIVE_VIEW: [("instance",), ("version",), ("plugins", 0, "name"), ("plugins", 0, "agents", 0, "host"),
+                ("plugins", 0, "agents", 2, "why")],
+    ROLL_CALL: [("instance",), ("version",), ("plugins", 0)],
+}
+_OBJECTS: dict[str, list[tuple[Any, ...]]] = {
+    CONTROL_STATE: [("pause",), ("brake_release",)],
+    LIVE_VIEW: [("paused",), ("plugins",), ("plugins", 0), ("plugins", 0, "agents"), ("plugins", 0, "agents", 0)],
+    ROLL_CALL: [("plugins",)],
+}
+_BIG = {CONTROL_STATE: 70_000, LIVE_VIEW: 2_200_000, ROLL_CALL: 70_000}  # over each kind's bound
+
+
+def _set(record: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    node: Any = record
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return record
+
+
+def _token(record: dict[str, Any], path: tuple[Any, ...], token: str) -> bytes:
+    """``record`` as JSON with the value at ``path`` replaced by ``token`` as it stands (not valid JSON)."""
+    marker = "\u0000MARK\u0000"
+    return _dumps(_set(record, path, marker)).replace(json.dumps(marker).encode(), token.encode())
+
+
+class _Records:
+    """Hostile records of each kind: ``rng`` drives every choice."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def record(self, category: str) -> FuzzRecord:
+        r = self.rng
+        base = _RECORDS[category]()
+        kind = r.randrange(12)
+        if kind == 0:
+            return self._raw(category, base)
+        if kind == 1:  # the issue's: a number too long for a float
+            path = r.choice(_NUMBERS[category])
+            return FuzzRecord(category, "huge-int", _token(base, path, "1" + "0" * r.choice([25, 400, 4000])))
+        if kind == 2:
+            path, token = r.choice(_NUMBERS[category]), r.choice(["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+            return FuzzRecord(category, "non-finite", _token(base, path, token))
+        if kind == 3:  # the issue's: deeper than any stack
+            depth, path = r.choice([9, 1000, 100_000]), r.choice([*_NUMBERS[category], ("extra",)])
+            opener, closer = r.choice([("[", "]"), ('{"a":', "}")])
+            nest = opener * depth + ("1" if opener != "[" else "") + closer * depth
+            return FuzzRecord(category, "deep", _token(base, path, nest if r.random() < 0.8 else opener * depth))
+        if kind == 4:
+            path = r.choice(_NUMBERS[category])
+            value = r.choice([-1, -0.5, 1e12, 1e300, 10**19, True, False, "1800000000", None, [1], {"t": 1}])
+            if value is None and path[-1] in ("until", "heard_ago"):
+                value = -5  # None is allowed there
+            return FuzzRecord(category, "number", _dumps(_set(base, path, value)))
+        if kind == 5:
+            path = r.choice(_TEXTS[category])
+            value = r.choice([1, 2.5, True, None, ["x"], {"x": 1}])  # null is no text either
+            return FuzzRecord(category, "text", _dumps(_set(base, path, value)))
+        if kind == 6:
+            path = r.choice(_OBJECTS[category])
+            return FuzzRecord(category, "object", _dumps(_set(base, path, r.choice([1, "x", True, [1], [[1]]]))))
+        if kind == 7:
+            version = r.choice([0, 2, "1", 1.0, True, None, [1], {"v": 1}])
+            return FuzzRecord(category, "version", _dumps({**base, "v": version}))
+        if kind == 8:
+            return FuzzRecord(category, "oversize", _dumps({**base, "pad": "p" * _BIG[category]}))
+        if kind == 9:  # a newer version's extra fields: taken, and never trusted
+            extra = {"future": r.choice([1, "x", [1, 2], {"deep": {"er": [1]}}]), "v2_only": None}
+            return FuzzRecord(category, "unknown-fields", _dumps({**base, **extra}), ACCEPTED)
+        if kind == 10:  # control characters and long texts: taken, cleaned
+            path = r.choice(_TEXTS[category])
+            text = r.choice(["\x1b[2J\x1b[31mred", "line\nINJECTED rpcdaemon WARNING", "\r\x00\u2028tail", "w" * 5000])
+            return FuzzRecord(category, "odd-text", _dumps(_set(base, path, text)), ACCEPTED)
+        return FuzzRecord(category, "well-formed", _dumps(base), ACCEPTED)
+
+    def _raw(self, category: str, base: dict[str, Any]) -> FuzzRecord:
+        r, whole = self.rng, _dumps(base)
+        body = r.choice([
+            b"", b"{", b"not json", b"[1]", b"null", b'"v"', b"\xff\xfe" + r.randbytes(40),
+            json.dumps(base).encode("utf-16"), whole[: r.randrange(1, len(whole) - 1)],
+            bytes(r.choice(b'{}[]:,"\\ 0123456789.eE-') for _ in range(r.randrange(1, 400))),
+        ])
+        return FuzzRecord(category, "raw", body)
+
+
+def generate_records(count: int, *, seed: int = 6) -> Iterator[FuzzRecord]:
+    """``count`` hostile records, the kinds in turn (so every kind and shape comes up in a short run)."""
+    gen = _Records(seed)
+    kinds = (CONTROL_STATE, LIVE_VIEW, ROLL_CALL)
+    for i in range(count):
+        yield gen.record(kinds[i % len(kinds)])
 
 
 class _Canary:

@@ -63,6 +63,9 @@ def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.Cap
     assert code == 1
     assert "cannot reach the broker amqp://guest:***@127.0.0.1:1//" in err
     assert "nothing was changed" in err
+    code, _, err = run(capsys, "-c", str(config), "control", "reset")
+    assert code == 1
+    assert err.startswith("rpcdaemon control: error: cannot reach the broker amqp://guest:***@127.0.0.1:1//")
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -73,6 +76,8 @@ def test_pause_without_a_broker_changes_nothing(config: Path, capsys: pytest.Cap
     (("status", "-f", "xml"), "invalid choice: 'xml'"),
     (("evacuate",), "HOST"),
     (("rebalance", "--max-moves", "0"), "--max-moves"),
+    (("control",), "action"),
+    (("control", "purge"), "invalid choice: 'purge' (choose from 'reset')"),
 ])
 def test_usage_errors_exit_2(config: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...],
                              says: str) -> None:

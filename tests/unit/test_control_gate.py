@@ -160,3 +160,38 @@ def test_a_dead_control_thread_ends_the_daemon(cloud: Callable[..., Cloud]) -> N
     loop.ident = 1  # type: ignore[assignment]  # started ...
     loop.fatal = "RuntimeError: boom"  # type: ignore[assignment]  # ... and gave up
     assert c.svc.health() == "control channel gave up: RuntimeError: boom"
+
+
+def test_a_reset_lets_a_daemon_that_read_nothing_move_and_is_audited_once(cloud: Callable[..., Cloud],
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rpcdaemon")
+    loop = Loop(None)  # the record on the broker is not understood: no state read yet
+    c = cloud(control=loop)
+    c.speaking.discard("a")
+    c.run(3 * DOWN)
+    assert moved(c) == set()  # it may hold a pause: nothing moves
+    loop.state = ControlState(event="reset", by="dave@ctl-4", at=time.time(), reason="garbage on the broker")
+    c.run(3 * TICK)
+    assert moved(c) == {"r0", "r1", "r2", "r3"}
+    [reset] = events(c, "control-reset")
+    assert (reset["by"], reset["reason"]) == ("dave@ctl-4", "garbage on the broker")
+    assert "control state reset by dave@ctl-4 (garbage on the broker): not paused, brake as configured" in caplog.text
+
+
+def test_a_reset_ends_a_pause_and_a_brake_release_by_command(cloud: Callable[..., Cloud]) -> None:
+    now = time.time()
+    loop = Loop(None)
+    c = cloud(control=loop)
+    before = ControlState(event="reset", by="old@ctl-1", at=c.svc.control.started - 60)  # made before it ran
+    loop.state = before
+    c.run(TICK)
+    loop.state = ControlState(pause=Hold("x", "alice@ctl-1", now), brake_release=Hold("y", "carol@ctl-3", now,
+                              until=now + 600), event="release-brake", by="carol@ctl-3", at=now)
+    c.run(TICK)
+    loop.state = ControlState(event="reset", by="dave@ctl-4", at=time.time())
+    c.run(2 * TICK)
+    [resume] = events(c, "resume")
+    assert (resume["by"], resume["how"], resume["paused_by"]) == ("dave@ctl-4", "command", "alice@ctl-1")
+    [restore] = events(c, "brake-restore")
+    assert (restore["by"], restore["how"]) == ("dave@ctl-4", "command")
+    assert [e["by"] for e in events(c, "control-reset")] == ["dave@ctl-4"]  # not the one before its start

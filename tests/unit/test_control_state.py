@@ -13,6 +13,7 @@ from rpcdaemon.control.state import (
     DaemonView,
     Hold,
     Presence,
+    RecordError,
     clean_text,
     describe_span,
     parse_duration,
@@ -51,11 +52,11 @@ holds = st.builds(Hold, reason=texts.map(clean_text), by=texts.map(clean_text), 
 
 
 @given(pause=st.none() | holds, release=st.none() | holds,
-       event=st.sampled_from(["", "pause", "resume", "release-brake", "restore-brake"]), by=texts.map(clean_text),
-       at=times)
+       event=st.sampled_from(["", "pause", "resume", "release-brake", "restore-brake", "reset"]),
+       by=texts.map(clean_text), at=times, reason=texts.map(clean_text))
 def test_the_control_state_round_trips(pause: Hold | None, release: Hold | None, event: str, by: str,
-                                       at: float) -> None:
-    state = ControlState(pause=pause, brake_release=release, event=event, by=by, at=at)
+                                       at: float, reason: str) -> None:
+    state = ControlState(pause=pause, brake_release=release, event=event, by=by, at=at, reason=reason)
     assert ControlState.from_json(state.to_json()) == state
 
 
@@ -81,7 +82,7 @@ def test_a_malformed_control_state_is_named(raw: bytes, says: str) -> None:
 
 
 def test_a_malformed_view_is_named() -> None:
-    with pytest.raises(ValueError, match="live view: malformed"):
+    with pytest.raises(RecordError, match="live view: plugin down_time is not a time"):
         DaemonView.from_json(b'{"v": 1, "instance": "x", "at": 1, "plugins": [{"name": "L3Agent"}]}')
 
 

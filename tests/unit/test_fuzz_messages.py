@@ -3,6 +3,7 @@
 Checks the generator is what the e2e fuzz test relies on: deterministic, every category present, and
 each message decoded as its ``expect`` says (rejections with one of the decoder's fixed reasons),
 without the decoder ever raising. The e2e test then only has to show the daemon process agrees.
+The same for the control channel's records (``generate_records``) against their parsers.
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ from pathlib import Path
 import pytest
 from kombu.compression import decompress
 from tests.fuzz_messages import (
+    ACCEPTED,
+    CONTROL_STATE,
     HEARTBEAT,
+    LIVE_VIEW,
     NETWORK,
     REJECTED,
+    ROLL_CALL,
     UNPACKABLE,
     WEIGHTS,
     FuzzMessage,
+    FuzzRecord,
     as_delivered,
     generate,
+    generate_records,
 )
 
+from rpcdaemon.control.state import MAX_TEXT, ControlState, DaemonView, Presence, RecordError
 from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
 from rpcdaemon.observing.decode import Rejected, decode_message
 
@@ -100,3 +108,36 @@ def test_the_pickle_canary_fires_only_when_unpickled(tmp_path: Path) -> None:
     pickle.loads(pickles[0].body)  # what a consumer with pickle enabled would do
     assert canary.is_dir()
     os.rmdir(canary)
+
+
+RECORD_PARSERS = {CONTROL_STATE: ControlState.from_json, LIVE_VIEW: DaemonView.from_json, ROLL_CALL: Presence.from_json}
+
+
+def parsed(r: FuzzRecord) -> str:
+    try:
+        value = RECORD_PARSERS[r.category](r.body)
+    except RecordError as exc:
+        problem = exc.problem
+    else:
+        problem = None
+    if problem is not None:
+        assert "malformed (" not in problem, (r.shape, problem)  # a field reader named it
+        return REJECTED
+    texts = [value.by, value.event] if isinstance(value, ControlState) else [value.instance, value.version]
+    assert all(len(t) <= MAX_TEXT and "\n" not in t and "\x1b" not in t for t in texts)
+    return ACCEPTED
+
+
+def test_every_record_parses_as_expected_and_the_parsers_never_raise_otherwise() -> None:
+    records = list(generate_records(3000, seed=11))
+    began = time.perf_counter()
+    wrong = [(r.category, r.shape, r.expect, r.body[:120]) for r in records if parsed(r) != r.expect]
+    took = time.perf_counter() - began
+    assert wrong == [], wrong[:5]
+    assert {(r.category, r.shape) for r in records} == {
+        (c, s) for c in (CONTROL_STATE, LIVE_VIEW, ROLL_CALL)
+        for s in ("raw", "huge-int", "non-finite", "deep", "number", "text", "object", "version", "oversize",
+                  "unknown-fields", "odd-text", "well-formed")}
+    assert sum(r.expect == REJECTED for r in records) > 0.6 * len(records)
+    assert list(generate_records(300, seed=3)) == list(generate_records(300, seed=3))
+    assert took < 30, f"parsing 3000 fuzz records took {took:.1f} s"

@@ -270,7 +270,7 @@ def test_systemd_status_stays_one_line(tmp_path: Path) -> None:
 # -- what the control channel's records may say ----------------------------------------------------------------
 @pytest.mark.parametrize("text", HOSTILE)
 def test_a_pause_reason_or_name_off_the_bus_is_one_escaped_line(text: str) -> None:
-    hold = Hold.from_dict({"reason": text, "by": f"  {text}\n", "at": 1.0}, "pause")
+    hold = Hold.from_dict({"reason": text, "by": f"  {text}\n", "at": 1.0}, "pause", "control state")
     assert hold is not None
     assert hold.reason == escape_text(text)
     assert hold.by == escape_text(text)  # surrounding blanks trimmed first, as before

@@ -24,7 +24,7 @@ from rpcdaemon.redact import mask_text
 from rpcdaemon.telemetry.logs import configure_command_logging, reset_logging
 from rpcdaemon.textsafe import escape_text
 
-# name -> (module, one line of help). "resume" and "release-brake" live with "pause".
+# name -> (module, one line of help). "resume", "release-brake" and "control" live with "pause".
 COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "the agents as Neutron and the running daemon see them, the brake, the pause, the active "
                          "instance (-f table|json|yaml|value, -c COLUMN, --watch)"),
@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release-brake": ("pause", "let dead agents' work move although the mass-failure brake holds "
                                "(--for DURATION, --reason TEXT; audited)"),
     "restore-brake": ("pause", "end a brake release early"),
+    "control": ("pause", "control reset: write a fresh control state (not paused, brake as configured), also over "
+                         "a record not understood (--reason TEXT; audited)"),
 }
 
 

@@ -4,8 +4,9 @@
 It plans exactly as the daemon's pass does (the same pure planners and policies, brake included), from
 Neutron's agents and bindings and the verdicts of the active instance's live view; without one, from
 Neutron's own ``alive``. It changes nothing. Exit status: 0 nothing to do, 2 work needed (moves planned,
-or held back by the brake or a missing target), 1 could not tell (Neutron or the broker unreachable, or
-the configuration runs no failover plugin; without the broker, whether a daemon acts is unknown). The
+or held back by the brake or a missing target), 1 could not tell (Neutron or the broker unreachable, the
+configuration runs no failover plugin, or a record on the broker, the live view or the control state, is not
+understood: the line then ends with what is wrong; without the broker, whether a daemon acts is unknown). The
 line starts with OK, WORK or UNKNOWN, for a Nagios check or a Prometheus textfile collector.
 """
 
@@ -58,7 +59,8 @@ class PluginCheck:
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("-f", "--format", choices=("line", "json"), default="line",
                         help="line: one summary line (default); json: the whole plan")
-    parser.epilog = "Exit status: 0 nothing to do, 2 work needed, 1 could not tell. Changes nothing."
+    parser.epilog = ("Exit status: 0 nothing to do, 2 work needed, 1 could not tell (also: a record on the broker "
+                     "not understood). Changes nothing.")
 
 
 def check_plugin(name: str, api: NeutronAPI, ctx: CommandContext, facts: DaemonFacts) -> PluginCheck:
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
             close = getattr(api, "close", None)
             if close is not None:
                 close()
-    if any(c.error for c in checks) or facts.unreachable:
+    records = "; ".join(p for p in (facts.view_problem, facts.state_problem) if p)
+    if any(c.error for c in checks) or facts.unreachable or records:
         code, word = EXIT_FAILED, "UNKNOWN"
     elif any(c.work for c in checks):
         code, word = EXIT_WORK, "WORK"
@@ -108,8 +111,11 @@ def run(args: argparse.Namespace, ctx: CommandContext, out: TextIO, name: str) -
     else:
         source = "Neutron's verdicts, no daemon acting"
     paused = " [daemon paused]" if facts.view is not None and facts.view.paused is not None else ""
+    line = f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}"
+    if records:
+        line += f"; {records}"
     # One line whatever a host name or an error text holds (textsafe): a monitoring system reads it.
-    line = escape_text(f"{word} - " + "; ".join(c.summary() for c in checks) + f" ({source}){paused}")
+    line = escape_text(line)
     if args.format == "json":
         print(json.dumps(_json(checks, word, code, facts, line), indent=2), file=out)
     else:
@@ -122,7 +128,7 @@ def _json(checks: list[PluginCheck], word: str, code: int, facts: DaemonFacts, l
         "status": word.lower(), "exit_status": code, "summary": line,
         "source": "daemon" if facts.view is not None else "neutron",
         "active_instance": facts.view.instance if facts.view is not None else None,
-        "control_problem": facts.problem,
+        "control_problem": facts.problems,
         "plugins": {
             c.name: {
                 "agents": c.agents, "dead": c.dead, "braked": c.plan.braked, "held": list(c.plan.held),

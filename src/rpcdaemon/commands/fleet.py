@@ -2,7 +2,8 @@
 
 ``read_daemon`` asks the control channel for the acting instance's live view (``control.state.DaemonView``;
 None with the reason when no instance publishes one or the broker cannot be reached), the control state
-and the roll call of the instances. ``bindings`` reads
+and the roll call of the instances; a record there that is not understood is one problem line of its
+own, and the others are still read. ``bindings`` reads
 which agent hosts what (one call per agent, eight at a time), ``judged`` turns the view's verdicts (or,
 without a daemon, Neutron's ``alive``) into the ``Judged`` values the planners take.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.commands.context import CommandContext
 from rpcdaemon.control import VIEW_TTL
-from rpcdaemon.control.state import AgentView, ControlState, DaemonView, PluginView, Presence
+from rpcdaemon.control.state import AgentView, ControlState, DaemonView, PluginView, Presence, RecordError
 from rpcdaemon.deciding.liveness import Judged, Verdict
 from rpcdaemon.model import DHCP_AGENT, Agent
 
@@ -27,14 +28,27 @@ READ_WORKERS = 8
 @dataclass(frozen=True)
 class DaemonFacts:
     """What the control channel said: the live view (None: no daemon acts), the control state, and the
-    problem when the broker could not be asked."""
+    problem when the broker could not be asked or a record there is not understood."""
 
     view: DaemonView | None
     state: ControlState | None
-    problem: str | None = None
+    problem: str | None = None  # the broker could not be asked: nothing was read
     instances: tuple[Presence, ...] = ()  # the roll call: every instance running, the active first
     unreadable: int = 0  # roll-call entries that could not be read
     unreachable: bool = False  # the broker did not answer: whether a daemon acts is unknown
+    view_problem: str | None = None  # the live view is not understood (then None: verdicts are Neutron's)
+    state_problem: str | None = None  # the control state is not understood (then None: the pause is unknown)
+
+    @property
+    def problems(self) -> str | None:
+        """Every problem, in one line (None: none)."""
+        found = [p for p in (self.problem, self.view_problem, self.state_problem) if p]
+        return "; ".join(found) if found else None
+
+    @property
+    def state_known(self) -> bool:
+        """Whether ``state`` is what the broker holds (None then means: never written, not paused)."""
+        return self.problem is None and self.state_problem is None
 
     def plugin(self, name: str) -> PluginView | None:
         if self.view is None:
@@ -49,12 +63,18 @@ class DaemonFacts:
 def read_daemon(ctx: CommandContext, *, wall: float | None = None) -> DaemonFacts:
     now = time.time() if wall is None else wall
     channel = ctx.channel()
+    view_problem = state_problem = None
     try:
-        view = channel.read_view()
-        state = channel.read_state()
+        try:
+            view = channel.read_view()
+        except RecordError as exc:
+            view, view_problem = None, f"the live view on the broker is not understood ({exc.problem})"
+        try:
+            state = channel.read_state()
+        except RecordError as exc:
+            state, state_problem = None, (f"the control state on the broker is not understood ({exc.problem}): run "
+                                          "`rpcdaemon control reset`")
         instances, unreadable = channel.read_roll(now)
-    except ValueError as exc:
-        return DaemonFacts(None, None, f"the control channel holds something unreadable ({exc})")
     except Exception as exc:
         if not channel.is_broker_error(exc):
             raise
@@ -68,7 +88,8 @@ def read_daemon(ctx: CommandContext, *, wall: float | None = None) -> DaemonFact
         # Met another reader of the roll call: the view itself says the active instance runs.
         instances = [Presence(instance=view.instance, role="active", at=view.at, since=view.at,
                               version=view.version, dry_run=view.dry_run), *instances]
-    return DaemonFacts(view, state, instances=tuple(instances), unreadable=unreadable)
+    return DaemonFacts(view, state, instances=tuple(instances), unreadable=unreadable, view_problem=view_problem,
+                       state_problem=state_problem)
 
 
 def agents_of(api: NeutronAPI, agent_type: str) -> list[Agent]:

@@ -108,7 +108,7 @@ def _daemon_record(facts: DaemonFacts, now: float) -> dict[str, Any]:
         "active_instance": view.instance if view is not None else None,
         "version": view.version if view is not None else None,
         "view_age_s": round(max(0.0, now - view.at), 1) if view is not None else None,
-        "problem": facts.problem,
+        "problem": facts.problems,
         "paused": {"by": pause.by, "reason": pause.reason, "since": pause.at, "until": pause.until} if pause else None,
         "brake_released": {"by": release.by, "reason": release.reason, "since": release.at,
                            "until": release.until} if release else None,
@@ -152,12 +152,14 @@ def _instances_note(facts: DaemonFacts, now: float, *, age: bool) -> list[str]:
 
 def _notes(facts: DaemonFacts, daemon: dict[str, Any], now: float) -> list[str]:
     notes: list[str] = []
-    if facts.problem:
-        notes.append(f"control channel: {facts.problem}")
+    if facts.problems:
+        notes.append(f"control channel: {facts.problems}")
     state = facts.state
     pause = state.paused(now) if state is not None else None
     if pause is not None:
         notes.append(f"PAUSED {pause.describe(now)} (rpcdaemon resume ends it)")
+    elif not facts.state_known:
+        notes.append("pause: unknown (the control state could not be read)")
     else:
         notes.append("pause: not paused")
     release = state.brake_released(now) if state is not None else None

@@ -20,6 +20,9 @@ there every ``POLL`` seconds (``state.Presence``: host:pid, role, version, since
 ``stopped`` when it shuts down cleanly. ``rpcdaemon status`` lists the instances from it: an operator sees
 that the standbys are there before the day the active one dies.
 
+Every record read off the broker is bounded before it is trusted (``bounded``: size, depth, numbers;
+``state``: each field): one that is not is a ``state.RecordError``, never another exception.
+
 Who may steer: whoever can publish to those queues, that is whoever holds the broker credentials of
 the configuration file, which is root's and the daemon user's only (mode 0640). An unprivileged local user
 cannot read it, so cannot connect, so cannot pause (``commands`` refuse to run without the file). Every

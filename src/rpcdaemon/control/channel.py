@@ -1,8 +1,8 @@
 """Reading and writing the control channel's records (``rpcdaemon.control``) through ``ControlLink``.
 
 One ``ControlChannel`` per process and thread: the daemon's ``loop.ControlLoop`` and each command own
-theirs. Every method raises on a broker problem (``is_broker_error`` tells which) and on a malformed
-record (``ValueError``).
+theirs. Every method raises on a broker problem (``is_broker_error`` tells which) and on a record that
+is not understood (``state.RecordError``, a ``ValueError``; never another exception for it).
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ the broker for it.
 Until the first read succeeded, ``current()`` is None and the service moves nothing (``loaded``): a
 pause must be known before the first move, also for a daemon started during a pause. A broker outage is
 one WARNING and a retry every ``POLL`` seconds with the last state kept (the bus listeners are off the
-broker too, so nothing is judged dead meanwhile); a record that cannot be read is one WARNING, the last
-state kept. Any other error ends the thread with ``fatal`` set: the service then exits non-zero.
+broker too, so nothing is judged dead meanwhile). A record that is not understood (``state.RecordError``:
+garbage, a forgery, a newer version's) is one WARNING per distinct problem, not one per read: the last
+good state is kept, and before any was read nothing moves (the record may hold a pause) until
+``rpcdaemon control reset`` or ``resume`` writes a fresh one; the view and the roll call go on meanwhile.
+Any other error ends the thread with ``fatal`` set: the service then exits non-zero.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import replace
 
 from rpcdaemon.control import POLL
 from rpcdaemon.control.channel import ControlChannel
-from rpcdaemon.control.state import ControlState, DaemonView, Presence
+from rpcdaemon.control.state import ControlState, DaemonView, Presence, RecordError
 
 log = logging.getLogger("rpcdaemon.control")
 
@@ -40,7 +43,9 @@ class ControlLoop(threading.Thread):
         self._state: ControlState | None = None
         self.fatal: str | None = None
         self._trouble: str | None = None  # what the last WARNING said (said once until it changes)
-        self.reads = 0
+        self._record_trouble: str | None = None  # what is wrong with the record on the broker, as last said
+        self.reads = 0  # good reads of the control state
+        self.bad_reads = 0  # reads that found a record not understood
 
     def current(self) -> ControlState | None:
         """The last control state read (None before the first successful read)."""
@@ -76,18 +81,12 @@ class ControlLoop(threading.Thread):
     def tick(self) -> None:
         """One read of the state and one publication of the view (the thread's step; tests call it)."""
         try:
-            state = self.channel.read_state()
+            self._read()
             view = self._view()
             if view is not None:
                 self.channel.publish_view(view)
             if self._presence is not None:
                 self.channel.announce(self._presence())
-        except ValueError as exc:
-            self._say(f"control state not understood ({exc}); keeping the last one")
-            if self.current() is None:
-                with self._lock:  # a broken record must not keep the daemon from ever acting
-                    self._state = ControlState()
-            return
         except Exception as exc:
             if not self.channel.is_broker_error(exc):
                 raise
@@ -95,13 +94,29 @@ class ControlLoop(threading.Thread):
                       f" trying again every {self.poll:.0f}s")
             self.channel.reset()
             return
+        if self._trouble is not None:
+            log.info("control channel: reachable again")
+            self._trouble = None
+
+    def _read(self) -> None:
+        try:
+            state = self.channel.read_state()
+        except RecordError as exc:
+            self.bad_reads += 1
+            if exc.problem != self._record_trouble:
+                self._record_trouble = exc.problem
+                held = ("keeping the last one read" if self.current() is not None else
+                        "no automatic moves until it is (it may hold a pause)")
+                log.warning("control state on the broker is not understood (%s); %s: `rpcdaemon control reset` "
+                            "writes a fresh one", exc.problem, held)
+            return
         with self._lock:
             if state is not None or self._state is None:
                 self._state = state or ControlState()
         self.reads += 1
-        if self._trouble is not None:
-            log.info("control channel: reachable again")
-            self._trouble = None
+        if state is not None and self._record_trouble is not None:
+            log.info("control state on the broker understood again")
+            self._record_trouble = None
 
     def _say(self, text: str) -> None:
         if text != self._trouble:

@@ -1,7 +1,10 @@
-"""The control channel's two records as typed values, and their JSON (see ``rpcdaemon.control``).
+"""The control channel's records as typed values, and their JSON (see ``rpcdaemon.control``).
 
-Both come off the bus, so parsing is strict: a record that is not what it should be is a ``ValueError``
-naming what is wrong (the daemon then keeps what it had and says so once; a command says it and exits 1).
+All come off the bus, so parsing is strict: ``bounded.load_record`` bounds the bytes (size, depth, numbers)
+and each field is checked here (type, range; fields this version does not know are ignored, see
+``bounded``). A record that is not what it should be is a ``bounded.RecordError`` (a ``ValueError``)
+naming what is wrong, and nothing else is ever raised for it (the daemon then keeps what it had and says so
+once; a command says it in one line).
 Times are wall-clock seconds (``time.time()``): a pause "until 14:00" must mean the same on every
 controller (NTP keeps them together; the daemon's liveness judgement never uses them).
 """
@@ -11,12 +14,26 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from rpcdaemon.control.bounded import (
+    MAX_COUNT,
+    ROLL_BYTES,
+    STATE_BYTES,
+    VERSION,
+    VIEW_BYTES,
+    RecordError,
+    load_record,
+    number,
+    shown,
+)
+
+__all__ = ["VERSION", "RecordError"]  # re-exported: callers catch RecordError from here
 
 from rpcdaemon.textsafe import escape_text
 
-VERSION = 1
 MAX_TEXT = 300  # a reason longer than this is cut (it goes into every status and log line)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -82,22 +99,15 @@ class Hold:
         return {"reason": self.reason, "by": self.by, "at": self.at, "until": self.until}
 
     @classmethod
-    def from_dict(cls, value: Any, what: str) -> Hold | None:
+    def from_dict(cls, value: Any, what: str, record: str) -> Hold | None:
         if value is None:
             return None
         if not isinstance(value, dict):
-            raise ValueError(f"{what} is not an object")
+            raise RecordError(record, f"{what} is not an object")
         until = value.get("until")
-        at = value.get("at")
-        if not isinstance(at, (int, float)) or isinstance(at, bool):
-            raise ValueError(f"{what}.at is not a time")
-        if until is not None and (not isinstance(until, (int, float)) or isinstance(until, bool)):
-            raise ValueError(f"{what}.until is not a time")
-        reason, by = value.get("reason", ""), value.get("by", "")
-        if not isinstance(reason, str) or not isinstance(by, str):
-            raise ValueError(f"{what}.reason and .by must be text")
-        return cls(reason=clean_text(reason), by=clean_text(by), at=float(at),
-                   until=float(until) if until is not None else None)
+        return cls(reason=_text(value, "reason", record, f"{what}.reason"), by=_text(value, "by", record, f"{what}.by"),
+                   at=_time(value.get("at"), record, f"{what}.at"),
+                   until=_time(until, record, f"{what}.until") if until is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,7 @@ class ControlState:
     event: str = ""
     by: str = ""
     at: float = 0.0
+    reason: str = ""  # why, when the command took one (``rpcdaemon control reset --reason``)
 
     def paused(self, now: float) -> Hold | None:
         return self.pause if self.pause is not None and self.pause.active(now) else None
@@ -122,17 +133,20 @@ class ControlState:
         body = {"v": VERSION, "pause": self.pause.to_dict() if self.pause else None,
                 "brake_release": self.brake_release.to_dict() if self.brake_release else None,
                 "event": self.event, "by": self.by, "at": self.at}
+        if self.reason:
+            body["reason"] = self.reason
         return json.dumps(body, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ControlState:
-        body = _load(raw, "control state")
-        event, by, at = body.get("event", ""), body.get("by", ""), body.get("at", 0.0)
-        if not isinstance(event, str) or not isinstance(by, str) or not isinstance(at, (int, float)):
-            raise ValueError("control state: event, by and at have the wrong types")
-        return cls(pause=Hold.from_dict(body.get("pause"), "pause"),
-                   brake_release=Hold.from_dict(body.get("brake_release"), "brake_release"),
-                   event=clean_text(event), by=clean_text(by), at=float(at))
+        return _parse(raw, "control state", STATE_BYTES, cls._from_body)
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any], what: str) -> ControlState:
+        return cls(pause=Hold.from_dict(body.get("pause"), "pause", what),
+                   brake_release=Hold.from_dict(body.get("brake_release"), "brake_release", what),
+                   event=_text(body, "event", what), by=_text(body, "by", what),
+                   at=_time(body.get("at", 0.0), what, "at"), reason=_text(body, "reason", what))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,25 +203,34 @@ class DaemonView:
 
     @classmethod
     def from_json(cls, raw: bytes) -> DaemonView:
-        body = _load(raw, "live view")
-        try:
-            plugins = tuple(
-                PluginView(
-                    name=str(p["name"]), agent_type=str(p["agent_type"]), down_time=float(p["down_time"]),
-                    brake=str(p["brake"]) if p.get("brake") is not None else None,
-                    held=tuple(str(h) for h in p.get("held", ())), pending=int(p.get("pending", 0)),
-                    agents=tuple(
-                        AgentView(id=str(a["id"]), host=str(a["host"]), verdict=str(a["verdict"]), why=str(a["why"]),
-                                  heard_ago=float(a["heard_ago"]) if a.get("heard_ago") is not None else None)
-                        for a in p.get("agents", ())),
-                )
-                for p in body.get("plugins", ()))
-            return cls(instance=str(body["instance"]), at=float(body["at"]), version=str(body.get("version", "")),
-                       role=str(body.get("role", "")), dry_run=bool(body.get("dry_run", False)),
-                       paused=Hold.from_dict(body.get("paused"), "paused"),
-                       brake_release=Hold.from_dict(body.get("brake_release"), "brake_release"), plugins=plugins)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"live view: malformed ({type(exc).__name__}: {exc})") from None
+        return _parse(raw, "live view", VIEW_BYTES, cls._from_body)
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any], what: str) -> DaemonView:
+        plugins = []
+        for p in _objects(body, "plugins", what):
+            brake = p.get("brake")
+            agents = tuple(
+                AgentView(id=_text(a, "id", what, "agent id", required=True), host=_text(a, "host", what, "agent host"),
+                          verdict=_text(a, "verdict", what, "agent verdict", required=True),
+                          why=_text(a, "why", what, "agent why"),
+                          heard_ago=_time(a["heard_ago"], what, "agent heard_ago") if a.get("heard_ago") is not None
+                          else None)
+                for a in _objects(p, "agents", what))
+            plugins.append(PluginView(
+                name=_text(p, "name", what, "plugin name", required=True),
+                agent_type=_text(p, "agent_type", what, "plugin agent_type"),
+                down_time=_time(p.get("down_time"), what, "plugin down_time"),
+                brake=_text(p, "brake", what, "plugin brake") if brake is not None else None,
+                held=_texts(p, "held", what), pending=int(number(p.get("pending", 0), what, "plugin pending",
+                                                                 high=MAX_COUNT, integer=True)),
+                agents=agents))
+        return cls(instance=_text(body, "instance", what, required=True), at=_time(body.get("at"), what, "at"),
+                   version=_text(body, "version", what), role=_text(body, "role", what),
+                   dry_run=_flag(body, "dry_run", what),
+                   paused=Hold.from_dict(body.get("paused"), "paused", what),
+                   brake_release=Hold.from_dict(body.get("brake_release"), "brake_release", what),
+                   plugins=tuple(plugins))
 
 
 ROLES = ("active", "standby", "starting", "stopped")
@@ -232,20 +255,17 @@ class Presence:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Presence:
-        body = _load(raw, "roll-call entry")
-        instance, role, version = body.get("instance"), body.get("role"), body.get("version", "")
-        plugins = body.get("plugins", [])
-        if not isinstance(instance, str) or not instance:
-            raise ValueError("roll-call entry: no instance")
-        if role not in ROLES:
-            raise ValueError(f"roll-call entry: role {role!r} is not one of {', '.join(ROLES)}")
-        if not isinstance(version, str) or not isinstance(plugins, list) or not all(
-                isinstance(p, str) for p in plugins):
-            raise ValueError("roll-call entry: version and plugins must be text")
-        at, since = _time(body, "at"), _time(body, "since")
-        return cls(instance=clean_text(instance), role=str(role), at=at, since=since,
-                   version=clean_text(version), dry_run=body.get("dry_run") is True,
-                   plugins=tuple(clean_text(p) for p in plugins))
+        return _parse(raw, "roll-call entry", ROLL_BYTES, cls._from_body)
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any], what: str) -> Presence:
+        role = body.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise RecordError(what, f"role {shown(role)} is not one of {', '.join(ROLES)}")
+        return cls(instance=_text(body, "instance", what, required=True), role=role,
+                   at=_time(body.get("at"), what, "at"), since=_time(body.get("since"), what, "since"),
+                   version=_text(body, "version", what), dry_run=_flag(body, "dry_run", what),
+                   plugins=_texts(body, "plugins", what))
 
 
 def roll_call(entries: list[Presence], now: float, ttl: float) -> list[Presence]:
@@ -259,20 +279,55 @@ def roll_call(entries: list[Presence], now: float, ttl: float) -> list[Presence]
     return sorted(running, key=lambda e: (e.role != "active", e.instance))
 
 
-def _time(body: dict[str, Any], name: str) -> float:
-    value = body.get(name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise ValueError(f"roll-call entry: {name} is not a time")
-    return float(value)
+T = TypeVar("T")
 
 
-def _load(raw: bytes, what: str) -> dict[str, Any]:
+def _parse(raw: bytes, what: str, max_bytes: int, build: Callable[[dict[str, Any], str], T]) -> T:
+    """``build`` from the bounded body of ``raw``. The field readers below name what is wrong; anything
+    else a hostile record could still provoke is a RecordError too, never an exception of another kind."""
+    body = load_record(raw, what, max_bytes=max_bytes)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError(f"{what}: not JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError(f"{what}: not a JSON object")
-    if body.get("v") != VERSION:
-        raise ValueError(f"{what}: version {body.get('v')!r}, this rpcdaemon reads version {VERSION}")
-    return body
+        return build(body, what)
+    except RecordError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError) as exc:
+        raise RecordError(what, f"malformed ({type(exc).__name__})") from None
+
+
+def _text(body: dict[str, Any], key: str, what: str, name: str | None = None, *, required: bool = False) -> str:
+    """A text field, as it may be shown (``clean_text``); absent or blank: empty, or refused if ``required``."""
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise RecordError(what, f"{name or key} is not text")
+    text = clean_text(value)
+    if required and not any(escape_text(ch) == ch and not ch.isspace() for ch in value):  # nothing visible in it
+        raise RecordError(what, f"no {name or key}")
+    return text
+
+
+def _texts(body: dict[str, Any], key: str, what: str) -> tuple[str, ...]:
+    values = body.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise RecordError(what, f"{key} must be text")
+    return tuple(clean_text(v) for v in values)
+
+
+def _objects(body: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    values = body.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise RecordError(what, f"{key} is not a list of objects")
+    return values
+
+
+def _time(value: Any, what: str, name: str) -> float:
+    """A wall-clock time or a duration in seconds: a number from 0 to the year 9999."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise RecordError(what, f"{name} is not a time")
+    return float(number(value, what, name))
+
+
+def _flag(body: dict[str, Any], key: str, what: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise RecordError(what, f"{key} is not true or false")
+    return value

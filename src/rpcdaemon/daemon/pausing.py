@@ -3,7 +3,8 @@
 ``Service.step`` asks ``ControlGate.before_step`` once per check: it reads the last control state the
 ``control.loop.ControlLoop`` thread fetched (never the broker itself), says each change once in the log
 (a WARNING while paused, so an operator sees it; INFO when it ends, with who resumed it or that it
-expired) and in the audit trail (``pause``, ``resume``, ``brake-release``, ``brake-restore``), and answers:
+expired) and in the audit trail (``pause``, ``resume``, ``brake-release``, ``brake-restore``, and
+``control-reset`` for a ``rpcdaemon control reset`` made while this instance runs), and answers:
 
 - ``moves_allowed``: False while paused, and until the first control state was read (a daemon started
   during a pause must not act before it knows). The service then runs the standby's pass (no write, one
@@ -54,6 +55,7 @@ class ControlGate:
         self._pause: Hold | None = None  # the pause in force at the last step
         self._release: Hold | None = None
         self._waiting_said = False
+        self._reset_seen: tuple[str, float] | None = None  # (by, at) of the last reset noted
         self.started = wall()
         self.last = StepControl(moves_allowed=loop is None)
 
@@ -69,6 +71,7 @@ class ControlGate:
             self.last = StepControl(moves_allowed=False)
             return self.last
         now = self.wall()
+        self._note_reset(state)
         pause, release = state.paused(now), state.brake_released(now)
         resumed = self._note_pause(state, pause, now)
         self._note_release(state, release, now)
@@ -90,7 +93,7 @@ class ControlGate:
             self.audit("pause", by=pause.by, reason=pause.reason, until=pause.until, since=pause.at)
             return False
         assert before is not None
-        if state.event == "resume" and state.at >= before.at:
+        if state.event in ("resume", "reset") and state.at >= before.at:
             log.info("resumed by %s after %.0fs of pause; automatic moves again (a full reconcile first)",
                      state.by, max(0.0, now - before.at))
             self.audit("resume", by=state.by, paused_by=before.by, reason=before.reason,
@@ -114,9 +117,18 @@ class ControlGate:
                        since=release.at)
             return
         assert before is not None
-        how = "command" if state.event == "restore-brake" and state.at >= before.at else "expired"
+        how = "command" if state.event in ("restore-brake", "reset") and state.at >= before.at else "expired"
         log.info("mass-failure brake restored (%s)", f"by {state.by}" if how == "command" else "the release expired")
         self.audit("brake-restore", by=state.by if how == "command" else before.by, how=how)
+
+    def _note_reset(self, state: ControlState) -> None:
+        """A ``rpcdaemon control reset`` made while this instance runs (one read at its start is older news)."""
+        if state.event != "reset" or (state.by, state.at) == self._reset_seen or state.at < self.started:
+            return
+        self._reset_seen = (state.by, state.at)
+        log.info("control state reset by %s (%s): not paused, brake as configured", state.by,
+                    state.reason or "no reason given")
+        self.audit("control-reset", by=state.by, reason=state.reason)
 
     def presence(self) -> Presence:
         """This instance's roll-call entry (every role: a standby and a dry run too)."""
