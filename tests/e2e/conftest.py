@@ -50,8 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # vhost); the tests of the notifying one go to a single worker so that only one of those starts.
             if _uses_notifying(item):
                 item.add_marker(pytest.mark.xdist_group("e2e-neutron-notifying"))
-    # The broker restart disturbs the session's neutron-server for a while: it runs last of all.
-    items.sort(key=lambda item: _HERE in item.path.parents and item.get_closest_marker("disruptive") is not None)
+    # The e2e tests first: they take seconds to minutes each, so with pytest-xdist the unit tests fill the gaps
+    # at the end instead of a long e2e test starting last. The broker restart disturbs the session's
+    # neutron-server for a while: it runs last of all (scripts/test runs it in a pass of its own anyway).
+    items.sort(key=lambda item: (_HERE in item.path.parents and item.get_closest_marker("disruptive") is not None,
+                                 _HERE not in item.path.parents))
 
 
 def _uses_notifying(item: pytest.Item) -> bool:
