@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rpcdaemon.broker.bus import neutron_subscription
+from rpcdaemon.broker.link import neutron_subscription
 from rpcdaemon.observing.listener import BusListener
 
 

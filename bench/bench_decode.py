@@ -20,7 +20,8 @@ import time
 import uuid
 from typing import Any
 
-from rpcdaemon.broker.bus import RawMessage, make_connection, neutron_subscription, publish_raw
+from rpcdaemon.broker.connection import make_connection, publish_raw
+from rpcdaemon.broker.link import RawMessage, neutron_subscription
 from rpcdaemon.model import Heartbeat
 from rpcdaemon.observing.decode import decode_message
 from rpcdaemon.observing.listener import QUEUE_MAX_BYTES, QUEUE_MAX_LENGTH, BusListener

@@ -30,7 +30,8 @@ if __package__ in (None, ""):  # ``python bench/bench_fuzz.py``: make ``tests`` 
 
 from tests import fuzz_messages as fm
 
-from rpcdaemon.broker.bus import RawMessage, fanout_subscription, neutron_subscription, publish_raw
+from rpcdaemon.broker.connection import publish_raw
+from rpcdaemon.broker.link import RawMessage, fanout_subscription, neutron_subscription
 from rpcdaemon.model import Heartbeat, NetworkChanged, NetworkDeleted
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener

@@ -3,7 +3,7 @@
 Built by ``neutronconf`` from rpcdaemon.conf and neutron.conf. ``NeutronAccess`` (a no-auth endpoint,
 a clouds.yaml cloud name, or a keystoneauth plugin and its options from ``[keystone_authtoken]``) is
 consumed by ``acting.openstack_neutron``; ``BrokerTLS`` (CA, client certificate, host-name check) by
-``observing.bus.make_connection``. Secrets never reach a log: every secret field has ``repr=False``
+``broker.connection.make_connection``. Secrets never reach a log: every secret field has ``repr=False``
 and ``describe()`` names no secret.
 """
 

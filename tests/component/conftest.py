@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rpcdaemon.broker.bus import RawMessage, Subscription
+from rpcdaemon.broker.link import RawMessage, Subscription
 from rpcdaemon.observing.listener import BusListener
 
 AMQP_HOST = "127.0.0.1"

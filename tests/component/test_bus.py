@@ -28,15 +28,9 @@ from conftest import (
 )
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
-from rpcdaemon.broker.bus import (
-    RawMessage,
-    Subscription,
-    fanout_subscription,
-    neutron_subscription,
-    normalise_url,
-    publish_raw,
-    url_for_log,
-)
+from rpcdaemon.broker.amqpurl import normalise_url, url_for_log
+from rpcdaemon.broker.connection import publish_raw
+from rpcdaemon.broker.link import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.model import Heartbeat, NetworkDeleted
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from conftest import AMQP_URL, Collector, declare_oslo_exchange, rabbitmqctl, wait_for
 
-from rpcdaemon.broker.bus import RawMessage, fanout_subscription, make_connection, neutron_subscription, publish_raw
+from rpcdaemon.broker.connection import make_connection, publish_raw
+from rpcdaemon.broker.link import RawMessage, fanout_subscription, neutron_subscription
 from rpcdaemon.daemon.service import Service
 from rpcdaemon.exits import EXIT_FAILED
 from rpcdaemon.observing.listener import MAX_UNEXPECTED, BusListener

@@ -1,4 +1,4 @@
-"""The control channel's records on the real RabbitMQ (``control.channel``, ``observing.bus.ControlLink``).
+"""The control channel's records on the real RabbitMQ (``control.channel``, ``broker.control_link.ControlLink``).
 
 A record stays for every reader (a read gives it back), the newest write wins, the control state is
 durable, the live view vanishes after its TTL, readers at once never lose it, the roll call lists every
@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 from tests.component.conftest import AMQP_URL
 
-from rpcdaemon.broker.bus import control_connection, make_connection
+from rpcdaemon.broker.connection import make_connection
+from rpcdaemon.broker.control_link import control_connection
 from rpcdaemon.control import control_queue, roll_queue, view_queue
 from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.loop import ControlLoop

@@ -21,7 +21,8 @@ from conftest import AMQP_URL
 from daemon_proc import RPCDAEMON, NeutronStub, RpcDaemon, l3_config, wait_until
 from test_audit_process import audit_lines
 
-from rpcdaemon.broker.bus import control_connection, make_connection
+from rpcdaemon.broker.connection import make_connection
+from rpcdaemon.broker.control_link import control_connection
 from rpcdaemon.control import control_queue, roll_queue, view_queue
 from rpcdaemon.control.channel import ControlChannel
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import AMQP_URL, OSLO_URL, declare_fanout, wait_for
 from oslo_sender import OsloSender, dhcp_state, l3_state
 
-from rpcdaemon.broker.bus import RawMessage, Subscription, publish_raw
+from rpcdaemon.broker.connection import publish_raw
+from rpcdaemon.broker.link import RawMessage, Subscription
 from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.plugins.dump import DumpFilterError, DumpPlugin
 

@@ -27,7 +27,7 @@ from daemon_proc import (
     wait_until,
 )
 
-from rpcdaemon.broker.bus import publish_raw
+from rpcdaemon.broker.connection import publish_raw
 from rpcdaemon.demo.scenario import heartbeat_body
 from rpcdaemon.model import L3_AGENT, Agent
 

@@ -22,7 +22,7 @@ import pytest
 from conftest import AMQP_HOST, AMQP_PORT, AMQP_URL, wait_for
 from tests.harness.tcp_proxy import TcpProxy
 
-from rpcdaemon.broker.bus import LOCK_HEARTBEAT, LOCK_LEASE, BrokerLock, lock_connection
+from rpcdaemon.broker.leader_lock import LOCK_HEARTBEAT, LOCK_LEASE, BrokerLock, lock_connection
 from rpcdaemon.coordination.leader import Leadership, LockBackend, Role
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -18,7 +18,8 @@ import pytest
 from tls_broker import Pki, TlsBroker, make_pki, rabbitmq_missing
 
 from rpcdaemon.access import BrokerTLS
-from rpcdaemon.broker.bus import RawMessage, Subscription, make_connection, publish_raw
+from rpcdaemon.broker.connection import make_connection, publish_raw
+from rpcdaemon.broker.link import RawMessage, Subscription
 from rpcdaemon.config.neutronconf import resolve_settings
 from rpcdaemon.config.settings import parse_settings
 from rpcdaemon.observing.listener import BusListener

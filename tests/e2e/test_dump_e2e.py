@@ -15,7 +15,7 @@ from tests.e2e.rpcd import Daemons, RpcDaemon, broker_url, wait_until
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 
-from rpcdaemon.broker.bus import publish_raw
+from rpcdaemon.broker.connection import publish_raw
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from rpcdaemon.broker.bus import BrokerLink, BrokerTLS, make_connection
+from rpcdaemon.access import BrokerTLS
+from rpcdaemon.broker.connection import make_connection
+from rpcdaemon.broker.link import BrokerLink
 
 
 class _NoNetwork:

@@ -132,7 +132,7 @@ def test_a_host_name_the_socket_refuses_is_an_outage_not_a_bad_record(caplog: py
     # The real channel and link: connecting IDNA-encodes the host, which raises a UnicodeError (a
     # ValueError) before any network; that must not pass for an unreadable record, which would let the
     # daemon act before it ever read the pause.
-    from rpcdaemon.broker.bus import control_connection
+    from rpcdaemon.broker.control_link import control_connection
     from rpcdaemon.control.channel import ControlChannel
 
     channel = ControlChannel(lambda: control_connection("amqp://guest:s3cret@rabbit..example.com//"), "g")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rpcdaemon.broker.bus import RawMessage
+from rpcdaemon.broker.link import RawMessage
 from rpcdaemon.cli import main
 from rpcdaemon.config.settings import DumpSettings
 from rpcdaemon.observing.decode import DESCRIPTION_FIELDS, describe_message

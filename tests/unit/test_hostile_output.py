@@ -26,7 +26,7 @@ import yaml
 from tests.hostile import FORGED, HOSTILE, RICH_OWN, assert_shown_safely
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.broker.bus import RawMessage
+from rpcdaemon.broker.link import RawMessage
 from rpcdaemon.commands import check, refusal, status
 from rpcdaemon.commands.context import CommandError
 from rpcdaemon.commands.evacuate import evacuate

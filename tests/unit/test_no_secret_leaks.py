@@ -18,7 +18,7 @@ import prometheus_client
 import pytest
 
 from rpcdaemon.broker.amqpurl import url_for_log
-from rpcdaemon.broker.bus import RawMessage
+from rpcdaemon.broker.link import RawMessage
 from rpcdaemon.cli import main
 from rpcdaemon.config.settings import ConfigError
 from rpcdaemon.deciding.liveness import Judged, Verdict

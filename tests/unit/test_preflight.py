@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcdaemon.broker.bus import check_url
+from rpcdaemon.broker.checks import check_url
 from rpcdaemon.cli import main
 from rpcdaemon.config.neutronconf import resolve_settings
 from rpcdaemon.config.settings import load_settings

@@ -2,8 +2,8 @@
 
 Pure string functions (no kombu): ``normalise_url`` turns ``[Daemon] rpchost`` or an oslo
 ``transport_url`` into a kombu URL (a ``;``-separated failover list when there are several hosts);
-``url_for_log`` hides every password (``rpcdaemon.redact.redact_url``). Re-exported by
-``observing.bus``, which uses both.
+``url_for_log`` hides every password (``rpcdaemon.redact.redact_url``). The other ``broker``
+modules use both.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
-from rpcdaemon.broker.bus import control_connection
+from rpcdaemon.broker.control_link import control_connection
 from rpcdaemon.config.neutronconf import PluginNeutron, Resolved, resolve_settings
 from rpcdaemon.config.settings import AgentPluginSettings, Settings, load_settings
 from rpcdaemon.control.channel import ControlChannel

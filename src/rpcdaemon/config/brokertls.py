@@ -3,7 +3,7 @@
 ``neutronconf`` calls ``rabbit_tls`` while reading neutron.conf (``[oslo_messaging_rabbit]`` ssl,
 ssl_ca_file, ssl_cert_file, ssl_key_file, ssl_version and their deprecated names, also in [DEFAULT];
 ``transport_url``'s ``?ssl=1``), and ``broker_tls`` from ``resolve_settings`` to settle the
-``BrokerTLS`` value that ``observing.bus.make_connection`` uses. Every file named is opened here and
+``BrokerTLS`` value that ``broker.connection.make_connection`` uses. Every file named is opened here and
 the whole set loaded once as the bus will load it, so a wrong file fails before the daemon starts,
 with a message naming the key and the file that set it.
 """
@@ -127,7 +127,7 @@ def broker_tls(settings: Settings, rabbit: RabbitTLS | None, url: str) -> Broker
     if tls.key_file and not tls.cert_file:
         raise ConfigError("Daemon", "ssl_cert_file", None, "a key file is set but no certificate file",
                           source=settings.source)
-    from rpcdaemon.broker.bus import check_tls  # the ssl files are loaded as the bus will load them
+    from rpcdaemon.broker.checks import check_tls  # the ssl files are loaded as the bus will load them
 
     try:
         check_tls(tls)

@@ -9,7 +9,7 @@ several files and directories, read over each other as neutron-server's ``--conf
 combines all that with rpcdaemon.conf into the values the service wires up; ``cli.main`` calls it
 before detaching so a bad file is reported on the terminal.
 
-``kombu_url`` is a pure function; ``observing.bus.normalise_url`` does a similar job for the bus
+``kombu_url`` is a pure function; ``broker.amqpurl.normalise_url`` does a similar job for the bus
 listener (two implementations for now: this one is the one applied to configuration).
 """
 

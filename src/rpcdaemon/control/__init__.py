@@ -1,7 +1,7 @@
 """The control channel: how operator commands reach the daemon, and how they see it.
 
 Two records live on the bus's own RabbitMQ, each the one newest message of a queue of its own
-(``observing.bus.ControlLink``), named after ``[coordination] group`` like the leadership lock:
+(``broker.control_link.ControlLink``), named after ``[coordination] group`` like the leadership lock:
 
 - ``rpcdaemon.control.<group>`` (durable, persistent): the **control state**
   (``state.ControlState``): a pause (who, why, since when, until when) and a deliberate release of the

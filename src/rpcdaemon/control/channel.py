@@ -11,7 +11,8 @@ import random
 import time
 from collections.abc import Callable
 
-from rpcdaemon.broker.bus import Connection, ControlLink
+from rpcdaemon.broker.connection import Connection
+from rpcdaemon.broker.control_link import ControlLink
 from rpcdaemon.control import ROLL_MAX, VIEW_TTL, control_queue, roll_queue, view_queue
 from rpcdaemon.control.state import ControlState, DaemonView, Presence, roll_call
 

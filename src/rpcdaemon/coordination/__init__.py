@@ -1,5 +1,5 @@
 """Who is active: one instance of a group acts, the others stand by (``leader``; the broker lock in
-``observing.bus``, tooz backends in ``tooz_lock``)."""
+``broker.leader_lock``, tooz backends in ``tooz_lock``)."""
 
 # The tooz backends whose locks expire when their holder goes silent (``[coordination] backend_url``);
 # ``settings`` refuses the others, ``tooz_lock`` knows how each one's expiry is set.

@@ -2,7 +2,7 @@
 
 Operators run rpcdaemon on every controller with the same configuration. Each instance runs one
 ``Leadership``: a thread that keeps trying to take one lock (``LockBackend``: the broker's exclusive
-queue, ``observing.bus.BrokerLock``, by default; a tooz backend, ``coordination.tooz_lock``, as an
+queue, ``broker.leader_lock.BrokerLock``, by default; a tooz backend, ``coordination.tooz_lock``, as an
 option) and, once it holds it, confirms holding it every ``interval`` (1 s) with one round trip.
 ``wiring`` builds it, the service asks it for its role every check, and the fence in front of the
 Neutron adapter (``acting.fence``) asks ``is_leader()`` right before every write.

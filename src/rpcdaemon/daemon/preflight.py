@@ -3,7 +3,7 @@
 ``cli.main`` calls ``run_checks`` after the settings and neutron.conf files are loaded, before
 detaching, so that a start failure reaches the terminal as one line and exit status 2 (a systemd
 restart loop helps nobody when the configuration is wrong). Each check uses the code the daemon will
-use: the broker URL goes through ``observing.bus.check_url`` (kombu's own parsing, every failover
+use: the broker URL goes through ``broker.checks.check_url`` (kombu's own parsing, every failover
 alternate, each host as the socket module will encode it, the port as written), ``[coordination]
 backend_url`` through ``coordination.tooz_lock`` (tooz and the backend's client installed, a lock
 expiry longer than the lease), a clouds.yaml cloud through ``acting.openstack_neutron.check_cloud``, a
@@ -50,7 +50,7 @@ def check_coordination(url: str) -> None:
 
 def default_checkers() -> Checkers:
     from rpcdaemon.acting.openstack_neutron import check_cloud  # openstacksdk: only when needed
-    from rpcdaemon.broker.bus import check_url
+    from rpcdaemon.broker.checks import check_url
 
     return Checkers(check_url=check_url, check_cloud=check_cloud)
 

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rpcdaemon import __version__
+from rpcdaemon.access import BrokerTLS
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.fencing import FencePolicy, Fencer
 from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
-from rpcdaemon.broker.bus import BrokerTLS, RawMessage, Subscription, make_connection
+from rpcdaemon.broker.connection import make_connection
+from rpcdaemon.broker.link import RawMessage, Subscription
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.daemon.pausing import ControlGate

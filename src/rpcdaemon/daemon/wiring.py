@@ -20,13 +20,16 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from rpcdaemon.access import BrokerTLS
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.acting.fencing import FencePolicy
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.acting.readiness import ReadinessPolicy
 from rpcdaemon.acting.write_guard import FencedNeutron
-from rpcdaemon.broker.bus import BrokerLock, BrokerTLS, control_connection, lock_connection, url_for_log
+from rpcdaemon.broker.amqpurl import url_for_log
+from rpcdaemon.broker.control_link import control_connection
+from rpcdaemon.broker.leader_lock import BrokerLock, lock_connection
 from rpcdaemon.config.neutronconf import PluginNeutron, resolve_settings
 from rpcdaemon.config.settings import (
     AgentPluginSettings,

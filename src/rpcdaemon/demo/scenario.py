@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from rpcdaemon.acting.executor import ExecutorPolicy
-from rpcdaemon.broker.bus import publish_raw
+from rpcdaemon.broker.connection import publish_raw
 from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron

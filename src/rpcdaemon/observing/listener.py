@@ -1,6 +1,6 @@
 """The bus listener thread: keeps a queue of the daemon's own bound to Neutron's exchanges and hands
 every message to a callback. Started by ``service`` (one per set of subscriptions), the demo and the
-benchmarks. It talks to the broker only through ``observing.bus`` and never imports kombu.
+benchmarks. It talks to the broker only through ``broker.link`` and never imports kombu.
 
 Each message goes, as a ``RawMessage``, to a callback that decodes and records it, and is acked
 whatever happened (a poison message must not be redelivered forever). The listener binds its own
@@ -43,7 +43,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rpcdaemon.broker.bus import Ack, BrokerLink, Connection, RawMessage, Subscription, make_connection
+from rpcdaemon.broker.connection import Connection, make_connection
+from rpcdaemon.broker.link import Ack, BrokerLink, RawMessage, Subscription
 
 __all__ = ["MAX_UNEXPECTED", "QUEUE_MAX_BYTES", "QUEUE_MAX_LENGTH", "BusCounts", "BusListener", "LinkState"]
 

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import jmespath.exceptions
 
-from rpcdaemon.broker.bus import RawMessage, Subscription, fanout_subscription, neutron_subscription
+from rpcdaemon.broker.link import RawMessage, Subscription, fanout_subscription, neutron_subscription
 from rpcdaemon.observing.decode import describe_message
 from rpcdaemon.plugins.dump_filter import (
     DumpFilterError,
