@@ -29,7 +29,8 @@ from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import PassReport, Timing
+from rpcdaemon.plugins.base import Timing
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.audit import SCHEMA_FILE, AuditLog, PassAuditor
 from rpcdaemon.telemetry.logs import reopen_log_files
 
