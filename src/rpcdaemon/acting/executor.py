@@ -1,6 +1,8 @@
 """The one executor: applies planned actions through the narrow Neutron interface.
 
-Called by the L3Agent and DHCPAgent plugins with the actions of one pass. Bounded parallelism (a
+Called by the L3Agent and DHCPAgent plugins with the actions of one pass (and with the unbinds of their
+readiness follow-up, ``move_unready``). What differs between routers and networks (which call unbinds
+one, which reads one back) is ``acting.resources``' table. Bounded parallelism (a
 thread pool of ``workers``), retries with exponential backoff for temporary errors (tenacity),
 "already done" treated as done (the adapter makes unbind-of-unbound and bind-twice succeed), a
 last-moment check before each action (``still_valid``: is the source still dead, is the target still
