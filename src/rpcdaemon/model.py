@@ -166,6 +166,7 @@ class Network:
 class ActionKind(StrEnum):
     MOVE_ROUTER = "move-router"
     BIND_ROUTER = "bind-router"
+    UNBIND_ROUTER = "unbind-router"  # only by the readiness follow-up (move_unready): the planner then moves it
     UNBIND_NETWORK = "unbind-network"
     BIND_NETWORK = "bind-network"
 
@@ -175,7 +176,7 @@ class Action:
     """One change a planner wants. ``source`` is unbound first (if set), then ``target`` bound.
 
     MOVE_ROUTER: source and target; BIND_ROUTER: target only (the router is hosted nowhere);
-    UNBIND_NETWORK: source only; BIND_NETWORK: target only.
+    UNBIND_ROUTER, UNBIND_NETWORK: source only; BIND_NETWORK: target only.
     """
 
     kind: ActionKind
@@ -202,6 +203,7 @@ class Action:
 _VERBS = {
     ActionKind.MOVE_ROUTER: "move router",
     ActionKind.BIND_ROUTER: "schedule router",
+    ActionKind.UNBIND_ROUTER: "remove router",
     ActionKind.UNBIND_NETWORK: "remove network",
     ActionKind.BIND_NETWORK: "add network",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,8 @@ from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import PassReport, Timing
+from rpcdaemon.plugins.base import Timing
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.audit import SCHEMA_FILE, AuditLog, PassAuditor
 from rpcdaemon.telemetry.logs import reopen_log_files
 
@@ -38,6 +40,7 @@ TICK = 2.0
 START = 1000.0
 EPOCH = 1_780_000_000.0  # the wall clock at START (2026-05-28)
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+FOLLOWED = ReadinessPolicy(timeout=60.0, poll_interval=1.0)  # the cloud's readiness following
 
 
 class Clock:
@@ -63,7 +66,8 @@ class Cloud:
     """Three L3 agents (a hosts four routers with ports), the service around them, one check per tick."""
 
     def __init__(self, tmp_path: Path, *, dry_run: bool = False, workers: int = 2,
-                 api: type[FakeNeutron] = FakeNeutron, **service: Any) -> None:
+                 api: type[FakeNeutron] = FakeNeutron,
+                 readiness: ReadinessPolicy = FOLLOWED, **service: Any) -> None:
         self.clock = Clock()
         self.path = tmp_path / "audit.log"
         self.api = api(clock=self.clock, sleep=lambda s: None)
@@ -81,7 +85,7 @@ class Cloud:
             timing=Timing(reconcile_interval=60.0, retry_reconcile_after=5.0, target_fresh=DOWN, opinion_interval=1.0),
             executor=ExecutorPolicy(workers=workers, backoff_min=0, backoff_max=0, dry_run=dry_run),
             brake=BrakePolicy(max_dead_fraction=0.5), max_moves=100,
-            readiness=ReadinessPolicy(timeout=60.0, poll_interval=1.0),
+            readiness=readiness,
         )
         self.stop = threading.Event()
         # Listening since the start: the plugin's window is its own clock's, no bus thread needed.
@@ -175,6 +179,35 @@ def test_a_failover_after_a_brake_is_told_line_by_line(cloud: Callable[..., Clou
     assert all(r["ready"] and r["kind"] == "router" and r["to_id"] == to[r["resource_id"]] for r in ready)
 
 
+def test_a_router_its_target_never_brings_up_is_unbound_by_the_executor_in_one_action_line(
+    cloud: Callable[..., Cloud], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    c = cloud(readiness=ReadinessPolicy(timeout=10.0, poll_interval=1.0, move_unready=True))
+    c.api.set_up_delay("b", None)  # b takes routers but never brings their ports up
+    c.run(2 * DOWN)
+    c.speaking.discard("a")
+    c.run(DOWN + 40)
+    assert c.api.router_bindings() == dict.fromkeys([f"r{i}" for i in range(4)], frozenset({"c"}))
+    lines = lines_of(c.path)
+    actions = [x for x in lines if x["event"] == "action"]
+    sent_to_b = sorted(x["resource_id"] for x in actions if x["kind"] == "move-router" and x["to_id"] == "b")
+    unbinds = [x for x in actions if x["kind"] == "unbind-router"]
+    assert sent_to_b
+    assert sorted(x["resource_id"] for x in unbinds) == sent_to_b  # one line each
+    messages = [r.getMessage() for r in caplog.records if r.name == "rpcdaemon.l3agent"]
+    for x in unbinds:
+        # The line the follow-up wrote itself before its unbind went through the executor, field for field.
+        assert list(x) == ["ts", "event", "instance", "plugin", "kind", "resource_id", "from_host", "from_id",
+                           "to_host", "to_id", "reason", "status", "seconds", "detail"]
+        assert (x["plugin"], x["from_host"], x["from_id"], x["to_host"], x["to_id"], x["status"], x["detail"]) == (
+            "L3Agent", "host-b", "b", None, None, "done", "")
+        assert re.fullmatch(r"not ready after \d+s", x["reason"]), x
+        # ... and the executor's one INFO line per action, as for every other action.
+        said = f"remove router {x['resource_id']} from host-b (b) ({x['reason']}): done in "
+        assert sum(m.startswith(said) for m in messages) == 1, messages
+
+
 def test_fence_runs_come_through_the_plugin_hook_with_secrets_redacted(cloud: Callable[..., Cloud]) -> None:
     c = cloud()
     plugin = c.svc.plugins[0]
@@ -183,7 +216,7 @@ def test_fence_runs_come_through_the_plugin_hook_with_secrets_redacted(cloud: Ca
                  program="fence-ipmi", exit_status=1, seconds=0.25,
                  detail="login password=hunter2 rejected by amqp://admin:s3cret@bmc-1//",
                  stderr="Error: token: tok-123", work="stays")
-    [line] = lines_of(c.path)  # valid: the fields the fence gate (plugins/base.py) writes are the schema's
+    [line] = lines_of(c.path)  # valid: the fields the fence gate (plugins/fence_gate.py) writes are the schema's
     c.audit.record("stop", exit_status=0, reason="x", auth_token="tok-456", nested={"password": "hunter3"})
     text = c.path.read_text()
     for secret in ("hunter2", "s3cret", "tok-123", "tok-456", "hunter3"):

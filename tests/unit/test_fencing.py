@@ -51,9 +51,9 @@ from rpcdaemon.deciding.liveness import Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Agent
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import PassReport
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.audit import SCHEMA_FILE, render_line
 from rpcdaemon.telemetry.metrics import Metrics
 

@@ -28,8 +28,9 @@ from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Ver
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Agent
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import PassReport, Timing
+from rpcdaemon.plugins.base import Timing
 from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.health import Probe
 from rpcdaemon.telemetry.metrics import Metrics
 from rpcdaemon.telemetry.sdnotify import Notifier

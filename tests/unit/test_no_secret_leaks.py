@@ -24,8 +24,8 @@ from rpcdaemon.config.settings import ConfigError
 from rpcdaemon.deciding.liveness import Judged, Verdict
 from rpcdaemon.model import Agent, Heartbeat
 from rpcdaemon.observing.decode import Rejected, decode_message
-from rpcdaemon.plugins.base import PassReport
 from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.logs import FORMAT, MaskingFormatter
 from rpcdaemon.telemetry.metrics import Metrics
 

@@ -24,9 +24,10 @@ from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, ActionKind, Agent, Heartbeat, Network, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
+from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.plugins.report import PassReport
 
 DOWN = 75.0
 LIVENESS = LivenessPolicy(down_time=DOWN, startup_grace=DOWN, revive_hold=120.0)

@@ -15,7 +15,8 @@ import pytest
 
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.readiness import ReadinessFollower, ReadinessPolicy, network_ready, router_ready
+from rpcdaemon.acting.readiness import ReadinessFollower, ReadinessPolicy
+from rpcdaemon.acting.resources import NETWORK, ROUTER, ResourceKind, network_ready, router_ready
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.l3 import L3Policy
 from rpcdaemon.deciding.liveness import LivenessPolicy
@@ -37,9 +38,10 @@ from rpcdaemon.model import (
     PortState,
 )
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
+from rpcdaemon.plugins.base import FailoverPlugin, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.metrics import Metrics
 
 
@@ -65,7 +67,7 @@ def moved(router_id: str, source: Agent, target: Agent, kind: ActionKind = Actio
     return Outcome(Action(kind, router_id, source, target), OutcomeStatus.DONE, 0.1)
 
 
-def follower(api: FakeNeutron, clock: Clock, kind: str = "router", **policy: object) -> ReadinessFollower:
+def follower(api: FakeNeutron, clock: Clock, kind: ResourceKind = ROUTER, **policy: object) -> ReadinessFollower:
     return ReadinessFollower(api, ReadinessPolicy(**policy), kind=kind, plugin="L3Agent", clock=clock)  # type: ignore[arg-type]
 
 
@@ -222,7 +224,7 @@ def test_a_dhcp_network_is_ready_with_its_port_on_the_target(api: FakeNeutron, c
     net = api.add_network(network_id="n1").id
     api.set_up_delay("b", 1.5)
     api.bind_network("b", net)
-    f = ReadinessFollower(api, ReadinessPolicy(), kind="network", plugin="DHCPAgent", clock=clock)
+    f = ReadinessFollower(api, ReadinessPolicy(), kind=NETWORK, plugin="DHCPAgent", clock=clock)
     f.track([Outcome(Action(ActionKind.BIND_NETWORK, net, None, b), OutcomeStatus.DONE, 0.1),
              Outcome(Action(ActionKind.UNBIND_NETWORK, net, a, None), OutcomeStatus.DONE, 0.1)], clock.now)
     assert list(f.tracked) == [(net, "b")]
@@ -405,7 +407,7 @@ def test_a_network_bound_to_several_agents_is_followed_on_each(api: FakeNeutron,
     api.set_up_delay("d", None)  # this one never brings it up
     for a in agents:
         api.bind_network(a.id, net)
-    f = ReadinessFollower(api, ReadinessPolicy(timeout=5.0), kind="network", plugin="DHCPAgent", clock=clock)
+    f = ReadinessFollower(api, ReadinessPolicy(timeout=5.0), kind=NETWORK, plugin="DHCPAgent", clock=clock)
     f.track([Outcome(Action(ActionKind.BIND_NETWORK, net, None, a), OutcomeStatus.DONE, 0.1) for a in agents],
             clock.now)
     results = []

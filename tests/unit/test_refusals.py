@@ -211,7 +211,7 @@ def test_l3_refusal_is_remembered_not_retried(make_rig: Callable[..., Rig], capl
     rig.run(DOWN + 4 * TICK)
     assert rig.api.router_bindings()["r0"] == {"c"}
     assert rig.api.refusals["b"] == 1
-    assert set(rig.plugin.refused) == {("r0", "b")}
+    assert set(rig.plugin.refusals) == {("r0", "b")}
     (line,) = _refusal_lines(caplog)
     assert "host-b (b)" in line
     assert "InvalidL3Agent" in line
@@ -227,25 +227,25 @@ def test_refused_pair_is_forgotten_when_the_agent_restarts(make_rig: Callable[..
     rig = make_rig(L3_AGENT)
     rig.agents("a", "b")
     rig.run(20)
-    rig.plugin.refuse("r0", "b", "test")
+    rig.plugin.refusals.refuse("r0", "b", "test")
     rig.tick()
-    assert rig.plugin.refused_pairs() == {("r0", "b")}
+    assert rig.plugin.refusals.pairs() == {("r0", "b")}
     rig.registry.record(Heartbeat(L3_AGENT, "host-a", rig.clock(), start_flag=True))  # another agent
-    assert rig.plugin.refused_pairs() == {("r0", "b")}
+    assert rig.plugin.refusals.pairs() == {("r0", "b")}
     rig.clock.now += 1
     rig.registry.record(Heartbeat(L3_AGENT, "host-b", rig.clock(), start_flag=True))
-    assert rig.plugin.refused_pairs() == frozenset()
+    assert rig.plugin.refusals.pairs() == frozenset()
 
 
 def test_refused_pair_is_forgotten_after_refusal_memory(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(L3_AGENT)
     rig.agents("a", "b")
     rig.run(20)
-    rig.plugin.refuse("r0", "b", "test")
+    rig.plugin.refusals.refuse("r0", "b", "test")
     rig.clock.now += rig.plugin.timing.refusal_memory - 1
-    assert rig.plugin.refused_pairs() == {("r0", "b")}
+    assert rig.plugin.refusals.pairs() == {("r0", "b")}
     rig.clock.now += 1
-    assert rig.plugin.refused_pairs() == frozenset()
+    assert rig.plugin.refusals.pairs() == frozenset()
 
 
 def test_dhcp_refusal_is_remembered_not_retried(make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:

@@ -30,7 +30,7 @@ class _Plugin(FailoverPlugin):
     name = "Stub"
 
     def __init__(self) -> None:  # no API, no executor: check is overridden
-        from rpcdaemon.plugins.base import PassReport
+        from rpcdaemon.plugins.report import PassReport
 
         self.executor = _NoExecutor()  # type: ignore[assignment]
         self.api = None  # type: ignore[assignment]
@@ -40,7 +40,7 @@ class _Plugin(FailoverPlugin):
         self.bindings = {}
 
     def check(self):  # type: ignore[no-untyped-def]
-        from rpcdaemon.plugins.base import PassReport
+        from rpcdaemon.plugins.report import PassReport
 
         return PassReport()
 

@@ -1,6 +1,8 @@
 """The one executor: applies planned actions through the narrow Neutron interface.
 
-Called by the L3Agent and DHCPAgent plugins with the actions of one pass. Bounded parallelism (a
+Called by the L3Agent and DHCPAgent plugins with the actions of one pass (and with the unbinds of their
+readiness follow-up, ``move_unready``). What differs between routers and networks (which call unbinds
+one, which reads one back) is ``acting.resources``' table. Bounded parallelism (a
 thread pool of ``workers``), retries with exponential backoff for temporary errors (tenacity),
 "already done" treated as done (the adapter makes unbind-of-unbound and bind-twice succeed), a
 last-moment check before each action (``still_valid``: is the source still dead, is the target still
@@ -38,11 +40,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rpcdaemon.acting.api import ErrorKind, NeutronAPI, NeutronError
+from rpcdaemon.acting.resources import ResourceKind, kind_of
 from rpcdaemon.acting.write_guard import Fenced
 from rpcdaemon.model import Action, ActionKind, Outcome, OutcomeStatus
 
@@ -252,9 +256,10 @@ class Executor:
     def _call(self, action: Action, still_valid: Validator | None) -> str:
         rid = action.resource_id
         api = self._api
-        if action.kind is ActionKind.UNBIND_NETWORK:
+        kind = kind_of(action.kind)
+        if action.kind is kind.unbind:  # a network leaving an agent, or a router not up on its target
             assert action.source is not None
-            self._retry(api.unbind_network, action.source.id, rid)
+            self._retry(partial(kind.unbind_from, api), action.source.id, rid)
             return ""
         if action.kind is ActionKind.BIND_NETWORK:
             assert action.target is not None
@@ -344,30 +349,31 @@ class Executor:
         """One read per target agent confirms every reported bind (unbinds are not read back: an
         unbind that did not stick is seen, and planned again, at the next reconcile); then the
         target must still be alive. While stopping nothing is read (the shutdown is bounded)."""
-        needs: dict[tuple[str, str], set[str]] = {}
-        for o in outcomes:
+        def bound(o: Outcome) -> tuple[ResourceKind, str] | None:
+            """(what, target agent id) of a DONE bind or move; None for anything else."""
             a = o.action
-            if o.status is not OutcomeStatus.DONE:
-                continue
-            if a.kind in (ActionKind.MOVE_ROUTER, ActionKind.BIND_ROUTER) and a.target:
-                needs.setdefault(("router", a.target.id), set()).add(a.resource_id)
-            elif a.kind is ActionKind.BIND_NETWORK and a.target:
-                needs.setdefault(("network", a.target.id), set()).add(a.resource_id)
-        seen: dict[tuple[str, str], set[str] | None] = {}
+            kind = kind_of(a.kind)
+            if o.status is not OutcomeStatus.DONE or a.target is None or a.kind not in kind.binds:
+                return None
+            return kind, a.target.id
+
+        needs: dict[tuple[ResourceKind, str], set[str]] = {}
+        for o in outcomes:
+            if (key := bound(o)) is not None:
+                needs.setdefault(key, set()).add(o.action.resource_id)
+        seen: dict[tuple[ResourceKind, str], set[str] | None] = {}
         for key in needs if not self._stop.is_set() else ():
             kind, agent_id = key
             try:
-                read = self._api.routers_on_agent if kind == "router" else self._api.networks_on_agent
-                seen[key] = set(self._retry(read, agent_id))
+                seen[key] = set(self._retry(partial(kind.hosted_on, self._api), agent_id))
             except NeutronError as err:
-                self._log.warning("could not read back %ss on agent %s: %s", kind, agent_id, err)
+                self._log.warning("could not read back %s on agent %s: %s", kind.plural, agent_id, err)
                 seen[key] = None
         checked = []
         for o in outcomes:
             a = o.action
-            if o.status is OutcomeStatus.DONE and a.target is not None and a.kind is not ActionKind.UNBIND_NETWORK:
-                kind = "network" if a.kind is ActionKind.BIND_NETWORK else "router"
-                got = seen.get((kind, a.target.id))
+            if (key := bound(o)) is not None:
+                got = seen.get(key)
                 if got is not None and a.resource_id not in got:
                     o = Outcome(a, OutcomeStatus.FAILED, o.seconds, "not hosted by the target on read-back")
                     self._log.warning("%s: failed on read-back: not hosted by the target", a.describe())

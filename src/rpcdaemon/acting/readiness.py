@@ -11,6 +11,8 @@ check pass; ``poll`` costs nothing while nothing is tracked, and otherwise one b
   without such ports is ready at once.
 - A DHCP network is ready when one of its DHCP ports is bound to the target host and ACTIVE.
 
+(Those two rules, and which ports are read for each, are ``acting.resources``' table of the kinds.)
+
 Each resource followed ends as a ``Readiness`` (ready, with its time since the move began, or not
 ready within ``timeout``); the plugin logs, counts and, by policy, moves the unready ones on. Only
 the Neutron API adapter is called, never anything else.
@@ -24,23 +26,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
-from rpcdaemon.model import (
-    PORT_DHCP,
-    PORT_ROUTER_GATEWAY,
-    PORT_ROUTER_INTERFACE,
-    PORT_ROUTER_SNAT,
-    ActionKind,
-    Agent,
-    Outcome,
-    OutcomeStatus,
-    PortState,
-)
+from rpcdaemon.acting.resources import ResourceKind
+from rpcdaemon.model import Agent, Outcome, OutcomeStatus, PortState
 
-# The router ports that live on the L3 agent's host and so have to follow a move.
-HOSTED_ROUTER_PORTS = frozenset({PORT_ROUTER_INTERFACE, PORT_ROUTER_GATEWAY, PORT_ROUTER_SNAT})
 _NAMED_PER_POLL = 10  # ready/unready resources named one by one per poll; more are summed up per host
 
 
@@ -70,25 +60,15 @@ class Readiness:
     ready: bool
 
 
-def router_ready(ports: Iterable[PortState], host: str) -> bool:
-    """Every port of the router that lives on its L3 agent's host is bound to ``host`` and ACTIVE."""
-    return all(p.host == host and p.active for p in ports if p.device_owner in HOSTED_ROUTER_PORTS)
-
-
-def network_ready(ports: Iterable[PortState], host: str) -> bool:
-    """A DHCP port of the network is bound to ``host`` and ACTIVE."""
-    return any(p.device_owner == PORT_DHCP and p.host == host and p.active for p in ports)
-
-
 class ReadinessFollower:
-    """Follows moved routers (``kind="router"``) or networks (``kind="network"``) until they are up."""
+    """Follows moved routers (``kind=ROUTER``) or networks (``kind=NETWORK``) until they are up."""
 
     def __init__(
         self,
         api: NeutronAPI,
         policy: ReadinessPolicy,
         *,
-        kind: Literal["router", "network"],
+        kind: ResourceKind,
         plugin: str,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
@@ -109,17 +89,16 @@ class ReadinessFollower:
         """Follow every DONE move or bind onto a target; returns how many are now followed."""
         if not self.policy.enabled:
             return 0
-        kinds = {ActionKind.MOVE_ROUTER, ActionKind.BIND_ROUTER} if self.kind == "router" \
-            else {ActionKind.BIND_NETWORK}
+        kind = self.kind
         added = 0
         for o in outcomes:
             a = o.action
             if o.status is not OutcomeStatus.DONE:
                 continue
-            if a.kind is ActionKind.UNBIND_NETWORK and a.source is not None:
+            if a.kind is kind.unbind and a.source is not None:
                 self.tracked.pop((a.resource_id, a.source.id), None)  # removed from there: nothing to wait for
-            if a.kind in kinds and a.target is not None:
-                if self.kind == "router":  # moved again (its new host died too): only the last target counts
+            if a.kind in kind.binds and a.target is not None:
+                if kind.one_host:  # moved again (its new host died too): only the last target counts
                     for key in [k for k in self.tracked if k[0] == a.resource_id]:
                         del self.tracked[key]
                 self.tracked[(a.resource_id, a.target.id)] = Followed(a.resource_id, a.target, since)
@@ -143,11 +122,11 @@ class ReadinessFollower:
         ids = list(dict.fromkeys(rid for rid, _ in self.tracked))
         self.polls += 1
         try:
-            ports = self.api.ports_of_devices(ids) if self.kind == "router" else self.api.dhcp_ports(ids)
+            ports = self.kind.ports(self.api, ids)
         except NeutronError as err:
             if not self._failing:
-                self.log.warning("%s: cannot read the ports of %d moved %ss (%s); trying again",
-                                 self.plugin, len(ids), self.kind, err)
+                self.log.warning("%s: cannot read the ports of %d moved %s (%s); trying again",
+                                 self.plugin, len(ids), self.kind.plural, err)
             self._failing = True
             ports = None
         else:
@@ -155,8 +134,8 @@ class ReadinessFollower:
         now = self.clock()
         by_resource: dict[str, list[PortState]] = defaultdict(list)
         for p in ports or ():
-            by_resource[p.device_id if self.kind == "router" else p.network_id].append(p)
-        judge = router_ready if self.kind == "router" else network_ready
+            by_resource[self.kind.port_of(p)].append(p)
+        judge = self.kind.ready
         done: list[Readiness] = []
         for key, f in list(self.tracked.items()):
             rid = f.resource_id
@@ -173,7 +152,7 @@ class ReadinessFollower:
     def _say(self, done: list[Readiness]) -> None:
         ready = [r for r in done if r.ready]
         late = [r for r in done if not r.ready]
-        what = self.kind
+        what, whats = self.kind.name, self.kind.plural
         if len(ready) <= _NAMED_PER_POLL:
             for r in ready:
                 self.log.info("%s: %s %s ready on %s in %.1fs", self.plugin, what, r.resource_id,
@@ -181,14 +160,14 @@ class ReadinessFollower:
         else:
             for host, group in _by_host(ready).items():
                 times = [r.seconds for r in group]
-                self.log.info("%s: %d %ss ready on %s in %.1fs median, %.1fs max", self.plugin, len(group), what,
+                self.log.info("%s: %d %s ready on %s in %.1fs median, %.1fs max", self.plugin, len(group), whats,
                               host, statistics.median(times), max(times))
         for r in late[:_NAMED_PER_POLL]:
             self.log.warning("%s: %s %s not ready on %s after %.0fs (its ports are not bound there and ACTIVE)",
                              self.plugin, what, r.resource_id, r.target.describe(), r.seconds)
         if len(late) > _NAMED_PER_POLL:
             hosts = ", ".join(f"{host}: {len(g)}" for host, g in _by_host(late).items())
-            self.log.warning("%s: %d %ss in all not ready after %.0fs (%s)", self.plugin, len(late), what,
+            self.log.warning("%s: %d %s in all not ready after %.0fs (%s)", self.plugin, len(late), whats,
                              self.policy.timeout, hosts)
 
 

@@ -5,7 +5,8 @@ and its executor see it, with ``may_write`` asking the leadership lease (``coord
 that moment. Reads pass through (a standby and a demoted instance may look); every write (bind and
 unbind of routers and networks) is checked right before it is sent and raises ``Fenced`` when this
 instance is not the active one. The executor reports such an action SKIPPED ("not the active
-instance"), without retrying it; the plugin's own unbind (``move_unready``) goes through the same fence.
+instance"), without retrying it; so does the readiness follow-up's unbind (``move_unready``), an executor
+action like the others.
 
 Each write that passes is one DEBUG line, ``API write: bind router R to agent A``, so that a log shows
 that a fenced instance made none. What the fence cannot do: a write already sent when the lease runs

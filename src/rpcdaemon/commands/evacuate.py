@@ -179,8 +179,7 @@ def _evacuate_one(side: Side, source: Agent, agents: list[Agent], out: TextIO, *
     for a, why in refused:
         problems.append(f"{things[:-1]} {a.resource_id}: not removed from {source.host}: {why}")
     try:
-        still = set(api.routers_on_agent(source.id) if side.agent_type == L3_AGENT
-                    else api.networks_on_agent(source.id))
+        still = set(side.resource.hosted_on(api, source.id))
     except NeutronError as err:
         problems.append(f"could not read back what {source.host} still hosts: {err}")
         still = set()

@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rpcdaemon.acting.api import NeutronAPI
+from rpcdaemon.acting.resources import hosted_by
 from rpcdaemon.commands.context import CommandContext
 from rpcdaemon.control import VIEW_TTL
 from rpcdaemon.control.state import AgentView, ControlState, DaemonView, PluginView, Presence, RecordError
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.model import DHCP_AGENT, Agent
+from rpcdaemon.model import Agent
 
 READ_WORKERS = 8
 
@@ -101,9 +102,7 @@ def bindings(api: NeutronAPI, agents: Iterable[Agent]) -> dict[str, list[str]]:
     agents = list(agents)
 
     def hosted(agent: Agent) -> list[str]:
-        if agent.agent_type == DHCP_AGENT:
-            return api.networks_on_agent(agent.id)
-        return api.routers_on_agent(agent.id)
+        return hosted_by(agent.agent_type).hosted_on(api, agent.id)
 
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
         return dict(zip((a.id for a in agents), pool.map(hosted, agents), strict=True))

@@ -30,11 +30,12 @@ from rich.progress import Progress as RichProgress
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
+from rpcdaemon.acting.resources import ResourceKind, hosted_by
 from rpcdaemon.commands.context import AGENT_TYPES, CommandContext, CommandError, print_line, who
 from rpcdaemon.commands.fleet import bindings, resource_bindings
 from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.exits import EXIT_USAGE
-from rpcdaemon.model import L3_AGENT, Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
+from rpcdaemon.model import Action, Agent, AuditRecord, Outcome, OutcomeStatus, no_audit
 from rpcdaemon.textsafe import escape_text
 
 LABELS = {"L3Agent": "L3 agent", "DHCPAgent": "DHCP agent"}
@@ -59,8 +60,12 @@ class Side:
         return AGENT_TYPES[self.plugin]
 
     @property
+    def resource(self) -> ResourceKind:
+        return hosted_by(self.agent_type)
+
+    @property
     def things(self) -> str:
-        return "routers" if self.plugin == "L3Agent" else "networks"
+        return self.resource.plural
 
 
 def sides_for(ctx: CommandContext, args: argparse.Namespace, dry_run: bool, *, record: AuditRecord = no_audit,
@@ -88,8 +93,7 @@ def read_placement(side: Side, agents: Sequence[Agent]) -> tuple[dict[str, Any],
     (one call per agent of the type, ``fleet.READ_WORKERS`` at a time, as ``status`` reads them). Raises
     ``NeutronError``."""
     api = side.api
-    l3 = side.agent_type == L3_AGENT
-    resources: dict[str, Any] = {r.id: r for r in (api.list_routers() if l3 else api.list_networks())}
+    resources: dict[str, Any] = {r.id: r for r in side.resource.listed(api)}
     per_agent = bindings(api, (a for a in agents if a.agent_type == side.agent_type))
     return resources, resource_bindings(per_agent)
 

@@ -39,7 +39,8 @@ from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Ver
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Agent, Outcome, OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
+from rpcdaemon.plugins.base import FailoverPlugin, Timing
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.terminal.fleetview import FleetDisplay, FleetRow, FleetState
 
 BUS_URL = "memory://"
@@ -154,7 +155,7 @@ class MoveGroups:
             if a.target is not None:
                 ends[1] = a.target.host
             kinds.setdefault(a.resource_id, []).append(a.kind.value)
-        word = "routers" if plugin.agent_type == L3_AGENT else "networks"
+        word = plugin.resource.plural
         with self._lock:
             for rid, (src, dst) in by_resource.items():
                 key = (plugin.name, rid)

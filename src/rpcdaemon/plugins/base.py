@@ -9,7 +9,12 @@ The service calls ``check()`` every ``check_interval`` from its loop thread. A p
 3. otherwise take a fresh second opinion (one ``list_agents``) and re-read what the dead agents host,
    plan with the pure planner, fence the dead agents the plan moves work off when ``fence_command`` is
    set (``plugins.fence_gate``; never while the brake holds: the work of those not fenced stays), run
-   the plan through the executor, fold the outcomes into the cache.
+   the plan through the executor, fold the outcomes into the cache;
+4. after every pass, follow the moves made until their ports are up (``plugins.follow_up``).
+
+Its memories are small classes of their own: the pairs Neutron refused (``plugins.refusals``), the gap
+between the reconciles the bus brings forward and the cadence of the brake's lines (``plugins.pacing``).
+What differs between routers and networks is one ``acting.resources.ResourceKind`` per plugin.
 
 A Neutron API outage is not a crash: the pass ends, ``api_ok_since`` is cleared, and no agent is judged
 dead until the daemon has listened for a full window again (see ``deciding.liveness``).
@@ -29,15 +34,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, replace
 
 from rpcdaemon.acting.api import NeutronAPI, NeutronError
 from rpcdaemon.acting.executor import Executor
-from rpcdaemon.acting.fencing import Fencer, FenceRun
-from rpcdaemon.acting.readiness import Readiness, ReadinessFollower, ReadinessPolicy
+from rpcdaemon.acting.fencing import Fencer
+from rpcdaemon.acting.readiness import ReadinessFollower, ReadinessPolicy
+from rpcdaemon.acting.resources import ROUTER, ResourceKind
 from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
-from rpcdaemon.acting.write_guard import Fenced
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import (
     BrakePolicy,
@@ -52,10 +56,13 @@ from rpcdaemon.model import Action, Agent, AuditRecord, Outcome, OutcomeStatus, 
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.bus_news import BusNews, HintView
 from rpcdaemon.plugins.fence_gate import FenceGate
+from rpcdaemon.plugins.follow_up import FollowUp
+from rpcdaemon.plugins.pacing import BrakeLog, UnknownHostLimiter
+from rpcdaemon.plugins.refusals import Refusals
+from rpcdaemon.plugins.report import PassReport
 
 # The brake while an operator released it (``rpcdaemon release-brake``): no share of dead agents trips it.
 NO_BRAKE = BrakePolicy(max_dead_fraction=float("inf"), max_dead_agents=0)
-_UNKNOWN_SAID_PER_GAP = 5  # unknown hosts named per reconcile gap; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,26 +89,12 @@ class Timing:
     unhosted_grace: float = 5.0
 
 
-@dataclass
-class PassReport:
-    """What the last pass did, for the demo, metrics and tests."""
-
-    at: float = 0.0
-    judged: dict[str, Judged] = field(default_factory=dict)
-    plan: Plan = field(default_factory=Plan)
-    outcomes: list[Outcome] = field(default_factory=list)
-    api_calls: bool = False
-    readiness: list[Readiness] = field(default_factory=list)  # moved resources found up (or given up on)
-    fences: list[FenceRun] = field(default_factory=list)  # fence commands run before this pass's moves
-    ok: bool = True  # False when the pass ended on an error (the Neutron API failed, or a bug)
-
-
 class FailoverPlugin:
     """Base for the plugins that move work off dead agents. Subclasses fill in the hooks."""
 
     name = "base"
     agent_type = ""
-    follows: Literal["router", "network"] = "router"  # what readiness following looks at
+    resource: ResourceKind = ROUTER  # what it moves (and readiness following looks at)
     bindings: dict[str, frozenset[str]]  # resource id -> ids of the agents hosting it (set by subclasses)
     brake: BrakePolicy  # set by subclasses from their policy
 
@@ -138,21 +131,20 @@ class FailoverPlugin:
         self._standby_read_at = self.started_at  # a standby's next list_agents (standby_check)
         self.last = PassReport()
         self.totals: Counter[str] = Counter()
-        self._held_said: tuple[str, ...] = ()
         self._next_opinion = self.started_at
-        self._braked_since: float | None = None
-        self._brake_logged = -float("inf")
-        self._unknown_next = self.started_at  # earliest time an unknown host may force a reconcile
-        self._unknown_said: set[tuple[str, str]] = set()
-        self._unknown_window_end = self.started_at  # a few unknown hosts are named per window, the rest counted
-        self._unknown_named = self._unknown_unnamed = 0
+        self._held = BrakeLog(interval=timing.brake_log_interval, plugin=self.name, clock=clock, logger=self.log)
+        self._unknown = UnknownHostLimiter(every=timing.unknown_reconcile_every, since=self.started_at,
+                                           plugin=self.name, logger=self.log)
         # Hints off the bus and heartbeat load counts: targeted re-reads between reconciles.
-        self.news = BusNews(self, resource=self.follows)
-        # (router or network id, agent id) -> when Neutron refused that bind for good (see ``refuse``).
-        self.refused: dict[tuple[str, str], float] = {}
+        self.news = BusNews(self, resource=self.resource)
+        # The (router or network, agent) pairs Neutron refused for good, or whose agent never brought it up.
+        self.refusals = Refusals(registry, memory=timing.refusal_memory, plugin=self.name, clock=clock,
+                                 logger=self.log)
         # Off unless asked for (wiring passes the [L3Agent]/[DHCPAgent] ready_timeout).
-        self.follower = ReadinessFollower(api, readiness or ReadinessPolicy(timeout=0), kind=self.follows,
+        self.follower = ReadinessFollower(api, readiness or ReadinessPolicy(timeout=0), kind=self.resource,
                                           plugin=self.name, clock=clock, logger=self.log)
+        self.follow_up = FollowUp(self.follower, executor, self.refusals, resource=self.resource, plugin=self.name,
+                                  logger=self.log)
         # The audit trail (``model.AuditRecord``; the service sets it when [Daemon] audit_log is on): what the
         # service cannot derive from the PassReport, e.g. fence runs: self.audit("fence", plugin=..., host=...).
         self.audit: AuditRecord = no_audit
@@ -160,7 +152,7 @@ class FailoverPlugin:
         # audit trail, so that its verdict and brake lines come before the fence and action lines).
         self.on_decided: Callable[[PassReport], None] | None = None
         # [L3Agent]/[DHCPAgent] fence_command: a dead agent's work moves only once it is fenced (plugins.fence_gate).
-        self.fencing = FenceGate(fencer, registry, plugin=self.name, what=f"{self.follows}s", clock=clock,
+        self.fencing = FenceGate(fencer, registry, plugin=self.name, what=self.resource.plural, clock=clock,
                                  logger=self.log) if fencer is not None else None
         # ``rpcdaemon release-brake`` (the control channel; the service sets it before each pass): while set,
         # the mass-failure brake does not hold back this plugin's moves. The text says who released it and why.
@@ -203,6 +195,11 @@ class FailoverPlugin:
         """Re-read these resources and their bindings (two calls each), after bus hints."""
 
     # -- shared machinery --------------------------------------------------------------------------
+    @property
+    def follows(self) -> str:
+        """What readiness following looks at ("router", "network"): the audit trail's ready lines say it."""
+        return self.resource.name
+
     def listening_since(self) -> float | None:
         bus = self._bus_since()
         if bus is None or self.api_ok_since is None:
@@ -229,7 +226,7 @@ class FailoverPlugin:
     def reconcile_soon(self, now: float) -> float:
         """Bring the next reconcile forward, at most once per ``window`` since the last one (shared by
         every bus-driven trigger: whoever can publish on the bus can fake them); returns the delay."""
-        delay = max(0.0, self._unknown_next - now)
+        delay = self._unknown.delay(now)
         self.request_reconcile(delay)
         return delay
 
@@ -251,7 +248,7 @@ class FailoverPlugin:
             self.log.exception("%s pass failed; trying again next check", self.name)
             self.request_reconcile(self.timing.retry_reconcile_after)
         try:
-            self._follow_up(report)  # also on an idle pass, but only while moves are followed
+            self.fold(self.follow_up.run(report))  # also on an idle pass, but only while moves are followed
         except Exception:
             self.log.exception("%s readiness check failed; trying again next check", self.name)
         self.last = report
@@ -279,7 +276,7 @@ class FailoverPlugin:
             judged = self.judge(self.clock())
             report.judged = judged
         if not self.wants_action(judged):
-            self._say_held(())
+            self._held.say(())
             return
         report.api_calls = True
         dead = [j.agent for j in judged.values() if j.verdict is Verdict.DEAD]
@@ -295,9 +292,12 @@ class FailoverPlugin:
         if self.on_decided is not None:  # the audit trail: verdicts and the brake, before any fence or move
             self.on_decided(replace(report, plan=plan))
         if self.fencing is not None and not plan.braked:  # the brake first: never fence half the cloud
-            plan = self._fence_first(judged, plan, unfenced, report)
+            plan, runs = self.fencing.fence_first(judged, plan, unfenced, replan=lambda held: self.plan(judged, held),
+                                                  bindings=self.bindings, audit=self.audit,
+                                                  progress=self._pass_progress)
+            report.fences += runs
         report.plan = plan
-        self._say_held(plan.held, error=plan.braked)
+        self._held.say(plan.held, error=plan.braked)
         if not plan.actions:
             return
         started = self.clock()
@@ -305,37 +305,10 @@ class FailoverPlugin:
         report.outcomes = outcomes
         for o in outcomes:
             if o.refusal and o.action.target is not None:
-                self.refuse(o.action.resource_id, o.action.target.id, o.detail or o.refusal)
+                self.refusals.refuse(o.action.resource_id, o.action.target.id, o.detail or o.refusal)
         self.fold(outcomes)
         self.follower.track(outcomes, started)
         self._summarise(outcomes, self.clock() - started)
-
-    def _fence_first(self, judged: dict[str, Judged], plan: Plan, unfenced: frozenset[str],
-                     report: PassReport) -> Plan:
-        """Fence the dead agents this plan moves work off before the executor sees it
-        (``plugins.fence_gate``); plan again, without the work of those not fenced, until no new one fails
-        (a plan cut at max_moves may reach further dead agents once some are held)."""
-        assert self.fencing is not None
-        held = {aid: self.fencing.why_held(aid) for aid in unfenced}
-        while True:
-            sources = {a.source.id: a.source for a in plan.actions if a.source_dead and a.source is not None}
-            hold, runs = self.fencing.clear(list(sources.values()), self._pass_progress)
-            report.fences += runs
-            for run in runs:
-                self.audit("fence", plugin=self.name, host=run.agent.host, agent_id=run.agent.id,
-                           agent_type=run.agent.agent_type, result=run.result.value, program=run.program,
-                           exit_status=run.status, seconds=round(run.seconds, 3), detail=run.detail,
-                           stderr=run.stderr_line, work="stays" if run.agent.id in hold else "moves")
-            new = {aid: why for aid, why in hold.items() if aid not in held}
-            if not new:
-                break
-            held.update(new)
-            plan = self.plan(judged, frozenset(held))
-        hosting = {aid for aid in held if any(aid in hosts for hosts in self.bindings.values())}
-        lines = tuple(
-            f"{judged[aid].agent.describe() if aid in judged else aid} is not fenced ({held[aid]}); its "
-            f"{self.follows}s stay on it until a fence succeeds" for aid in sorted(hosting))
-        return replace(plan, held=plan.held + lines) if lines else plan
 
     def _pass_progress(self) -> None:
         """The running pass is alive (a fence command still runs): the service's watchdog hook."""
@@ -382,95 +355,6 @@ class FailoverPlugin:
         self._next_opinion = min(self._next_opinion, now)
         self._standby_read_at = now  # if demoted again, read at once
 
-    def _follow_up(self, report: PassReport) -> None:
-        """Poll the followed moves' ports (at most every poll interval); act on those not ready in time."""
-        if not self.follower.tracked:
-            return
-        polls = self.follower.polls
-        report.readiness = self.follower.poll()
-        report.api_calls = report.api_calls or self.follower.polls != polls
-        if not self.follower.policy.move_unready:
-            return
-        for r in report.readiness:
-            if not r.ready:
-                self._move_on(r)
-
-    def _move_on(self, r: Readiness) -> None:
-        """``move_unready``: unbind what its target did not bring up; the planner then picks another agent,
-        never that one again for it (the pair is refused)."""
-        what = self.follows
-        self.refuse(r.resource_id, r.target.id, f"{what} not ready on {r.target.host} after {r.seconds:.0f}s")
-        started = self.clock()
-
-        def audit(status: OutcomeStatus, detail: str = "") -> None:  # an action the executor did not make
-            self.audit("action", plugin=self.name, kind=f"unbind-{what}", resource_id=r.resource_id,
-                       from_host=r.target.host, from_id=r.target.id, to_host=None, to_id=None,
-                       reason=f"not ready after {r.seconds:.0f}s", status=status.value,
-                       seconds=round(self.clock() - started, 3), detail=detail)
-
-        try:
-            if what == "router":
-                self.api.unbind_router(r.target.id, r.resource_id)
-            else:
-                self.api.unbind_network(r.target.id, r.resource_id)
-        except NeutronError as err:
-            audit(OutcomeStatus.FAILED, str(err))
-            self.log.warning("%s: cannot unbind %s %s from %s (%s); trying again in %.0fs unless it is up by then",
-                             self.name, what, r.resource_id, r.target.describe(), err, self.follower.policy.timeout)
-            self.follower.follow_again(r)
-            return
-        except Fenced as fenced:
-            # Demoted meanwhile: the active instance follows (or moves) it from its own reads.
-            self.log.info("%s: %s %s not unbound from %s: %s", self.name, what, r.resource_id, r.target.describe(),
-                          fenced)
-            audit(OutcomeStatus.SKIPPED, str(fenced))
-            return
-        audit(OutcomeStatus.DONE)
-        hosts = self.bindings.get(r.resource_id, frozenset()) - {r.target.id}
-        if hosts:
-            self.bindings[r.resource_id] = hosts
-        else:
-            self.bindings.pop(r.resource_id, None)
-        self.log.warning("%s: unbound %s %s from %s, which did not bring it up; moving it to another agent",
-                         self.name, what, r.resource_id, r.target.describe())
-
-    def refuse(self, resource_id: str, agent_id: str, reason: str) -> None:
-        """Plan ``resource_id`` onto ``agent_id`` no more: Neutron refused it for good (InvalidL3Agent,
-        a DVR refusal, ...) or the agent never brought it up. One WARNING per pair; the pair is forgotten
-        when the agent restarts or after ``refusal_memory`` seconds."""
-        key = (resource_id, agent_id)
-        if key not in self.refused:
-            agent = self.registry.agent(agent_id)
-            self.log.warning(
-                "%s: agent %s refused %s (%s); not planning that pair again until the agent restarts"
-                " (at most %.0fs)", self.name, agent.describe() if agent else agent_id, resource_id, reason,
-                self.timing.refusal_memory,
-            )
-        self.refused[key] = self.clock()
-
-    def refused_pairs(self) -> frozenset[tuple[str, str]]:
-        """The pairs the planners must not pick, after forgetting those of restarted agents and old ones."""
-        if not self.refused:
-            return frozenset()
-        now = self.clock()
-        restarted: dict[str, float | None] = {}
-        keep: dict[tuple[str, str], float] = {}
-        for (rid, aid), at in self.refused.items():
-            if aid not in restarted:
-                agent = self.registry.agent(aid)
-                restarted[aid] = (
-                    self.registry.restarted_at(agent.agent_type, agent.host) if agent is not None else None
-                )
-            started = restarted[aid]
-            if now - at >= self.timing.refusal_memory:
-                continue
-            if started is not None and started > at:
-                self.log.info("%s: agent %s restarted; %s may be planned onto it again", self.name, aid, rid)
-                continue
-            keep[(rid, aid)] = at
-        self.refused = keep
-        return frozenset(keep)
-
     def _ask_again(self, judged: dict[str, Judged], now: float) -> bool:
         """Should we take a fresh second opinion from Neutron before planning?
 
@@ -500,33 +384,14 @@ class FailoverPlugin:
             self.api_ok_since = self.clock()
         self.api_ok = True
         self._next_reconcile = now + self.timing.reconcile_interval
-        self._unknown_next = now + self.timing.unknown_reconcile_every
+        self._unknown.reconciled(now)
 
     def _note_unknown(self, now: float) -> None:
         """Hosts heard that the API did not list: reconcile soon, at most once per
-        ``unknown_reconcile_every`` (any reconcile restarts that gap); name a few hosts per gap, count the rest."""
+        ``unknown_reconcile_every`` (any reconcile restarts that gap; see ``plugins.pacing``)."""
         unknown = self.registry.take_unknown(self.agent_type)
-        if not unknown:
-            return
-        if len(self._unknown_said) > 1000:  # a flood of invented names must not grow memory
-            self._unknown_said.clear()
-        new = [key for key in unknown if key not in self._unknown_said]
-        self._unknown_said.update(new)
-        if now >= self._unknown_window_end:
-            if self._unknown_unnamed:
-                self.log.info("%s: heard %d more hosts that Neutron does not list", self.name, self._unknown_unnamed)
-            self._unknown_window_end = now + self.timing.unknown_reconcile_every
-            self._unknown_named = self._unknown_unnamed = 0
-        # Names come off the bus: quoted (%r), so a forged host cannot write lines of its own, and only
-        # a few per gap, so a flood of invented names cannot flood the log either.
-        for key in new:
-            if self._unknown_named >= _UNKNOWN_SAID_PER_GAP:
-                self._unknown_unnamed += 1
-                continue
-            self._unknown_named += 1
-            self.log.info("%s: heard %r %r, which Neutron does not list; reconciling within %.0fs",
-                          self.name, key[0], key[1], max(0.0, self._unknown_next - now))
-        self.request_reconcile(max(0.0, self._unknown_next - now))
+        if unknown:
+            self.request_reconcile(self._unknown.heard(unknown, now))
 
     def _api_failed(self, err: NeutronError) -> None:
         if self.api_ok_since is not None or not self.totals["api_errors"]:
@@ -550,30 +415,6 @@ class FailoverPlugin:
             if heard is None or now - heard > fresh:
                 return f"target {action.target.describe()} is no longer heard"
         return None
-
-    def _say_held(self, held: tuple[str, ...], *, error: bool = False) -> None:
-        """Why work is held back. The brake is an ERROR when it engages and again every
-        ``brake_log_interval`` while it holds (an operator must look), then an INFO when it lets go;
-        other holds are said once each time they change."""
-        now = self.clock()
-        if error:
-            if self._braked_since is None:
-                self._braked_since = now
-                self._brake_logged = -float("inf")
-            if now - self._brake_logged >= self.timing.brake_log_interval:
-                # The first line says the brake engaged; the repeats say for how long it has held.
-                since = "engaged" if now == self._braked_since else f"held for {now - self._braked_since:.0f}s"
-                for line in held:
-                    self.log.error("%s: %s (%s)", self.name, line, since)
-                self._brake_logged = now
-        else:
-            if self._braked_since is not None:
-                self.log.info("%s: brake released after %.0fs", self.name, now - self._braked_since)
-                self._braked_since = None
-            for line in held:
-                if line not in self._held_said:
-                    self.log.warning("%s: %s", self.name, line)
-        self._held_said = held
 
     def _summarise(self, outcomes: list[Outcome], seconds: float) -> None:
         counts = Counter(o.status for o in outcomes)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from rpcdaemon.acting.resources import ResourceKind
 from rpcdaemon.deciding.hints import Hint, plan_refresh
 from rpcdaemon.deciding.liveness import Judged, LivenessPolicy
 from rpcdaemon.model import HintKind
@@ -77,9 +78,9 @@ class NewsSource(Protocol):
 class BusNews:
     """The hint buffer and the triggers of one plugin. ``add`` is thread-safe; the rest is loop-thread only."""
 
-    def __init__(self, plugin: NewsSource, *, resource: str) -> None:
+    def __init__(self, plugin: NewsSource, *, resource: ResourceKind) -> None:
         self._plugin = plugin
-        self._resource = resource  # "network" or "router", for the log
+        self._resource = resource  # what the hints are about, for the log
         self._lock = threading.Lock()
         self._hints: list[Hint] = []
         self._lost = False  # hints were dropped (buffer full, or a cast named too many): reconcile
@@ -164,7 +165,7 @@ class BusNews:
         for host, count in sorted(changes.items()):
             agent_id = by_host.get(host)
             if agent_id is not None and load[agent_id] != count:
-                self._reconcile_soon(now, f"host {host!r} reports {count} {self._resource}s, the cache has "
+                self._reconcile_soon(now, f"host {host!r} reports {count} {self._resource.plural}, the cache has "
                                           f"{load[agent_id]}")
                 return
 
@@ -183,5 +184,6 @@ class BusNews:
         else:
             what = what.removesuffix(" on").removesuffix(" from")
         more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
-        self._plugin.log.info("%s: bus says %s %s %s%s; re-read %d %s%s", self._plugin.name, self._resource,
-                              first.resource_id, what, more, len(ids), self._resource, "s" if len(ids) > 1 else "")
+        self._plugin.log.info("%s: bus says %s %s %s%s; re-read %d %s", self._plugin.name, self._resource.name,
+                              first.resource_id, what, more, len(ids),
+                              self._resource.plural if len(ids) > 1 else self._resource.name)

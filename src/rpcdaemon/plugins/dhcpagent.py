@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.acting.resources import NETWORK
 from rpcdaemon.deciding.dhcp import DhcpPolicy, _eligible, plan_dhcp
 from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import Plan
@@ -24,7 +25,7 @@ from rpcdaemon.plugins.bus_news import HintView
 class DHCPAgentPlugin(FailoverPlugin):
     name = "DHCPAgent"
     agent_type = DHCP_AGENT
-    follows = "network"
+    resource = NETWORK
 
     def __init__(self, *args: Any, policy: DhcpPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +109,7 @@ class DHCPAgentPlugin(FailoverPlugin):
                 continue
             if target_ids <= keeping:
                 continue
-            if any(_eligible(targets[t], net) and (nid, t) not in self.refused for t in target_ids - keeping):
+            if any(_eligible(targets[t], net) and (nid, t) not in self.refusals for t in target_ids - keeping):
                 return True
         return False
 
@@ -123,7 +124,7 @@ class DHCPAgentPlugin(FailoverPlugin):
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
         policy = replace(self.policy, brake=self.brake_policy())
-        return plan_dhcp(judged, self.networks, self.bindings, policy, self.refused_pairs(), unfenced)
+        return plan_dhcp(judged, self.networks, self.bindings, policy, self.refusals.pairs(), unfenced)
 
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

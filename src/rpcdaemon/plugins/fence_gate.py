@@ -2,8 +2,8 @@
 
 ``plugins.base`` keeps one ``FenceGate`` per failover plugin when ``fence_command`` is set
 (``acting.fencing`` runs the command). In an active pass whose plan is not braked (the mass-failure
-brake is decided first: a bus fault must never power off half the cloud), the agents the plan moves
-work off are handed to ``clear`` before the executor sees the plan:
+brake is decided first: a bus fault must never power off half the cloud), ``fence_first`` hands the
+agents the plan moves work off to ``clear`` before the executor sees the plan:
 
 - an agent fenced before and not heard since needs nothing: a successful fence is remembered until
   the agent speaks again (it was restarted or revived; if it dies again, it is fenced again);
@@ -22,11 +22,13 @@ the small memory above, keyed by agent id, and forgets the agents Neutron no lon
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from rpcdaemon.acting.fencing import Fencer, FenceResult, FenceRun
-from rpcdaemon.model import Agent
+from rpcdaemon.deciding.l3 import Plan
+from rpcdaemon.deciding.liveness import Judged
+from rpcdaemon.model import Agent, AuditRecord
 from rpcdaemon.observing.registry import AgentRegistry
 
 
@@ -71,6 +73,35 @@ class FenceGate:
     def why_held(self, agent_id: str) -> str:
         failed = self.failed.get(agent_id)
         return failed.detail if failed is not None else "not the active instance"
+
+    def fence_first(self, judged: Mapping[str, Judged], plan: Plan, unfenced: frozenset[str], *,
+                    replan: Callable[[frozenset[str]], Plan], bindings: Mapping[str, frozenset[str]],
+                    audit: AuditRecord, progress: Callable[[], None] | None = None) -> tuple[Plan, list[FenceRun]]:
+        """Fence the dead agents this plan moves work off before the executor sees it; plan again
+        (``replan`` with the agents held), without the work of those not fenced, until no new one fails (a
+        plan cut at max_moves may reach further dead agents once some are held). Each run is one audit
+        line. Returns the plan, which says why the work of the agents held stays, and the runs made."""
+        held = {aid: self.why_held(aid) for aid in unfenced}
+        made: list[FenceRun] = []
+        while True:
+            sources = {a.source.id: a.source for a in plan.actions if a.source_dead and a.source is not None}
+            hold, runs = self.clear(list(sources.values()), progress)
+            made += runs
+            for run in runs:
+                audit("fence", plugin=self.plugin, host=run.agent.host, agent_id=run.agent.id,
+                      agent_type=run.agent.agent_type, result=run.result.value, program=run.program,
+                      exit_status=run.status, seconds=round(run.seconds, 3), detail=run.detail,
+                      stderr=run.stderr_line, work="stays" if run.agent.id in hold else "moves")
+            new = {aid: why for aid, why in hold.items() if aid not in held}
+            if not new:
+                break
+            held.update(new)
+            plan = replan(frozenset(held))
+        hosting = {aid for aid in held if any(aid in hosts for hosts in bindings.values())}
+        lines = tuple(
+            f"{judged[aid].agent.describe() if aid in judged else aid} is not fenced ({held[aid]}); its "
+            f"{self.what} stay on it until a fence succeeds" for aid in sorted(hosting))
+        return (replace(plan, held=plan.held + lines) if lines else plan), made
 
     def clear(self, sources: Sequence[Agent], progress: Callable[[], None] | None = None
               ) -> tuple[dict[str, str], list[FenceRun]]:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
+from rpcdaemon.acting.resources import ROUTER
 from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import L3Policy, Plan, hosts_snat, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
@@ -36,6 +37,7 @@ _LOCAL_ONLY_MODES = frozenset({MODE_DVR, MODE_DVR_NO_EXTERNAL})
 class L3AgentPlugin(FailoverPlugin):
     name = "L3Agent"
     agent_type = L3_AGENT
+    resource = ROUTER
 
     def __init__(self, *args: Any, policy: L3Policy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,7 +124,7 @@ class L3AgentPlugin(FailoverPlugin):
 
     def plan(self, judged: dict[str, Judged], unfenced: frozenset[str] = frozenset()) -> Plan:
         policy = replace(self.policy, brake=self.brake_policy())
-        return plan_l3(judged, self.routers, self.bindings, policy, self.refused_pairs(), unfenced,
+        return plan_l3(judged, self.routers, self.bindings, policy, self.refusals.pairs(), unfenced,
                        self._young_unhosted())
 
     def _young_unhosted(self) -> frozenset[str]:
@@ -137,10 +139,15 @@ class L3AgentPlugin(FailoverPlugin):
     def fold(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             a = o.action
-            if o.status is not OutcomeStatus.DONE or a.target is None:
+            if o.status is not OutcomeStatus.DONE:
                 continue
             hosts = set(self.bindings.get(a.resource_id, frozenset()))
-            if a.kind is ActionKind.MOVE_ROUTER and a.source is not None:
+            # A move leaves its source; an unbind (the readiness follow-up's) leaves the target that failed.
+            if a.kind in (ActionKind.MOVE_ROUTER, ActionKind.UNBIND_ROUTER) and a.source is not None:
                 hosts.discard(a.source.id)
-            hosts.add(a.target.id)
-            self.bindings[a.resource_id] = frozenset(hosts)
+            if a.target is not None:
+                hosts.add(a.target.id)
+            if hosts:
+                self.bindings[a.resource_id] = frozenset(hosts)
+            else:
+                self.bindings.pop(a.resource_id, None)

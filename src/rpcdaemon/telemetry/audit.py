@@ -36,7 +36,7 @@ from typing import Any
 
 from rpcdaemon.deciding.liveness import Judged, Verdict
 from rpcdaemon.model import Outcome
-from rpcdaemon.plugins.base import PassReport
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.redact import redact_mapping
 from rpcdaemon.telemetry.logs import reopen_on_hup, utc_timestamp
 

@@ -33,7 +33,8 @@ from rpcdaemon import __version__
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.model import OutcomeStatus
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, PassReport
+from rpcdaemon.plugins.base import FailoverPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.health import HealthServer, ProbeSource
 
 log = logging.getLogger("rpcdaemon")
