@@ -13,8 +13,8 @@ import pytest
 
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.broker.bus import RawMessage, Subscription
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
 from rpcdaemon.daemon.service import Service
-from rpcdaemon.daemon.service import AgentPluginConfig, build_plugin
 from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
@@ -24,8 +24,8 @@ from rpcdaemon.plugins.base import Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.dump import DumpPlugin
 
-CFG = AgentPluginConfig(liveness=LivenessPolicy(down_time=30.0, startup_grace=30.0, revive_hold=60.0), timing=Timing(), brake=BrakePolicy(),
-                        executor=ExecutorPolicy(workers=1), max_moves=10)
+CFG = AgentPluginConfig(liveness=LivenessPolicy(down_time=30.0, startup_grace=30.0, revive_hold=60.0),
+                        timing=Timing(), brake=BrakePolicy(), executor=ExecutorPolicy(workers=1), max_moves=10)
 
 HEARTBEATS = [Subscription("neutron", "q-reports-plugin"), Subscription("neutron", "q-plugin")]
 DHCP_NEWS = [Subscription("neutron", "notifications.info"),

@@ -52,6 +52,7 @@ from rpcdaemon.model import Action, Agent, AuditRecord, Outcome, OutcomeStatus, 
 from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.bus_news import BusNews, HintView
 from rpcdaemon.plugins.fence_gate import FenceGate
+from rpcdaemon.plugins.hearing import BusEvent, Hearing
 
 # The brake while an operator released it (``rpcdaemon release-brake``): no share of dead agents trips it.
 NO_BRAKE = BrakePolicy(max_dead_fraction=float("inf"), max_dead_agents=0)
@@ -104,6 +105,8 @@ class FailoverPlugin:
     follows: Literal["router", "network"] = "router"  # what readiness following looks at
     bindings: dict[str, frozenset[str]]  # resource id -> ids of the agents hosting it (set by subclasses)
     brake: BrakePolicy  # set by subclasses from their policy
+    # What it hears on the bus (``plugins.hearing``; the service listens for every plugin's): the heartbeats.
+    hears = Hearing()
 
     def __init__(
         self,
@@ -201,6 +204,9 @@ class FailoverPlugin:
 
     def refresh_resources(self, ids: Sequence[str]) -> None:
         """Re-read these resources and their bindings (two calls each), after bus hints."""
+
+    def take(self, event: BusEvent) -> None:
+        """Bus thread: news off the bus, for a plugin that ``hears`` some (only queue it, never call the API)."""
 
     # -- shared machinery --------------------------------------------------------------------------
     def listening_since(self) -> float | None:
