@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from rpcdaemon import __version__
 from rpcdaemon.acting.watched import WatchedAPI
-from rpcdaemon.broker.bus import BrokerTLS, RawMessage, make_connection
+from rpcdaemon.broker.bus import BrokerTLS, RawMessage, Subscription, make_connection
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.daemon.evidence import EvidenceGaps
@@ -135,31 +135,25 @@ class Service:
         acts = bool(self.plugins) and not dry_run
         self.metrics.follow_leader(lambda: acts and self.role() == ROLE_ACTIVE)
         self.metrics.follow_agents(registry, clock, {p.agent_type for p in self.plugins})
-        self.listeners: list[BusListener] = []
-        factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
         self.link_outages = 0
         self._gaps = EvidenceGaps(clock)
+        factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
+
+        def listener(name: str, subs: Sequence[Subscription], on_message: Callable[[RawMessage], None]) -> BusListener:
+            return BusListener(bus_url, subs, on_message, clock=clock, stop=stop, queue_expire=queue_expire, name=name,
+                               reconnect_backoff=RECONNECT_BACKOFF, connection_factory=factory)
+
         # What the plugins hear (``plugins.hearing``), in the order of their names, not of [Daemon] plugins:
         # the same bindings (and the line that lists them) whatever order the plugins are listed in.
         hearing = union(p.hears for p in sorted(self.plugins, key=lambda p: p.name))
-        if hearing.agents:
-            self.listeners.append(
-                BusListener(bus_url, hearing.agents, self.handle, clock=clock, stop=stop, queue_expire=queue_expire,
-                            name="agents", reconnect_backoff=RECONNECT_BACKOFF,
-                            connection_factory=factory)
-            )
-        self.casts = BusListener(  # the agent-topic casts' listener, when a plugin wants them
-            bus_url, hearing.casts, self.handle, clock=clock, stop=stop, queue_expire=queue_expire, name="casts",
-            reconnect_backoff=RECONNECT_BACKOFF, connection_factory=factory) if hearing.casts else None
+        self.listeners = [listener("agents", hearing.agents, self.handle)] if hearing.agents else []
+        # The agent-topic casts' listener, when a plugin wants them.
+        self.casts = listener("casts", hearing.casts, self.handle) if hearing.casts else None
         if self.casts is not None:
             self.listeners.append(self.casts)
         if dump is not None:
-            self.listeners.append(
-                BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
-                            queue_expire=queue_expire, name="dump", reconnect_backoff=RECONNECT_BACKOFF,
-                            connection_factory=factory)
-            )
+            self.listeners.append(listener("dump", dump.subscriptions(), dump.handle))
 
     def bus_since(self) -> float | None:
         return self.link_since
