@@ -1,8 +1,8 @@
 """The DHCPAgent plugin: networks leave dead DHCP agents and are hosted per policy on live ones.
 
 Built by the service (or the demo); the service calls ``check()`` every ``check_interval`` and
-``take`` (``on_network_deleted`` / ``on_network_changed`` / ``on_bus_hints``) when the bus says so. The rules live in
-``deciding.dhcp``; this module keeps the cached networks and bindings.
+``take`` (``on_network_deleted`` / ``on_network_changed`` / ``on_bus_hints``) when the bus says so. The
+rules live in ``deciding.dhcp``; this module keeps the cached networks and bindings.
 """
 
 from __future__ import annotations
