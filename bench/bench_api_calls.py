@@ -1,6 +1,6 @@
 """(c) Neutron API calls per hour in steady state: rpcdaemon vs the original (2013) design.
 
-**rpcdaemon, simulated**: the real L3Agent and DHCPAgent plugins (built by ``service.build_plugin``
+**rpcdaemon, simulated**: the real L3Agent and DHCPAgent plugins (built by ``plugin_factory.build_plugin``
 from the shipped defaults: check_interval 2 s, reconcile_interval 60 s) on ``FakeNeutron`` with a fake
 clock, through one simulated hour after a warm-up: ``l3_agents`` L3 and ``dhcp_agents`` DHCP agents,
 all heartbeating every ``report_interval`` (none dead), ``routers`` routers spread over the L3 agents,
@@ -49,7 +49,7 @@ from bench import Figure, bus_canary, load_average
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.config.neutronconf import NeutronConf, PluginNeutron
 from rpcdaemon.config.settings import DHCPAgentSettings, L3AgentSettings
-from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.plugin_factory import build_plugin
 from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat

@@ -7,7 +7,7 @@ live agents. Then, through one real ``OpenStackNeutron`` adapter (no-auth endpoi
 1. **direct**: a plain ``ThreadPoolExecutor(workers)`` makes each action's unbind + bind, nothing else
    (the least time these calls can take at this parallelism);
 2. restore: every router back on ``dying`` (not timed);
-3. **executor**: the daemon's own executor, as ``service.build_plugin`` builds it from the shipped
+3. **executor**: the daemon's own executor, as ``plugin_factory.build_plugin`` builds it from the shipped
    settings (``workers``, retries), runs the same actions with the L3 plugin's ``still_valid`` veto
    (fed by a thread that records the live agents' heartbeats every second, as the bus would), its
    read-back and its INFO line per action (to a log file, through the daemon's masking formatter);
@@ -48,7 +48,7 @@ from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.openstack_neutron import OpenStackNeutron
 from rpcdaemon.config.neutronconf import NeutronConf, PluginNeutron
 from rpcdaemon.config.settings import L3AgentSettings
-from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.plugin_factory import build_plugin
 from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict

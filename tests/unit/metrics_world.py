@@ -1,9 +1,9 @@
 """An in-memory service for the metrics tests (test_metrics_more.py, test_alert_rules.py).
 
-One failover plugin built by ``service.build_plugin`` (as ``wiring`` builds it) on the ``FakeNeutron``, inside a
-real ``Service`` stepped by hand on an injected monotonic clock and an injected wall clock. No bus: the agents
-that speak are recorded straight into the registry every tick, and Neutron's own ``alive`` follows them, as
-in test_plugins.py. The plugin's listening window is open from START (its ``bus_since``), so that silence
+One failover plugin built by ``plugin_factory.build_plugin`` (as ``wiring`` builds it) on the ``FakeNeutron``,
+inside a real ``Service`` stepped by hand on an injected monotonic clock and an injected wall clock. No bus: the
+agents that speak are recorded straight into the registry every tick, and Neutron's own ``alive`` follows them,
+as in test_plugins.py. The plugin's listening window is open from START (its ``bus_since``), so that silence
 counts; the service's own bus listeners are never started.
 """
 
@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.coordination.leader import Leadership
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat

@@ -23,7 +23,8 @@ from tests.unit.test_leadership import SharedLock, leader
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.daemon.wiring import open_audit
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy

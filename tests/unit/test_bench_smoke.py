@@ -147,7 +147,7 @@ def test_the_failover_timeline_reads_first_half_and_all() -> None:
 
 def test_a_failover_run_disturbed_by_an_outage_is_recognised_from_the_daemon_log() -> None:
     log = (
-        "2026-11-25 12:00:51,292 WARNING rpcdaemon.broker.bus: bus agents: lost the link to "
+        "2026-11-25 12:00:51,292 WARNING rpcdaemon.observing.bus: bus agents: lost the link to "
         "amqp://guest:***@127.0.0.1:5672/vh: ConnectionResetError: [Errno 104] Connection reset by peer\n"
         "2026-11-25 12:01:06,309 WARNING rpcdaemon.l3agent: Neutron API call failed (temporary: GET /agents:"
         " refused); no agent is judged dead until it is back\n"

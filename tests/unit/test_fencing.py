@@ -43,7 +43,7 @@ from rpcdaemon.acting.fencing import (
 from rpcdaemon.cli import main
 from rpcdaemon.config.neutronconf import resolve_settings
 from rpcdaemon.config.settings import ConfigError, load_settings, parse_settings, render_config
-from rpcdaemon.daemon.service import build_plugin
+from rpcdaemon.daemon.plugin_factory import build_plugin
 from rpcdaemon.daemon.wiring import plugin_config
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3

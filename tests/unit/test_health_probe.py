@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Agent

@@ -28,7 +28,8 @@ from rpcdaemon.acting.write_guard import NOT_ACTIVE, Fenced, FencedNeutron
 from rpcdaemon.config.settings import ConfigError, Settings, load_settings, parse_settings
 from rpcdaemon.coordination.leader import MAX_UNEXPECTED, Leadership, Role
 from rpcdaemon.daemon import wiring
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.deciding.liveness import LivenessPolicy, Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus

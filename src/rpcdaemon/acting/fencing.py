@@ -210,7 +210,7 @@ def last_line(text: str) -> str:
 
 
 class Fencer:
-    """Runs the fence command for dead agents; built by ``service.build_plugin`` when a command is set."""
+    """Runs the fence command for dead agents; built by ``plugin_factory.build_plugin`` when a command is set."""
 
     def __init__(
         self,

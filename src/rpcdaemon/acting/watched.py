@@ -1,6 +1,6 @@
 """A ``NeutronAPI`` that says when each call ends: the check loop's proof of life between its own calls.
 
-``service.build_plugin`` wraps the adapter a plugin (and its readiness follower) calls from the check
+``plugin_factory.build_plugin`` wraps the adapter a plugin (and its readiness follower) calls from the check
 loop thread; the service sets ``on_call_end`` and pings systemd's watchdog from it. A reconcile of a
 large cloud is one call per agent in a row (a thousand L3 agents with DVR), far longer than the
 watchdog allows, yet each answer shows the loop is not stuck. A call that never ends calls nothing, so

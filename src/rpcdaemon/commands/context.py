@@ -25,7 +25,7 @@ from rpcdaemon.broker.control_link import control_connection
 from rpcdaemon.config.neutronconf import PluginNeutron, Resolved, resolve_settings
 from rpcdaemon.config.settings import AgentPluginSettings, Settings, load_settings
 from rpcdaemon.control.channel import ControlChannel
-from rpcdaemon.daemon.service import AgentPluginConfig
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig
 from rpcdaemon.exits import EXIT_FAILED, EXIT_USAGE
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, AuditRecord, no_audit
 from rpcdaemon.telemetry.audit import AuditLog

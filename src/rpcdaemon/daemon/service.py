@@ -2,7 +2,9 @@
 
 ``wiring.run`` builds a ``Service`` from the settings (``cli.main`` calls it in the foreground or inside
 python-daemon); the demo builds one directly around an in-memory bus and the fake Neutron. One stop event ends
-everything: every wait is ``stop.wait(timeout)`` and shutdown is bounded.
+everything: every wait is ``stop.wait(timeout)`` and shutdown is bounded. The plugins come built
+(``plugin_factory``); the bus listeners bind the union of what they declare they hear (``plugins.hearing``)
+and hand each decoded message to them all; what the listeners may have missed is ``evidence``.
 
 Proof of life: the check loop thread, and only it, pings systemd's watchdog (``sdnotify``): at each
 iteration, during its idle wait, and while a long pass runs, after each API call of the plugin and each
@@ -26,32 +28,25 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rpcdaemon import __version__
 from rpcdaemon.access import BrokerTLS
-from rpcdaemon.acting.api import NeutronAPI
-from rpcdaemon.acting.executor import Executor, ExecutorPolicy
-from rpcdaemon.acting.fencing import FencePolicy, Fencer
-from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.acting.watched import ApiErrors, WatchedAPI
+from rpcdaemon.acting.watched import WatchedAPI
 from rpcdaemon.broker.connection import make_connection
 from rpcdaemon.broker.link import RawMessage, Subscription
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership
+from rpcdaemon.daemon.evidence import EvidenceGaps
 from rpcdaemon.daemon.pausing import ControlGate
-from rpcdaemon.deciding.dhcp import DhcpPolicy
-from rpcdaemon.deciding.l3 import L3Policy
-from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy, Verdict
+from rpcdaemon.deciding.liveness import Verdict
 from rpcdaemon.exits import EXIT_FAILED
-from rpcdaemon.model import BusHints, Heartbeat, NetworkChanged, NetworkDeleted, no_audit
+from rpcdaemon.model import Heartbeat, no_audit
 from rpcdaemon.observing.decode import Rejected, decode_message
 from rpcdaemon.observing.listener import BusListener
 from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import FailoverPlugin, Timing
-from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
-from rpcdaemon.plugins.l3agent import L3AgentPlugin
+from rpcdaemon.plugins.base import FailoverPlugin
+from rpcdaemon.plugins.hearing import union
 from rpcdaemon.telemetry.audit import AuditLog, PassAuditor, instance_name
 from rpcdaemon.telemetry.health import ROLE_ACTIVE, ROLE_STANDBY, ROLE_STARTING, Probe, loop_age_limit
 from rpcdaemon.telemetry.metrics import Metrics
@@ -71,78 +66,10 @@ STOP_POLL = 0.1
 class StartError(Exception):
     """The daemon cannot start (e.g. the metrics port is taken): one ERROR line, exit status 2."""
 
-NEUTRON_EXCHANGE = "neutron"
+
 # Reconnect to the broker quickly once it is back: every second off the bus is a second in which
 # the daemon cannot judge (the window restarts at reconnection); 5 s between tries is cheap.
 RECONNECT_BACKOFF = (0.5, 5.0)
-# Where agents' report_state calls go: q-reports-plugin since Neutron 8.0, q-plugin before.
-HEARTBEAT_SUBSCRIPTIONS = (
-    Subscription(NEUTRON_EXCHANGE, "q-reports-plugin"),
-    Subscription(NEUTRON_EXCHANGE, "q-plugin"),
-)
-# Network life-cycle news for the DHCPAgent plugin: oslo notifications (when neutron-server has a
-# notification driver) and the server's casts to DHCP agents.
-DHCP_SUBSCRIPTIONS = (
-    Subscription(NEUTRON_EXCHANGE, "notifications.info"),
-    Subscription("dhcp_agent_fanout", "", exchange_type="fanout", auto_delete=True),
-)
-# neutron-server's casts to the agents' own topics, which a stock neutron.conf sends (notifications
-# it does not): copies in a queue of the daemon's own, Neutron's agent queues untouched. "#", not "*":
-# a host name with dots (an FQDN) is several words of a routing key. Their own listener and queue: a
-# burst of port casts must never push heartbeats out of the heartbeat queue.
-DHCP_CAST_SUBSCRIPTIONS = (Subscription(NEUTRON_EXCHANGE, "dhcp_agent.#"),)
-L3_CAST_SUBSCRIPTIONS = (
-    Subscription(NEUTRON_EXCHANGE, "l3_agent.#"),
-    Subscription("l3_agent_fanout", "", exchange_type="fanout", auto_delete=True),  # router_deleted
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentPluginConfig:
-    """Everything one failover plugin needs, resolved from rpcdaemon.conf and neutron.conf."""
-
-    liveness: LivenessPolicy
-    timing: Timing
-    executor: ExecutorPolicy
-    brake: BrakePolicy
-    max_moves: int
-    skip_ha_routers: bool = True
-    agents_per_network: int | None = None
-    readiness: ReadinessPolicy | None = None  # None: moves are not followed
-    fence: FencePolicy | None = None  # None: no fence_command, dead agents' work moves at once
-
-
-def build_plugin(
-    name: str,
-    api: NeutronAPI,
-    registry: AgentRegistry,
-    cfg: AgentPluginConfig,
-    *,
-    bus_since: Callable[[], float | None],
-    stop: threading.Event,
-    clock: Callable[[], float] = time.monotonic,
-    bus_outages: Callable[[], int] = lambda: 0,
-    may_write: Callable[[], bool] = lambda: True,
-) -> FailoverPlugin:
-    """``may_write``: the leadership lease, asked right before a fence command starts (the writes ask it
-    through the adapter's ``acting.fence.FencedNeutron``)."""
-    logger = logging.getLogger(f"rpcdaemon.{name.lower()}")
-    errors = ApiErrors()  # the plugin's and its executor's failed calls, in one count (the metrics read it)
-    executor = Executor(WatchedAPI(api, errors=errors), cfg.executor, stop=stop, clock=clock, logger=logger)
-    # The plugin's own calls run in the check loop thread: each one ending is its proof of life (the
-    # service sets on_call_end); the executor's workers report through Executor.on_progress instead.
-    api = WatchedAPI(api, errors=errors)
-    fencer = Fencer(cfg.fence, may_run=may_write, stop=stop, dry_run=cfg.executor.dry_run,
-                    logger=logger) if cfg.fence is not None and cfg.fence.command else None
-    common = {"bus_since": bus_since, "bus_outages": bus_outages, "clock": clock, "readiness": cfg.readiness,
-              "fencer": fencer}
-    if name == "L3Agent":
-        policy = L3Policy(skip_ha_routers=cfg.skip_ha_routers, max_moves=cfg.max_moves, brake=cfg.brake)
-        return L3AgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=policy, **common)
-    if name == "DHCPAgent":
-        dpolicy = DhcpPolicy(agents_per_network=cfg.agents_per_network, max_moves=cfg.max_moves, brake=cfg.brake)
-        return DHCPAgentPlugin(api, registry, executor, cfg.liveness, cfg.timing, policy=dpolicy, **common)
-    raise ValueError(f"unknown failover plugin {name!r}")
 
 
 class Service:
@@ -210,39 +137,25 @@ class Service:
         acts = bool(self.plugins) and not dry_run
         self.metrics.follow_leader(lambda: acts and self.role() == ROLE_ACTIVE)
         self.metrics.follow_agents(registry, clock, {p.agent_type for p in self.plugins})
-        self.listeners: list[BusListener] = []
-        factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
         self.link_since: float | None = None
-        self._drops_seen = 0  # the heartbeat listener's drop count at the last check
-        self._evidence_gap_at: float | None = None  # when drops were last seen
         self.link_outages = 0
-        self.casts: BusListener | None = None  # the agent-topic casts' listener, when a plugin wants them
-        self._casts_seen = (0, 0)  # its (drops, outages) at the last check
-        if self.plugins:
-            subs = list(HEARTBEAT_SUBSCRIPTIONS)
-            if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
-                subs += DHCP_SUBSCRIPTIONS
-            self.listeners.append(
-                BusListener(bus_url, subs, self.handle, clock=clock, stop=stop, queue_expire=queue_expire,
-                            name="agents", reconnect_backoff=RECONNECT_BACKOFF,
-                            connection_factory=factory)
-            )
-            casts: list[Subscription] = []
-            if any(isinstance(p, DHCPAgentPlugin) for p in self.plugins):
-                casts += DHCP_CAST_SUBSCRIPTIONS
-            if any(isinstance(p, L3AgentPlugin) for p in self.plugins):
-                casts += L3_CAST_SUBSCRIPTIONS
-            self.casts = BusListener(
-                bus_url, casts, self.handle, clock=clock, stop=stop, queue_expire=queue_expire, name="casts",
-                reconnect_backoff=RECONNECT_BACKOFF, connection_factory=factory) if casts else None
-            if self.casts is not None:
-                self.listeners.append(self.casts)
+        self._gaps = EvidenceGaps(clock)
+        factory = connection_factory or (lambda: make_connection(bus_url, bus_tls))
+
+        def listener(name: str, subs: Sequence[Subscription], on_message: Callable[[RawMessage], None]) -> BusListener:
+            return BusListener(bus_url, subs, on_message, clock=clock, stop=stop, queue_expire=queue_expire, name=name,
+                               reconnect_backoff=RECONNECT_BACKOFF, connection_factory=factory)
+
+        # What the plugins hear (``plugins.hearing``), in the order of their names, not of [Daemon] plugins:
+        # the same bindings (and the line that lists them) whatever order the plugins are listed in.
+        hearing = union(p.hears for p in sorted(self.plugins, key=lambda p: p.name))
+        self.listeners = [listener("agents", hearing.agents, self.handle)] if hearing.agents else []
+        # The agent-topic casts' listener, when a plugin wants them.
+        self.casts = listener("casts", hearing.casts, self.handle) if hearing.casts else None
+        if self.casts is not None:
+            self.listeners.append(self.casts)
         if dump is not None:
-            self.listeners.append(
-                BusListener(bus_url, dump.subscriptions(), dump.handle, clock=clock, stop=stop,
-                            queue_expire=queue_expire, name="dump", reconnect_backoff=RECONNECT_BACKOFF,
-                            connection_factory=factory)
-            )
+            self.listeners.append(listener("dump", dump.subscriptions(), dump.handle))
 
     def bus_since(self) -> float | None:
         return self.link_since
@@ -347,21 +260,12 @@ class Service:
         if isinstance(event, Heartbeat):
             self.registry.record(event)
             self.metrics.heartbeats.inc()
-        elif isinstance(event, NetworkDeleted):
-            for p in self.plugins:
-                if isinstance(p, DHCPAgentPlugin):
-                    p.on_network_deleted(event.network_id)
-        elif isinstance(event, NetworkChanged):
-            for p in self.plugins:
-                if isinstance(p, DHCPAgentPlugin):
-                    p.on_network_changed(event.network_id)
-        elif isinstance(event, BusHints):
-            for p in self.plugins:
-                if isinstance(p, (DHCPAgentPlugin, L3AgentPlugin)):
-                    p.on_bus_hints(event)
         elif isinstance(event, Rejected):
             self.metrics.rejected.labels(event.kind).inc()
             log.debug("ignored message on %s/%s: %s", raw.exchange, raw.routing_key, event.reason)
+        else:
+            for p in self.plugins:
+                p.take(event)  # news about networks or routers: each plugin takes what it hears
 
     def _update_link(self) -> None:
         if not self.listeners:
@@ -370,40 +274,16 @@ class Service:
             self.metrics.observe_drops(listener.name, listener.counts.dropped)
             self.metrics.observe_reconnects(listener.name, listener.link().outages)
         link = self.listeners[0].link()
-        since = link.since if link.connected else None
-        self._note_drops(self.listeners[0].counts.dropped)
-        if since is not None and self._evidence_gap_at is not None:
-            # Messages dropped from our queue may have been heartbeats: silence since then proves nothing.
-            since = max(since, self._evidence_gap_at)
-        self.link_since = since
+        self.link_since = self._gaps.listening_since(link.since if link.connected else None,
+                                                     self.listeners[0].counts.dropped)
         self.link_outages = link.outages
         self.registry.set_listening(self.link_since)
         self.metrics.observe_bus(link.connected)
-        self._note_cast_gaps()
-
-    def _note_cast_gaps(self) -> None:
-        """Casts dropped from their queue, or missed while their listener was off the bus: the
-        plugins cannot know what those said, so each reconciles (rate-limited)."""
-        if self.casts is None:
-            return
-        seen = (self.casts.counts.dropped, self.casts.link().outages)
-        if seen != self._casts_seen:
-            self._casts_seen = seen
+        if self.casts is not None and self._gaps.casts_missed(self.casts.counts.dropped, self.casts.link().outages):
+            # Casts dropped from their queue, or missed while their listener was off the bus: the
+            # plugins cannot know what those said, so each reconciles (rate-limited).
             for p in self.plugins:
                 p.news.add([], lost=True)
-
-    def _note_drops(self, dropped: int) -> None:
-        """The broker dropped messages from the heartbeat queue (it was full): a gap in the evidence.
-        Like a bus outage, it restarts the listening window, so that no agent is judged dead on a
-        silence that may be our own (Neutron's own verdict, from its own queue, still counts)."""
-        if dropped <= self._drops_seen:
-            return
-        first = self._evidence_gap_at is None or self.clock() - self._evidence_gap_at > 60.0
-        self._drops_seen = dropped
-        self._evidence_gap_at = self.clock()
-        if first:
-            log.warning("bus: the broker dropped messages from the daemon's queue (%d in all): no agent is judged "
-                        "dead on silence alone until a full window has passed without drops", dropped)
 
     def step(self) -> None:
         """One check: refresh the link state, then one pass of every failover plugin: a full one while

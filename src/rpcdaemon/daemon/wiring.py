@@ -42,7 +42,8 @@ from rpcdaemon.control.channel import ControlChannel
 from rpcdaemon.control.loop import ControlLoop
 from rpcdaemon.coordination.leader import Leadership, LockBackend
 from rpcdaemon.daemon.daemonize import raise_open_files_limit
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, StartError, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service, StartError
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.exits import EXIT_START
 from rpcdaemon.observing.registry import AgentRegistry

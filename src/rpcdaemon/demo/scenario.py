@@ -34,7 +34,8 @@ from typing import TextIO
 
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.broker.connection import publish_raw
-from rpcdaemon.daemon.service import AgentPluginConfig, Service, build_plugin
+from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
+from rpcdaemon.daemon.service import Service
 from rpcdaemon.deciding.liveness import BrakePolicy, Judged, LivenessPolicy, Verdict
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Agent, Outcome, OutcomeStatus

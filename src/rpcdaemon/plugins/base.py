@@ -57,6 +57,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.bus_news import BusNews, HintView
 from rpcdaemon.plugins.fence_gate import FenceGate
 from rpcdaemon.plugins.follow_up import FollowUp
+from rpcdaemon.plugins.hearing import BusEvent, Hearing
 from rpcdaemon.plugins.pacing import BrakeLog, UnknownHostLimiter
 from rpcdaemon.plugins.refusals import Refusals
 from rpcdaemon.plugins.report import PassReport
@@ -97,6 +98,8 @@ class FailoverPlugin:
     resource: ResourceKind = ROUTER  # what it moves (and readiness following looks at)
     bindings: dict[str, frozenset[str]]  # resource id -> ids of the agents hosting it (set by subclasses)
     brake: BrakePolicy  # set by subclasses from their policy
+    # What it hears on the bus (``plugins.hearing``; the service listens for every plugin's): the heartbeats.
+    hears = Hearing()
 
     def __init__(
         self,
@@ -193,6 +196,9 @@ class FailoverPlugin:
 
     def refresh_resources(self, ids: Sequence[str]) -> None:
         """Re-read these resources and their bindings (two calls each), after bus hints."""
+
+    def take(self, event: BusEvent) -> None:
+        """Bus thread: news off the bus, for a plugin that ``hears`` some (only queue it, never call the API)."""
 
     # -- shared machinery --------------------------------------------------------------------------
     @property

@@ -1,8 +1,8 @@
 """The DHCPAgent plugin: networks leave dead DHCP agents and are hosted per policy on live ones.
 
 Built by the service (or the demo); the service calls ``check()`` every ``check_interval`` and
-``on_network_deleted`` / ``on_network_changed`` when the bus says so. The rules live in
-``deciding.dhcp``; this module keeps the cached networks and bindings.
+``take`` (``on_network_deleted`` / ``on_network_changed`` / ``on_bus_hints``) when the bus says so. The
+rules live in ``deciding.dhcp``; this module keeps the cached networks and bindings.
 """
 
 from __future__ import annotations
@@ -13,19 +13,39 @@ from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
 from rpcdaemon.acting.resources import NETWORK
+from rpcdaemon.broker.link import Subscription
 from rpcdaemon.deciding.dhcp import DhcpPolicy, _eligible, plan_dhcp
 from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import Plan
 from rpcdaemon.deciding.liveness import Judged, Verdict
-from rpcdaemon.model import DHCP_AGENT, ActionKind, Agent, BusHints, HintKind, Network, Outcome, OutcomeStatus
+from rpcdaemon.model import (
+    DHCP_AGENT,
+    ActionKind,
+    Agent,
+    BusHints,
+    HintKind,
+    Network,
+    NetworkChanged,
+    NetworkDeleted,
+    Outcome,
+    OutcomeStatus,
+)
 from rpcdaemon.plugins.base import FailoverPlugin
 from rpcdaemon.plugins.bus_news import HintView
+from rpcdaemon.plugins.hearing import HEARTBEAT_SUBSCRIPTIONS, NEUTRON_EXCHANGE, BusEvent, Hearing
 
 
 class DHCPAgentPlugin(FailoverPlugin):
     name = "DHCPAgent"
     agent_type = DHCP_AGENT
     resource = NETWORK
+    # Network life-cycle news on the heartbeats' queue: oslo notifications (when neutron-server has a
+    # notification driver) and the server's casts to the DHCP agents' fanout; the casts to each DHCP agent.
+    hears = Hearing(
+        agents=(*HEARTBEAT_SUBSCRIPTIONS, Subscription(NEUTRON_EXCHANGE, "notifications.info"),
+                Subscription("dhcp_agent_fanout", "", exchange_type="fanout", auto_delete=True)),
+        casts=(Subscription(NEUTRON_EXCHANGE, "dhcp_agent.#"),),
+    )
 
     def __init__(self, *args: Any, policy: DhcpPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -36,6 +56,14 @@ class DHCPAgentPlugin(FailoverPlugin):
         self.bindings: dict[str, frozenset[str]] = {}
 
     # -- bus events (called from the bus thread: only flag, never call the API here) ------------
+    def take(self, event: BusEvent) -> None:
+        if isinstance(event, NetworkDeleted):
+            self.on_network_deleted(event.network_id)
+        elif isinstance(event, NetworkChanged):
+            self.on_network_changed(event.network_id)
+        elif isinstance(event, BusHints):
+            self.on_bus_hints(event)
+
     def on_network_deleted(self, network_id: str) -> None:
         # Replace, never mutate: a check on the loop thread may be iterating the current dict.
         if network_id in self.networks:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rpcdaemon.acting.api import ErrorKind, NeutronError
 from rpcdaemon.acting.resources import ROUTER
+from rpcdaemon.broker.link import Subscription
 from rpcdaemon.deciding.hints import Hint
 from rpcdaemon.deciding.l3 import L3Policy, Plan, hosts_snat, plan_l3
 from rpcdaemon.deciding.liveness import Judged, Verdict
@@ -29,6 +30,7 @@ from rpcdaemon.model import (
 )
 from rpcdaemon.plugins.base import FailoverPlugin
 from rpcdaemon.plugins.bus_news import HintView
+from rpcdaemon.plugins.hearing import NEUTRON_EXCHANGE, BusEvent, Hearing
 
 # Agents that never host a router's central part: a cast to them is about their local part only.
 _LOCAL_ONLY_MODES = frozenset({MODE_DVR, MODE_DVR_NO_EXTERNAL})
@@ -38,6 +40,11 @@ class L3AgentPlugin(FailoverPlugin):
     name = "L3Agent"
     agent_type = L3_AGENT
     resource = ROUTER
+    # Besides the heartbeats: the casts to the L3 agents, and router_deleted on their fanout.
+    hears = Hearing(casts=(
+        Subscription(NEUTRON_EXCHANGE, "l3_agent.#"),
+        Subscription("l3_agent_fanout", "", exchange_type="fanout", auto_delete=True),  # router_deleted
+    ))
 
     def __init__(self, *args: Any, policy: L3Policy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,6 +56,10 @@ class L3AgentPlugin(FailoverPlugin):
         self.bindings: dict[str, frozenset[str]] = {}
 
     # -- bus hints (add is called from the bus thread: it only queues) ----------------------------
+    def take(self, event: BusEvent) -> None:
+        if isinstance(event, BusHints):
+            self.on_bus_hints(event)
+
     def on_bus_hints(self, hints: BusHints) -> None:
         """What a cast to an L3 agent (or a router interface port cast to a DHCP agent) says."""
         if hints.routers or hints.more_routers:
