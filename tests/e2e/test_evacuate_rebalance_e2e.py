@@ -32,6 +32,7 @@ from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
 
+from rpcdaemon.model import L3_AGENT
 from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
@@ -104,8 +105,15 @@ def test_evacuate_100_routers_then_rebalance_onto_a_new_node(
     # (tests/unit/test_evacuate_rebalance_cmd.py): wait until the daemon says it is a target.
 
     def judged_alive() -> bool:
-        code, text, _ = run_plain(["-c", str(config), "status", "-f", "value", "-c", "host", "-c", "verdict"], 60)
-        return code == 0 and f"{rest.agent(l3['c'])['host']} alive" in text.splitlines()
+        # The daemon's own verdict (its metrics), then in its live view (what rebalance reads), not Neutron's:
+        # status falls back to Neutron's alive flag for an agent the view does not show yet.
+        if daemon.verdicts().get((L3_AGENT, rest.agent(l3["c"])["host"])) != "alive":
+            return False
+        code, text, _ = run_plain(["-c", str(config), "status", "-f", "json"], 60)
+        if code != 0:
+            return False
+        rows = [r for r in json.loads(text)["agents"] if r["id"] == l3["c"]]
+        return bool(rows) and rows[0]["verdict"] == "alive" and rows[0]["heard"] is not None
 
     wait_until(judged_alive, 30, "the daemon to judge the revived agent a target", daemon.hint)
     limit, rate = 20, 4.0

@@ -43,10 +43,11 @@ def test_an_agent_registered_while_the_daemon_runs_gets_its_share(
     time.sleep(neutron.agent_down_time + 2)
     l3.update(add_hosts(fleet, neutron, ["new"]))
     new_host = fleet.host("new")
-    wait_until(lambda: daemon.verdicts().get((L3_AGENT, new_host)), 3 * neutron.report_interval + 30,
-               "the daemon to judge the new agent", daemon.hint)
-    verdict = daemon.verdicts().get((L3_AGENT, new_host))
-    assert verdict == "alive", f"new agent is {verdict}{daemon.hint()}"
+    # A new agent is warming only until heard steadily (about a report interval), not for revive_hold (60 s,
+    # the default here) as a revived one is: alive well within half of that, however slow the machine.
+    revive_hold = 60
+    wait_until(lambda: daemon.verdicts().get((L3_AGENT, new_host)) == "alive", revive_hold / 2,
+               "the new agent to be judged alive (not warming for revive_hold)", daemon.hint)
 
     fleet.crash("dying")
     placement = wait_until(lambda: _all_moved(rest, l3, "dying"), neutron.agent_down_time + 20,
