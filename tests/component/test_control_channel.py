@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.component.conftest import AMQP_URL
+from tests.component.rabbit import AMQP_URL
 
 from rpcdaemon.broker.bus import control_connection, make_connection
 from rpcdaemon.control import control_queue, roll_queue, view_queue

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from tests.kit.clock import Clock
 
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
@@ -41,19 +42,6 @@ from rpcdaemon.plugins.base import FailoverPlugin, PassReport, Timing
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
 from rpcdaemon.telemetry.metrics import Metrics
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
