@@ -255,7 +255,7 @@ class RpcDaemon(DaemonProcess):
         """Run it without ``-d`` (it returns once the daemon has forked off); the daemon's pid, from ``pidfile``."""
         done = run([RPCDAEMON, "-c", self.config], timeout=30, cwd=self.workdir, env=clean_env())
         assert done.returncode == 0, done.stderr
-        pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the pid file"))
+        pid = int(wait_until(lambda: pidfile.read_text().strip() if pidfile.exists() else None, 10, "the pid file"))
         self.adopt(pid)
         return pid
 

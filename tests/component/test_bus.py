@@ -81,7 +81,7 @@ def test_oslo_heartbeats_arrive_decoded_on_both_keys(start_listener: Start, send
     sender.report_state(l3_state(l3, agent_mode="dvr_snat", start_flag=True, az="az-1"))
     sender.report_state(dhcp_state(dhcp), topic="q-plugin")
 
-    found = wait_until(lambda: len(f := heartbeats_from(got, {l3, dhcp})) == 2 and f, 10, "2 heartbeats")
+    found = wait_until(lambda: f if len(f := heartbeats_from(got, {l3, dhcp})) == 2 else None, 10, "2 heartbeats")
     raw, hb = found[l3]
     assert (raw.exchange, raw.routing_key, raw.content_type, raw.content_encoding) == (
         "neutron",
@@ -255,9 +255,8 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
     watcher.start()
     try:
         rabbitmqctl("close_all_connections", "rpcdaemon component test")
-        after = wait_until(
-            lambda: (link := listener.link()).connected and link.outages == 1 and link, 15, "the link to come back"
-        )
+        after = wait_until(lambda: link if (link := listener.link()).connected and link.outages == 1 else None, 15,
+                           "the link to come back")
         wait_until(lambda: len(watcher.seen) >= 3, 2, "the watcher to sample the restored link")
     finally:
         watcher.done.set()
@@ -282,7 +281,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
     before = listener.link()
     try:
         rabbitmqctl("stop_app")
-        down = wait_until(lambda: not (link := listener.link()).connected and link, 15, "the link to drop")
+        down = wait_until(lambda: None if (link := listener.link()).connected else link, 15, "the link to drop")
         assert down.outages == 1
         time.sleep(2.0)  # several failed reconnect attempts while the broker is away
     finally:
@@ -294,7 +293,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
     time.sleep(2.0)
     assert not listener.link().connected
     declare_oslo_exchange()
-    up = wait_until(lambda: (link := listener.link()).connected and link, 20, "the link to come back")
+    up = wait_until(lambda: link if (link := listener.link()).connected else None, 20, "the link to come back")
     assert up.since > down.since > before.since
     assert up.outages == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "bus restart: " in r.getMessage()

@@ -136,7 +136,7 @@ def test_unexpected_errors_are_logged_retried_then_fatal(caplog: pytest.LogCaptu
     caplog.set_level(logging.INFO, logger="rpcdaemon.observing")
     stop = threading.Event()
     listener = BusListener(AMQP_URL, HEARTBEATS, Collector(), stop=stop, name="broken",
-                           reconnect_backoff=(0.01, 0.05), connection_factory=lambda: _Broken(AMQP_URL))
+                           reconnect_backoff=(0.01, 0.05), connection_factory=lambda: _Broken(AMQP_URL))  # type: ignore[arg-type,return-value]
     listener.start()
     listener.join(10)
     stop.set()

@@ -56,7 +56,7 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
         wait_until(lambda: "systemd watchdog (WatchdogSec=120s) is short" in daemon.log(), 20, "the warning")
         assert "set WatchdogSec to at least 1220s" in daemon.log()
         # The API endpoint does not listen yet: the bus comes up, READY does not.
-        status = notify.wait_until(lambda m: m.startswith("STATUS=") and m.endswith("bus up"), 20,
+        status = notify.wait_for(lambda m: m.startswith("STATUS=") and m.endswith("bus up"), 20,
                                  "a STATUS with the bus up")
         assert status.startswith("STATUS=active; L3Agent ")
         time.sleep(2.0)  # ten checks with the bus up and the API refusing
@@ -67,7 +67,7 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
         assert json.loads(body)["reasons"] == ["L3Agent: Neutron API call failed; retrying"]
 
         stub.start()
-        ready = notify.wait_until(lambda m: "READY=1" in m, 20, "READY=1 once the API answers")
+        ready = notify.wait_for(lambda m: "READY=1" in m, 20, "READY=1 once the API answers")
         assert ready.startswith("READY=1\nSTATUS=active; L3Agent no agents; bus up"), ready
 
         # Pings keep coming, at most one a second.
@@ -90,7 +90,7 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
         assert json.loads(body)["loop_age_s"] >= 4.0
 
         stub.release()
-        notify.wait_until(lambda m: m == "WATCHDOG=1", 10, "pings after the call was answered")
+        notify.wait_for(lambda m: m == "WATCHDOG=1", 10, "pings after the call was answered")
         assert daemon.stop() == 0
         assert "STOPPING=1" in [m for _, m in notify.poll()]
     finally:
@@ -121,7 +121,7 @@ def test_under_systemd_the_journal_gets_info(tmp_path: Path, stub: NeutronStub, 
     daemon = RpcDaemon(tmp_path, l3_config(bus_url=AMQP_URL, endpoint=stub.url, neutron_conf=tmp_path / "n.conf"))
     daemon.start(env=clean_env(NOTIFY_SOCKET=notify.path, JOURNAL_STREAM="8:1"))
     try:
-        notify.wait_until(lambda m: "READY=1" in m, 20, "READY=1")
+        notify.wait_for(lambda m: "READY=1" in m, 20, "READY=1")
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()

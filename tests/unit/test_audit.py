@@ -110,7 +110,7 @@ def test_leadership_changes_are_written(cloud: Callable[..., Cloud]) -> None:
     lock = SharedLock()
     lock.holder = "someone else"
     clock = Clock()
-    lead, _ = leader(lock, "me", clock)  # type: ignore[arg-type]
+    lead, _ = leader(lock, "me", clock)
     c = cloud(leadership=lead)
     c.svc.step()  # starting: no change yet
     lead.step()

@@ -140,8 +140,12 @@ def test_ready_waits_for_the_api_then_status_watchdog_and_stopping(notify_socket
         assert ready[0].startswith("READY=1\nSTATUS=active; L3Agent ")
         assert get(metrics.port, "/readyz")[0] == 200
         pings: list[str] = []
-        wait_until(lambda: pings.extend(m for m in received(sock) if m == "WATCHDOG=1") or len(pings) >= 2,
-                 timeout=5, what="two watchdog pings")
+
+        def two_pings() -> bool:
+            pings.extend(m for m in received(sock) if m == "WATCHDOG=1")
+            return len(pings) >= 2
+
+        wait_until(two_pings, timeout=5, what="two watchdog pings")
         assert not [m for m in received(sock) if m.startswith("READY")]  # once only
     finally:
         stop.set()

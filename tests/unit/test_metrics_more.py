@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 from tests.kit.clock import Clock
 from tests.kit.service import make_service
 from tests.unit.metrics_world import LATENCY, START, TICK, WALL, World
@@ -142,7 +142,7 @@ def test_api_errors_are_counted_by_class_from_the_plugin_and_from_its_executor(w
     assert w.sample("rpcdaemon_api_errors_total", plugin="L3Agent", kind="conflict") == 0
 
 
-class _CuttableConnection(Connection):  # type: ignore[misc]
+class _CuttableConnection(Connection):
     """kombu's in-memory connection whose next ``cut`` drains fail as a lost link would."""
 
     cut = 0

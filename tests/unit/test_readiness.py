@@ -244,9 +244,9 @@ class Rig:
         self.agent_type = agent_type
         self.plugin: FailoverPlugin
         if agent_type == L3_AGENT:
-            self.plugin = L3AgentPlugin(*args, policy=L3Policy(), **common)  # type: ignore[arg-type]
+            self.plugin = L3AgentPlugin(*args, policy=L3Policy(), **common)
         else:
-            self.plugin = DHCPAgentPlugin(*args, policy=DhcpPolicy(agents_per_network=1), **common)  # type: ignore[arg-type]
+            self.plugin = DHCPAgentPlugin(*args, policy=DhcpPolicy(agents_per_network=1), **common)
         self.speaking = set(hosts)
         self.last_spoke = dict.fromkeys(hosts, self.clock.now)
         for h in hosts:

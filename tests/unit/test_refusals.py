@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -45,7 +46,8 @@ from rpcdaemon.model import (
 # -- the planners ------------------------------------------------------------------------------------
 
 
-def _pairs(draw: st.DrawFn, resources: list[str], agents: list[str]) -> frozenset[tuple[str, str]]:
+def _pairs(draw: Callable[[st.SearchStrategy[Any]], Any], resources: list[str],
+           agents: list[str]) -> frozenset[tuple[str, str]]:
     if not resources or not agents:
         return frozenset()
     pair = st.tuples(st.sampled_from(resources), st.sampled_from(agents))
