@@ -27,7 +27,7 @@ from typing import Any
 from tests.component.rabbit import AMQP_HOST, AMQP_PORT, declare_oslo_exchange, rabbitmqctl
 from tests.kit.poll import wait_until
 from tests.kit.ports import free_port
-from tests.kit.process import RPCDAEMON, DaemonProcess, clean_env, metrics_port_in, run
+from tests.kit.process import RPCDAEMON, DaemonProcess, metrics_port_in, run
 
 
 class NeutronStub:
@@ -253,7 +253,7 @@ class RpcDaemon(DaemonProcess):
 
     def start_detached(self, pidfile: Path) -> int:
         """Run it without ``-d`` (it returns once the daemon has forked off); the daemon's pid, from ``pidfile``."""
-        done = run([RPCDAEMON, "-c", self.config], timeout=30, cwd=self.workdir, env=clean_env())
+        done = run([RPCDAEMON, "-c", self.config], timeout=30, cwd=self.workdir)
         assert done.returncode == 0, done.stderr
         pid = int(wait_until(lambda: pidfile.read_text().strip() if pidfile.exists() else None, 10, "the pid file"))
         self.adopt(pid)

@@ -214,6 +214,7 @@ class DaemonProcess:
         What a test waits for before it asserts that nothing happened: however slow the machine is, the daemon
         has looked ``count`` times. Each pass stamps a new time; a poll that misses one only waits longer.
         """
+        self.assert_running()
         before = self.pass_stamps()
         seen: dict[str, set[float]] = {}
 
