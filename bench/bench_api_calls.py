@@ -42,8 +42,9 @@ from pathlib import Path
 
 from tests.e2e.rpcd import RpcDaemon, broker_url, render_config
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.ports import free_port
 
 from bench import Figure, bus_canary, load_average
 from rpcdaemon.access import NeutronAccess

@@ -36,9 +36,10 @@ from pathlib import Path
 
 from tests.e2e.rpcd import RpcDaemon, broker_url, render_config
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.neutron_server import NeutronServer
 from tests.harness.router_ports import Topology
 from tests.harness.seed import SeedClient, SeedError
+from tests.kit.ports import free_port
 
 from bench import Figure, bus_canary, fmt_seconds, load_average
 from rpcdaemon.model import L3_AGENT

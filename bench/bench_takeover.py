@@ -29,8 +29,9 @@ from pathlib import Path
 import requests
 from tests.e2e.rpcd import RpcDaemon, render_config
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.ports import free_port
 
 from bench import Figure, fmt_seconds, load_average
 from rpcdaemon.model import L3_AGENT

@@ -444,7 +444,7 @@ class _Records:
             return FuzzRecord(category, "deep", _token(base, path, nest if r.random() < 0.8 else opener * depth))
         if kind == 4:
             path = r.choice(_NUMBERS[category])
-            value = r.choice([-1, -0.5, 1e12, 1e300, 10**19, True, False, "1800000000", None, [1], {"t": 1}])
+            value: object = r.choice([-1, -0.5, 1e12, 1e300, 10**19, True, False, "1800000000", None, [1], {"t": 1}])
             if value is None and path[-1] in ("until", "heard_ago"):
                 value = -5  # None is allowed there
             return FuzzRecord(category, "number", _dumps(_set(base, path, value)))
@@ -530,7 +530,9 @@ def generate(count: int, *, seed: int = 6, host_prefix: str = "", fleet: Sequenc
 
 def publish(url: str, messages: Iterable[FuzzMessage]) -> PublishStats:
     """Publish every message over one kombu connection; the exchanges are declared as oslo does."""
-    from kombu import Connection, Exchange, Producer
+    from kombu.connection import Connection
+    from kombu.entity import Exchange
+    from kombu.messaging import Producer
 
     exchanges = {NEUTRON: Exchange(NEUTRON, type="topic", durable=False, auto_delete=False),
                  DHCP_FANOUT: Exchange(DHCP_FANOUT, type="fanout", durable=False, auto_delete=True)}

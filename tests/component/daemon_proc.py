@@ -1,21 +1,17 @@
-"""The real ``rpcdaemon`` process for the systemd-facing component tests: a scripted Neutron endpoint
+"""The real ``rpcdaemon`` process for the component tests that run it: a scripted Neutron endpoint
 (noauth, as ``[L3Agent] endpoint`` talks to), a datagram socket standing in for systemd's notify socket,
-a vhost of the test's own on the shared RabbitMQ, and a launcher that scrubs the environment.
+a vhost of the test's own on the shared RabbitMQ, and ``RpcDaemon``, the kit's ``DaemonProcess`` on a
+config of the test's (``l3_config`` writes the usual one).
 
-Used by test_notify_process.py, test_sighup_process.py and test_health_process.py.
+Used by the test_*_process.py files here (and the ``stub`` fixture of conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import resource
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,28 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import AMQP_HOST, AMQP_PORT, declare_oslo_exchange, rabbitmqctl
-
-RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
-# What a systemd (or a CI runner under one) would hand down: never let it reach these daemons by accident.
-SYSTEMD_VARS = ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+from tests.component.rabbit import AMQP_HOST, AMQP_PORT, declare_oslo_exchange, rabbitmqctl
+from tests.kit.poll import wait_until
+from tests.kit.ports import free_port
+from tests.kit.process import RPCDAEMON, DaemonProcess, metrics_port_in, run
 
 
 class NeutronStub:
@@ -262,63 +240,24 @@ def open_files_limit(pid: int) -> tuple[int, int]:
     return resource.prlimit(pid, resource.RLIMIT_NOFILE)
 
 
-class RpcDaemon:
-    """One real ``rpcdaemon`` process (foreground with ``-d`` unless ``detached``), stderr to a file."""
+class RpcDaemon(DaemonProcess):
+    """One real ``rpcdaemon`` on ``config_text`` (written to ``workdir/rpcdaemon.conf``): ``start()`` runs it
+    in the foreground (``-d``), its log in ``workdir/stderr.log``; ``start_detached`` lets it fork off."""
 
     def __init__(self, workdir: Path, config_text: str) -> None:
         self.workdir = workdir
         self.config = workdir / "rpcdaemon.conf"
         self.config.write_text(config_text)
-        self.stderr_path = workdir / "stderr.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pids: list[int] = []
-
-    @staticmethod
-    def environ(**extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS and k != "PYTHONWARNINGS"}
-        env.update(extra)
-        return env
-
-    def start(self, *, env: dict[str, str] | None = None, open_files: int | None = None) -> RpcDaemon:
-        """``open_files``: the process's RLIMIT_NOFILE, soft and hard (so the daemon cannot raise it)."""
-
-        def limit() -> None:
-            if open_files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-        with self.stderr_path.open("ab") as err:
-            self.proc = subprocess.Popen([str(RPCDAEMON), "-d", "-c", str(self.config)], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, cwd=self.workdir,
-                                         env=env or self.environ(), preexec_fn=limit if open_files else None)
-        self.pids.append(self.proc.pid)
-        return self
+        super().__init__([RPCDAEMON, "-d", "-c", self.config], name="rpcdaemon", log_path=workdir / "stderr.log",
+                         cwd=workdir, metrics_port=metrics_port_in(config_text))
 
     def start_detached(self, pidfile: Path) -> int:
-        done = subprocess.run([str(RPCDAEMON), "-c", str(self.config)], capture_output=True, text=True, timeout=30,
-                              check=False, cwd=self.workdir, env=self.environ())
+        """Run it without ``-d`` (it returns once the daemon has forked off); the daemon's pid, from ``pidfile``."""
+        done = run([RPCDAEMON, "-c", self.config], timeout=30, cwd=self.workdir)
         assert done.returncode == 0, done.stderr
-        pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the pid file"))
-        self.pids.append(pid)
+        pid = int(wait_until(lambda: pidfile.read_text().strip() if pidfile.exists() else None, 10, "the pid file"))
+        self.adopt(pid)
         return pid
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def l3_config(*, bus_url: str, endpoint: str, neutron_conf: Path, metrics_port: int = 0,

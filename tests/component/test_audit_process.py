@@ -7,39 +7,16 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import jsonschema
-import pytest
-from conftest import AMQP_URL
-from daemon_proc import NeutronStub, RpcDaemon, l3_config, wait_until
-
-from rpcdaemon.telemetry.audit import SCHEMA_FILE
-
-VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
-
-
-@pytest.fixture
-def stub() -> Iterator[NeutronStub]:
-    s = NeutronStub()
-    s.start()
-    yield s
-    s.stop()
-
-
-def audit_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    docs = [json.loads(text) for text in path.read_text().splitlines()]
-    for doc in docs:
-        VALIDATOR.validate(doc)
-    return docs
+from tests.component.daemon_proc import NeutronStub, RpcDaemon, l3_config
+from tests.component.rabbit import AMQP_URL
+from tests.kit.audit import read_audit
+from tests.kit.poll import wait_until
 
 
 def events(path: Path) -> list[str]:
-    return [doc["event"] for doc in audit_lines(path)]
+    return [doc["event"] for doc in read_audit(path, missing_ok=True)]
 
 
 def test_the_daemon_writes_its_audit_trail_and_json_log(tmp_path: Path, stub: NeutronStub) -> None:
@@ -49,7 +26,7 @@ def test_the_daemon_writes_its_audit_trail_and_json_log(tmp_path: Path, stub: Ne
     daemon = RpcDaemon(tmp_path, text).start()
     try:
         wait_until(lambda: "leadership" in events(audit), 30, "the start and the lock in the audit trail")
-        start, lead = audit_lines(audit)[:2]
+        start, lead = read_audit(audit, missing_ok=True)[:2]
         assert (start["event"], start["plugins"], start["dry_run"]) == ("start", ["L3Agent"], False)
         assert start["instance"].endswith(f":{daemon.pids[0]}")
         assert (lead["event"], lead["previous"], lead["role"]) == ("leadership", "starting", "active")
@@ -58,14 +35,14 @@ def test_the_daemon_writes_its_audit_trail_and_json_log(tmp_path: Path, stub: Ne
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
         wait_until(audit.exists, 10, "the audit trail reopened at its path")
-        assert daemon.running()
+        assert daemon.running
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
     assert events(tmp_path / "audit.log.1")[:2] == ["start", "leadership"]
-    [stop] = audit_lines(audit)  # the rest of its life went to the new file
+    [stop] = read_audit(audit, missing_ok=True)  # the rest of its life went to the new file
     assert (stop["event"], stop["exit_status"], stop["reason"]) == ("stop", 0, "stop requested")
-    logs = [json.loads(line) for line in daemon.stderr().splitlines()]  # each line a whole JSON object
+    logs = [json.loads(line) for line in daemon.log().splitlines()]  # each line a whole JSON object
     messages = [doc["message"] for doc in logs]
     assert any(m.startswith("audit trail: ") and m.endswith("audit.log (one JSON line per decision and action)")
                for m in messages)

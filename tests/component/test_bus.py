@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import (
+from tests.component.oslo_sender import OsloSender, dhcp_state, l3_state
+from tests.component.rabbit import (
     AMQP_URL,
     OSLO_URL,
     Collector,
@@ -24,9 +25,8 @@ from conftest import (
     declare_oslo_exchange,
     rabbitmqctl,
     wait_broker_up,
-    wait_for,
 )
-from oslo_sender import OsloSender, dhcp_state, l3_state
+from tests.kit.poll import wait_until
 
 from rpcdaemon.broker.amqpurl import normalise_url, url_for_log
 from rpcdaemon.broker.connection import publish_raw
@@ -75,7 +75,7 @@ def test_oslo_heartbeats_arrive_decoded_on_both_keys(start_listener: Start, send
     sender.report_state(l3_state(l3, agent_mode="dvr_snat", start_flag=True, az="az-1"))
     sender.report_state(dhcp_state(dhcp), topic="q-plugin")
 
-    found = wait_for(lambda: len(f := heartbeats_from(got, {l3, dhcp})) == 2 and f, 10, "2 heartbeats")
+    found = wait_until(lambda: f if len(f := heartbeats_from(got, {l3, dhcp})) == 2 else None, 10, "2 heartbeats")
     raw, hb = found[l3]
     assert (raw.exchange, raw.routing_key, raw.content_type, raw.content_encoding) == (
         "neutron",
@@ -108,7 +108,7 @@ def test_oslo_heartbeats_arrive_decoded_on_both_keys(start_listener: Start, send
     assert inner["version"] == "1.4"
     assert inner["args"]["agent_state"]["agent_state"]["host"] == dhcp
     assert any(k.startswith("_context_") for k in inner)
-    wait_for(lambda: listener.counts.acked == listener.counts.received, 5, "every message acked")
+    wait_until(lambda: listener.counts.acked == listener.counts.received, 5, "every message acked")
 
 
 def test_own_bounded_exclusive_queue_never_neutrons(start_listener: Start) -> None:
@@ -164,7 +164,7 @@ def test_network_deletion_on_fanout_and_notifications(start_listener: Start, sen
                     seen[event.network_id] = raw
             return seen if len(seen) == 3 else None
 
-        seen = wait_for(deletions, 10, "three network deletions")
+        seen = wait_until(deletions, 10, "three network deletions")
         assert (seen[net_a].exchange, seen[net_a].routing_key) == ("dhcp_agent_fanout", "")
         assert (seen[net_b].exchange, seen[net_b].routing_key) == ("neutron", "notifications.info")
     finally:
@@ -209,13 +209,13 @@ def test_garbage_is_acked_counted_and_never_unpickled(start_listener: Start, sen
     host = unique("after-junk")
     sender.report_state(l3_state(host))
 
-    wait_for(lambda: any(isinstance(r, Heartbeat) and r.host == host for r in results), 10, "the heartbeat")
+    wait_until(lambda: any(isinstance(r, Heartbeat) and r.host == host for r in results), 10, "the heartbeat")
     rejected = [r for r in results if isinstance(r, Rejected)]
     assert {r.kind for r in rejected} >= {"not UTF-8", "not JSON", "too large", "too deep"}
     assert not UNPICKLED, "a message body was unpickled"
     assert listener.is_alive()
     assert listener.counts.failed >= 1
-    wait_for(lambda: listener.counts.acked == listener.counts.received, 5, "every message acked")
+    wait_until(lambda: listener.counts.acked == listener.counts.received, 5, "every message acked")
     assert listener.counts.received >= len(junk) + 1
     rows = rabbitmqctl("list_queues", "name", "messages").splitlines()
     assert f"{listener.queue_name}\t0" in rows  # nothing left behind, nothing redelivered
@@ -249,10 +249,9 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
     watcher.start()
     try:
         rabbitmqctl("close_all_connections", "rpcdaemon component test")
-        after = wait_for(
-            lambda: (link := listener.link()).connected and link.outages == 1 and link, 15, "the link to come back"
-        )
-        wait_for(lambda: len(watcher.seen) >= 3, 2, "the watcher to sample the restored link")
+        after = wait_until(lambda: link if (link := listener.link()).connected and link.outages == 1 else None, 15,
+                           "the link to come back")
+        wait_until(lambda: len(watcher.seen) >= 3, 2, "the watcher to sample the restored link")
     finally:
         watcher.done.set()
         watcher.join()
@@ -262,7 +261,7 @@ def test_survives_close_all_connections(start_listener: Start) -> None:
     s = OsloSender(OSLO_URL)  # a fresh sender: the broker closed the fixture's connections too
     try:
         s.report_state(l3_state(host))
-        wait_for(lambda: heartbeats_from(got, {host}), 10, "a heartbeat after the reconnect")
+        wait_until(lambda: heartbeats_from(got, {host}), 10, "a heartbeat after the reconnect")
     finally:
         s.close()
 
@@ -276,7 +275,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
     before = listener.link()
     try:
         rabbitmqctl("stop_app")
-        down = wait_for(lambda: not (link := listener.link()).connected and link, 15, "the link to drop")
+        down = wait_until(lambda: None if (link := listener.link()).connected else link, 15, "the link to drop")
         assert down.outages == 1
         time.sleep(2.0)  # several failed reconnect attempts while the broker is away
     finally:
@@ -288,7 +287,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
     time.sleep(2.0)
     assert not listener.link().connected
     declare_oslo_exchange()
-    up = wait_for(lambda: (link := listener.link()).connected and link, 20, "the link to come back")
+    up = wait_until(lambda: link if (link := listener.link()).connected else None, 20, "the link to come back")
     assert up.since > down.since > before.since
     assert up.outages == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "bus restart: " in r.getMessage()
@@ -301,7 +300,7 @@ def test_survives_a_broker_restart(start_listener: Start, caplog: pytest.LogCapt
     s = OsloSender(OSLO_URL)
     try:
         s.report_state(dhcp_state(host))
-        wait_for(lambda: heartbeats_from(got, {host}), 15, "a heartbeat after the restart")
+        wait_until(lambda: heartbeats_from(got, {host}), 15, "a heartbeat after the restart")
     finally:
         s.close()
 
@@ -346,7 +345,7 @@ def test_exchange_with_other_properties_is_used_as_it_is(start_listener: Start, 
     start_listener([durable_view], got, name="mismatch")
     host = unique("mismatch")
     sender.report_state(l3_state(host))
-    wait_for(lambda: heartbeats_from(got, {host}), 10, "a heartbeat through the passive binding")
+    wait_until(lambda: heartbeats_from(got, {host}), 10, "a heartbeat through the passive binding")
 
 
 # -- the in-memory transport (the demo) ---------------------------------------------------------
@@ -358,7 +357,7 @@ def test_memory_transport() -> None:
     listener = BusListener("memory://", HEARTBEATS, got, stop=stop, name="memory")
     listener.start()
     try:
-        wait_for(lambda: listener.link().connected, 5, "the memory link")
+        wait_until(lambda: listener.link().connected, 5, "the memory link")
         host = unique("mem")
         state = l3_state(host)
         body = json.dumps(
@@ -370,13 +369,13 @@ def test_memory_transport() -> None:
         publish_raw("memory://", "neutron", "q-reports-plugin", body)
         publish_raw("memory://", "neutron", "q-plugin", b"\x00 junk")
         publish_raw("memory://", "neutron", "elsewhere", body)  # not subscribed: never delivered
-        wait_for(lambda: len(got.snapshot()) >= 2, 5, "two memory deliveries")
+        wait_until(lambda: len(got.snapshot()) >= 2, 5, "two memory deliveries")
         events = decoded(got.snapshot())
         assert isinstance(events[0], Heartbeat)
         assert events[0].host == host
         assert isinstance(events[1], Rejected)
         assert [r.routing_key for r in got.snapshot()] == ["q-reports-plugin", "q-plugin"]
-        wait_for(lambda: listener.counts.acked == 2, 5, "both acked")
+        wait_until(lambda: listener.counts.acked == 2, 5, "both acked")
     finally:
         stop.set()
         listener.join(2.0)

@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import AMQP_URL, Collector, declare_oslo_exchange, rabbitmqctl, wait_for
+from tests.component.rabbit import AMQP_URL, Collector, declare_oslo_exchange, rabbitmqctl
+from tests.kit.poll import wait_until
+from tests.kit.service import make_service
 
 from rpcdaemon.broker.connection import make_connection, publish_raw
 from rpcdaemon.broker.link import RawMessage, fanout_subscription, neutron_subscription
-from rpcdaemon.daemon.service import Service
 from rpcdaemon.exits import EXIT_FAILED
 from rpcdaemon.observing.listener import MAX_UNEXPECTED, BusListener
-from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dump import DumpPlugin
 
 HEARTBEATS = [neutron_subscription("q-reports-plugin")]
@@ -52,9 +52,9 @@ def test_a_stalled_consumer_keeps_the_queue_bounded_and_counts_the_drops(start_l
         for i in range(sent):
             publish_raw(conn, "neutron", "q-reports-plugin", f'{{"n": {i}}}')
     # 256 in flight to the stalled consumer (prefetch), at most 10 waiting: the rest were dropped.
-    wait_for(lambda: _ready(vhost, listener.queue_name) == 10, 10, "the bounded queue to fill")
+    wait_until(lambda: _ready(vhost, listener.queue_name) == 10, 10, "the bounded queue to fill")
     release.set()
-    wait_for(lambda: len(got.snapshot()) == 266 and listener.counts.dropped == sent - 266, 10, "drops counted")
+    wait_until(lambda: len(got.snapshot()) == 266 and listener.counts.dropped == sent - 266, 10, "drops counted")
     assert [r.body for r in got.snapshot()][-1] == b'{"n": 399}'  # drop-head: the newest survive
     assert listener.link().connected
 
@@ -77,7 +77,7 @@ def test_durable_neutron_exchange_is_used_passively_and_stays_as_the_server_made
     start_listener(HEARTBEATS, got, url=vhost, name="durable")
     declare_oslo_exchange(url=vhost, durable=True)  # the "server" reconnects: no PRECONDITION_FAILED
     publish_raw(vhost, "neutron", "q-reports-plugin", b"{}", durable=True)
-    wait_for(lambda: got.snapshot(), 10, "a message through the durable exchange")
+    wait_until(lambda: got.snapshot(), 10, "a message through the durable exchange")
     rows = rabbitmqctl("list_exchanges", "-p", vhost.rsplit("/", 1)[1], "name", "durable").splitlines()
     assert "neutron\ttrue" in rows
 
@@ -89,7 +89,7 @@ def test_missing_neutron_exchange_is_waited_for_not_created(
     got = Collector()
     listener, _ = start_listener(HEARTBEATS, got, url=vhost, name="waiter", wait_connected=False,
                                  reconnect_backoff=(0.1, 0.3))
-    wait_for(lambda: "does not exist yet" in caplog.text, 10, "the WARNING about the missing exchange")
+    wait_until(lambda: "does not exist yet" in caplog.text, 10, "the WARNING about the missing exchange")
     threading.Event().wait(1.0)  # several more tries
     assert not listener.link().connected  # deaf: no window may start
     names = rabbitmqctl("list_exchanges", "-p", vhost.rsplit("/", 1)[1], "name").split()
@@ -97,9 +97,9 @@ def test_missing_neutron_exchange_is_waited_for_not_created(
     waits = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(waits) == 1, [r.getMessage() for r in waits]
     declare_oslo_exchange(url=vhost, durable=True)  # neutron-server starts, durable queues on
-    wait_for(lambda: listener.link().connected, 10, "the link once the exchange exists")
+    wait_until(lambda: listener.link().connected, 10, "the link once the exchange exists")
     publish_raw(vhost, "neutron", "q-reports-plugin", b"{}", durable=True)
-    wait_for(lambda: got.snapshot(), 10, "a heartbeat")
+    wait_until(lambda: got.snapshot(), 10, "a heartbeat")
 
 
 def test_heartbeats_flow_while_the_fanout_exchange_is_missing_and_it_is_bound_later(
@@ -110,14 +110,14 @@ def test_heartbeats_flow_while_the_fanout_exchange_is_missing_and_it_is_bound_la
     listener, _ = start_listener([*HEARTBEATS, fanout_subscription("dhcp_agent")], got, url=vhost, name="fan")
     assert listener.pending_exchanges() == ["dhcp_agent_fanout"]
     publish_raw(vhost, "neutron", "q-reports-plugin", b'{"hb": 1}')
-    wait_for(lambda: got.snapshot(), 10, "a heartbeat without the fanout exchange")
+    wait_until(lambda: got.snapshot(), 10, "a heartbeat without the fanout exchange")
     # a DHCP agent connects: its consumer declares the fanout exchange; the listener binds it at once
     publish_raw(vhost, "dhcp_agent_fanout", "", b"lost", exchange_type="fanout", auto_delete=True)
     appeared = time.monotonic()
-    wait_for(lambda: not listener.pending_exchanges(), 10, "the fanout binding")
+    wait_until(lambda: not listener.pending_exchanges(), 10, "the fanout binding")
     assert time.monotonic() - appeared < 2.0  # Dump shows fanout traffic about a second after it exists
     publish_raw(vhost, "dhcp_agent_fanout", "", b'{"fan": 1}', exchange_type="fanout", auto_delete=True)
-    wait_for(lambda: any(r.exchange == "dhcp_agent_fanout" for r in got.snapshot()), 10, "a fanout message")
+    wait_until(lambda: any(r.exchange == "dhcp_agent_fanout" for r in got.snapshot()), 10, "a fanout message")
 
 
 class _Broken:
@@ -137,7 +137,7 @@ def test_unexpected_errors_are_logged_retried_then_fatal(caplog: pytest.LogCaptu
     caplog.set_level(logging.INFO, logger="rpcdaemon.observing")
     stop = threading.Event()
     listener = BusListener(AMQP_URL, HEARTBEATS, Collector(), stop=stop, name="broken",
-                           reconnect_backoff=(0.01, 0.05), connection_factory=lambda: _Broken(AMQP_URL))
+                           reconnect_backoff=(0.01, 0.05), connection_factory=lambda: _Broken(AMQP_URL))  # type: ignore[arg-type,return-value]
     listener.start()
     listener.join(10)
     stop.set()
@@ -157,9 +157,8 @@ def test_a_connection_factory_that_raises_ends_the_service_non_zero(caplog: pyte
     def factory() -> Any:
         raise ValueError("Port could not be cast to integer value")
 
-    svc = Service(bus_url=AMQP_URL, registry=AgentRegistry(75.0), plugins=[], check_interval=0.05,
-                  dump=DumpPlugin("neutron", None, out=io.StringIO()), queue_expire=None, stop=stop,
-                  connection_factory=factory)
+    svc = make_service(bus_url=AMQP_URL, check_interval=0.05, dump=DumpPlugin("neutron", None, out=io.StringIO()),
+                       stop=stop, connection_factory=factory)
     done: list[int] = []
     runner = threading.Thread(target=lambda: done.append(svc.run()), daemon=True)
     runner.start()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.component.conftest import AMQP_URL
+from tests.component.rabbit import AMQP_URL
 
 from rpcdaemon.broker.connection import make_connection
 from rpcdaemon.broker.control_link import control_connection

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AMQP_URL
-from daemon_proc import RPCDAEMON, NeutronStub, RpcDaemon, l3_config, wait_until
-from test_audit_process import audit_lines
+from tests.component.daemon_proc import NeutronStub, RpcDaemon, l3_config
+from tests.component.rabbit import AMQP_URL
+from tests.kit.audit import read_audit
+from tests.kit.poll import wait_until
+from tests.kit.process import RPCDAEMON, run
 
 from rpcdaemon.broker.connection import make_connection
 from rpcdaemon.broker.control_link import control_connection
@@ -30,14 +32,6 @@ HUGE_INT = b'{"v":1,"at":1' + b"0" * 400 + b"}"  # the issue's: float() of it ra
 DEEP = b"[" * 30_000 + b"]" * 30_000  # json.loads of it raises RecursionError (60 kB: under the size bound)
 WIDE_DEEP = b"[" * 100_000 + b"]" * 100_000  # the issue's 100,000-deep nest: over the size bound already
 WARNING = "control state on the broker is not understood"
-
-
-@pytest.fixture
-def stub() -> Iterator[NeutronStub]:
-    s = NeutronStub()
-    s.start()
-    yield s
-    s.stop()
 
 
 class Rig:
@@ -59,15 +53,6 @@ class Rig:
         daemon.config.chmod(0o600)  # the commands refuse a file others may read while it holds the broker's password
         return daemon
 
-    def wait_log(self, daemon: RpcDaemon, text: str, what: str) -> None:
-        """Wait for ``text`` in the daemon's log; a daemon that exited fails at once, with its log."""
-        def said() -> bool:
-            log = daemon.stderr()
-            assert daemon.running() or text in log, f"the daemon exited:\n{log}"
-            return text in log
-
-        wait_until(said, 30, what)
-
     def write(self, raw: bytes) -> None:
         self.channel.link.write(control_queue(self.group), raw, durable=True)
 
@@ -88,8 +73,7 @@ class Rig:
             wait_until(announced_again, 20, "the daemon's next control poll")
 
     def command(self, daemon: RpcDaemon, *argv: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(RPCDAEMON), "-c", str(daemon.config), *argv], capture_output=True, text=True,
-                              timeout=60, check=False, env=RpcDaemon.environ())
+        done = run([RPCDAEMON, "-c", daemon.config, *argv], timeout=60)
         assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
         return done
 
@@ -115,10 +99,10 @@ def test_a_running_daemon_rides_out_bad_records_and_control_reset_repairs_them(r
         for raw, problem in [(HUGE_INT, "an integer of 401 digits"), (WIDE_DEEP, "200000 bytes (at most 65536)"),
                              (DEEP, "nested deeper than 8")]:
             rig.write(raw)
-            rig.wait_log(daemon, f"{WARNING} ({problem}); keeping the last one read", f"the warning about {problem}")
+            daemon.wait_text(f"{WARNING} ({problem}); keeping the last one read", 30)
         rig.polls(daemon, 3)  # the deep nest read again and again: said once, the daemon still there
-        log = daemon.stderr()
-        assert daemon.running(), log
+        log = daemon.log()
+        assert daemon.running, log
         assert log.count(WARNING) == 3, log
         assert "control channel thread failed" not in log
         assert "CRITICAL" not in log
@@ -149,9 +133,10 @@ def test_a_running_daemon_rides_out_bad_records_and_control_reset_repairs_them(r
         assert lines[0] == "replaced a control state not understood (nested deeper than 8)"
         assert lines[1].startswith("control state reset: not paused, brake as configured, on every instance of group")
         assert lines[2] == f"confirmed by the active instance {lines[2].split()[-1]}"
-        rig.wait_log(daemon, "control state on the broker understood again", "the daemon's read")
-        wait_until(lambda: any(d["event"] == "control-reset" for d in audit_lines(rig.audit)), 20, "the audit line")
-        [audited] = [d for d in audit_lines(rig.audit) if d["event"] == "control-reset"]
+        daemon.wait_text("control state on the broker understood again", 30)
+        wait_until(lambda: any(d["event"] == "control-reset" for d in read_audit(rig.audit, missing_ok=True)), 20,
+                   "the audit line")
+        [audited] = [d for d in read_audit(rig.audit, missing_ok=True) if d["event"] == "control-reset"]
         assert audited["reason"] == "garbage on the broker"
         assert audited["instance"].endswith(f":{daemon.pids[0]}")
         assert "@" in audited["by"]
@@ -165,10 +150,10 @@ def test_a_daemon_started_on_a_bad_record_stays_up_holding_its_moves_until_resum
     rig.write(HUGE_INT)
     daemon = rig.daemon("b").start()
     try:
-        rig.wait_log(daemon, WARNING, "the daemon's first read")
+        daemon.wait_text(WARNING, 30)
         rig.polls(daemon, 3)
-        log = daemon.stderr()
-        assert daemon.running(), log
+        log = daemon.log()
+        assert daemon.running, log
         assert log.count(WARNING) == 1, log
         assert (f"{WARNING} (an integer of 401 digits); no automatic moves until it is (it may hold a pause): "
                 "`rpcdaemon control reset` writes a fresh one") in log
@@ -178,7 +163,7 @@ def test_a_daemon_started_on_a_bad_record_stays_up_holding_its_moves_until_resum
         assert resume.returncode == 0, resume.stdout + resume.stderr
         assert resume.stdout.startswith("the control state on the broker was not understood (an integer of 401 "
                                         "digits): replaced it with a fresh one; resumed: automatic moves again")
-        rig.wait_log(daemon, "control state on the broker understood again", "the daemon's read")
+        daemon.wait_text("control state on the broker understood again", 30)
         status = rig.command(daemon, "status")
         assert status.returncode == 0
         assert "pause: not paused" in status.stdout

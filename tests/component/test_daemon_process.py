@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AMQP_URL, wait_for
-
-RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
+from tests.component.rabbit import AMQP_URL
+from tests.kit.poll import wait_until
+from tests.kit.process import RPCDAEMON, clean_env, run
 
 # The file name matters: a pid file whose process has no "rpcdaemon" in its command line is stale.
 IDLE_SCRIPT = """
@@ -101,38 +101,26 @@ class Daemon:
 
     def start_detached(self, kind: str = "idle") -> subprocess.CompletedProcess[str]:
         """Run the command without -d: it returns once the daemon has forked off."""
-        done = subprocess.run(
-            [*self.command(kind), "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            cwd=self.tmp,
-        )
+        done = run([*self.command(kind), "-c", self.config], timeout=30, cwd=self.tmp)
         pid = _read_pid(self.pidfile)
         if pid is not None:
             self.pids.append(pid)
         return done
 
     def wait_pid(self, timeout: float = 10.0) -> int:
-        pid = wait_for(lambda: _read_pid(self.pidfile), timeout, f"the pid file {self.pidfile}")
+        pid = wait_until(lambda: _read_pid(self.pidfile), timeout, f"the pid file {self.pidfile}")
         if pid not in self.pids:
             self.pids.append(pid)
         return pid
 
     def start_foreground(self, kind: str = "idle") -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [*self.command(kind), "-d", "-c", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=self.tmp,
-        )
+        proc = subprocess.Popen([*self.command(kind), "-d", "-c", str(self.config)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.tmp, env=clean_env())
         self.procs.append(proc)
         return proc
 
     def log_has(self, text: str, timeout: float = 10.0) -> None:
-        wait_for(lambda: self.logfile.exists() and text in self.logfile.read_text(), timeout, f"{text!r} in the log")
+        wait_until(lambda: self.logfile.exists() and text in self.logfile.read_text(), timeout, f"{text!r} in the log")
 
     def cleanup(self) -> None:
         for pid in self.pids:
@@ -155,7 +143,7 @@ def _stop(pid: int, timeout: float = 5.0) -> float:
     """SIGTERM ``pid``; how many seconds it took to exit."""
     started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: _gone(pid), timeout, f"pid {pid} to exit after SIGTERM")
+    wait_until(lambda: _gone(pid), timeout, f"pid {pid} to exit after SIGTERM")
     return time.monotonic() - started
 
 
@@ -169,7 +157,7 @@ def test_detached_daemon_holds_the_pidfile_and_sigterm_removes_it(daemon: Daemon
     log = daemon.logfile.read_text()
     assert f"starting (pid {pid}, detached, config {daemon.config})" in log
     assert _stop(pid) < 3.0
-    wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
+    wait_until(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
     log = daemon.logfile.read_text()
     assert "received SIGTERM, stopping" in log
     assert "idle runner saw the stop event" in log
@@ -194,12 +182,12 @@ def test_stale_pidfile_is_replaced(daemon: Daemon) -> None:
     daemon.pidfile.write_text(f"{dead}\n")
     done = daemon.start_detached()
     assert done.returncode == 0, done.stderr
-    pid = wait_for(lambda: (p := _read_pid(daemon.pidfile)) != int(dead) and p, 10.0, "a new pid in the pid file")
+    pid = wait_until(lambda: (p := _read_pid(daemon.pidfile)) != int(dead) and p, 10.0, "a new pid in the pid file")
     daemon.pids.append(pid)
     assert not _gone(pid)
     daemon.log_has(f"replaced stale pidfile {daemon.pidfile} (pid {dead} was not running)")
     _stop(pid)
-    wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
+    wait_until(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
 
 
 def test_racing_starts_one_runs_the_other_says_so(daemon: Daemon) -> None:
@@ -208,7 +196,7 @@ def test_racing_starts_one_runs_the_other_says_so(daemon: Daemon) -> None:
     for _ in range(3):
         procs = [
             subprocess.Popen([*daemon.command("idle"), "-c", str(daemon.config)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=daemon.tmp)
+                             stderr=subprocess.PIPE, text=True, cwd=daemon.tmp, env=clean_env())
             for _ in range(2)
         ]
         results = sorted((p.wait(timeout=30), p.communicate()[1]) for p in procs)
@@ -219,18 +207,16 @@ def test_racing_starts_one_runs_the_other_says_so(daemon: Daemon) -> None:
         assert results[1][1].count("\n") == 1, results[1][1]
         assert f"(pidfile {daemon.pidfile}" in results[1][1]
         _stop(pid)
-        wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
+        wait_until(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
 
 
 def test_unreadable_pidfile_directory_is_one_line_and_exit_1(daemon: Daemon) -> None:
     # Root ignores file modes; setpriv drops the capabilities that let it, so the mode applies.
     daemon.pidfile.parent.chmod(0o000)
     try:
-        done = subprocess.run(
-            ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
-             *daemon.command("idle"), "-c", str(daemon.config)],
-            capture_output=True, text=True, timeout=30, check=False, cwd=daemon.tmp,
-        )
+        done = run(["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                    "--bounding-set=-dac_override,-dac_read_search", *daemon.command("idle"), "-c", daemon.config],
+                   timeout=30, cwd=daemon.tmp)
     finally:
         daemon.pidfile.parent.chmod(0o755)
     assert done.returncode == 1
@@ -319,7 +305,7 @@ def test_real_rpcdaemon_detached_with_dump(daemon: Daemon) -> None:
     time.sleep(1.0)  # a few check intervals: still alive, no error logged
     assert not _gone(pid), daemon.logfile.read_text()
     assert _stop(pid, timeout=10.0) < 8.0
-    wait_for(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
+    wait_until(lambda: not daemon.pidfile.exists(), 5.0, "the pid file to be removed")
     log = daemon.logfile.read_text()
     assert "rpcdaemon exiting (status 0)" in log
     assert "Traceback" not in log

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
-from conftest import AMQP_URL, OSLO_URL, declare_fanout, wait_for
-from oslo_sender import OsloSender, dhcp_state, l3_state
+from tests.component.oslo_sender import OsloSender, dhcp_state, l3_state
+from tests.component.rabbit import AMQP_URL, OSLO_URL, declare_fanout
+from tests.kit.poll import wait_until
 
 from rpcdaemon.broker.connection import publish_raw
 from rpcdaemon.broker.link import RawMessage, Subscription
@@ -45,7 +46,7 @@ def test_prints_one_readable_line_per_message(start_listener: Start, sender: Osl
     sender.network_delete_fanout(net)
     publish_raw(AMQP_URL, "neutron", f"junk.{tag}", b"\xff\xfe not json")
 
-    wait_for(lambda: len(lines_with(out, host, net, tag)) == 3, 10, "three dumped lines")
+    wait_until(lambda: len(lines_with(out, host, net, tag)) == 3, 10, "three dumped lines")
     heartbeat, deleted, junk = (lines_with(out, needle)[0] for needle in (host, net, tag))
     assert heartbeat.startswith(
         f'2026-11-25 12:00:00.250 neutron/q-reports-plugin report_state host={host} type="L3 agent" {{'
@@ -63,7 +64,7 @@ def test_verbose_shows_the_context(start_listener: Start, sender: OsloSender) ->
     start_listener(dump.subscriptions(), dump.handle, name="dumpv")
     host = f"v-{uuid.uuid4().hex[:8]}"
     sender.report_state(dhcp_state(host))
-    line = wait_for(lambda: lines_with(out, host), 10, "the dumped heartbeat")[0]
+    line = wait_until(lambda: lines_with(out, host), 10, "the dumped heartbeat")[0]
     assert '"_context_request_id":"req-' in line
     assert '"_context_is_admin":true' in line
 
@@ -76,8 +77,8 @@ def test_filter_selects_messages(start_listener: Start, sender: OsloSender) -> N
     sender.report_state(l3_state(other))
     sender.report_state(l3_state(wanted))
     sender.report_state(dhcp_state(other), topic="q-plugin")
-    wait_for(lambda: lines_with(out, wanted), 10, "the wanted heartbeat")
-    wait_for(lambda: dump.filtered_out >= 2, 5, "the others filtered out")
+    wait_until(lambda: lines_with(out, wanted), 10, "the wanted heartbeat")
+    wait_until(lambda: dump.filtered_out >= 2, 5, "the others filtered out")
     assert lines_with(out, other) == []
     assert all(wanted in line for line in out.getvalue().splitlines())
 

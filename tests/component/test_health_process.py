@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_proc import (
-    IdleFlood,
-    NeutronStub,
-    RpcDaemon,
-    Vhost,
-    free_port,
-    http_get,
-    l3_config,
-    open_files_limit,
-    wait_until,
-)
+from tests.component.daemon_proc import IdleFlood, NeutronStub, RpcDaemon, Vhost, http_get, l3_config, open_files_limit
+from tests.kit.metrics import scrape
+from tests.kit.poll import wait_until
+from tests.kit.ports import free_port
 
 from rpcdaemon.broker.connection import publish_raw
 from rpcdaemon.demo.scenario import heartbeat_body
@@ -41,14 +33,6 @@ def vhost() -> Iterator[Vhost]:
         v.delete()
 
 
-@pytest.fixture
-def stub() -> Iterator[NeutronStub]:
-    s = NeutronStub()
-    s.start()
-    yield s
-    s.stop()
-
-
 def readyz(port: int) -> tuple[int, dict[str, object]]:
     code, content_type, body = http_get(port, "/readyz")
     assert content_type == "application/json"
@@ -61,7 +45,7 @@ def test_health_endpoints_through_a_bus_outage(tmp_path: Path, vhost: Vhost, stu
                                            metrics_port=port))
     daemon.start()
     try:
-        wait_until(lambda: "metrics on http://127.0.0.1" in daemon.stderr(), 20, "the metrics listener")
+        wait_until(lambda: "metrics on http://127.0.0.1" in daemon.log(), 20, "the metrics listener")
         wait_until(lambda: readyz(port)[0] == 200, 20, "/readyz 200")
         assert readyz(port) == (200, {"ready": True, "role": "active", "bus": "connected",
                                       "api": {"L3Agent": True}, "reasons": []})
@@ -91,19 +75,18 @@ def test_health_endpoints_through_a_bus_outage(tmp_path: Path, vhost: Vhost, stu
 
         vhost.create()  # back: the listener reconnects by itself
         wait_until(lambda: readyz(port)[0] == 200, 30, "/readyz 200 after the bus came back")
-        assert daemon.running()
+        assert daemon.running
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
-    err = daemon.stderr()
+    err = daemon.log()
     assert "Traceback" not in err
     assert "guest:guest" not in err  # the broker's password never reaches the log
 
 
 def heartbeats_counted(port: int) -> float:
-    match = re.search(r"^rpcdaemon_heartbeats_total (\S+)$", http_get(port, "/metrics")[2].decode(), re.M)
-    assert match
-    return float(match.group(1))
+    [(_, count)] = scrape(port)["rpcdaemon_heartbeats_total"]
+    return count
 
 
 def test_more_idle_connections_than_descriptors_starve_nothing(tmp_path: Path, vhost: Vhost,
@@ -118,7 +101,7 @@ def test_more_idle_connections_than_descriptors_starve_nothing(tmp_path: Path, v
     pid = daemon.proc.pid
     flood = IdleFlood(port, 300)
     try:
-        wait_until(lambda: "metrics on http://127.0.0.1" in daemon.stderr(), 20, "the metrics listener")
+        wait_until(lambda: "metrics on http://127.0.0.1" in daemon.log(), 20, "the metrics listener")
         wait_until(lambda: readyz(port)[0] == 200, 30, "/readyz 200")
         assert open_files_limit(pid) == (128, 128)  # the daemon cannot raise it: the flood outnumbers it
         flood.start()
@@ -142,13 +125,13 @@ def test_more_idle_connections_than_descriptors_starve_nothing(tmp_path: Path, v
         vhost.create()
         wait_until(lambda: readyz(port)[0] == 200, 30, "/readyz 200 after the bus came back, under the flood")
         assert flood.opened > opened  # the flood went on all along
-        assert daemon.running()
+        assert daemon.running
         flood.stop()
         assert daemon.stop() == 0
     finally:
         flood.stop()
         daemon.cleanup()
-    err = daemon.stderr()
+    err = daemon.log()
     assert "Too many open files" not in err
     assert "Traceback" not in err
     assert "metrics listener: 16 connections open, its limit" in err

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import AMQP_HOST, AMQP_PORT, AMQP_URL, wait_for
+from tests.component.rabbit import AMQP_HOST, AMQP_PORT, AMQP_URL
 from tests.harness.tcp_proxy import TcpProxy
+from tests.kit.poll import wait_until
 
 from rpcdaemon.broker.leader_lock import LOCK_HEARTBEAT, LOCK_LEASE, BrokerLock, lock_connection
 from rpcdaemon.coordination.leader import Leadership, LockBackend, Role
@@ -109,8 +110,8 @@ class Watch:
 
 
 def one_leader(a: Leadership, b: Leadership, timeout: float = 10.0) -> tuple[Leadership, Leadership]:
-    wait_for(lambda: a.role() is not Role.STARTING and b.role() is not Role.STARTING, timeout, "both to settle")
-    wait_for(lambda: a.is_leader() != b.is_leader(), timeout, "exactly one leader")
+    wait_until(lambda: a.role() is not Role.STARTING and b.role() is not Role.STARTING, timeout, "both to settle")
+    wait_until(lambda: a.is_leader() != b.is_leader(), timeout, "exactly one leader")
     return (a, b) if a.is_leader() else (b, a)
 
 
@@ -126,7 +127,7 @@ def test_two_broker_locks_exactly_one_holds() -> None:
             assert b.acquire() is False  # the probe says it exists: no refused declare
             assert a.confirm() is True
         a.release()
-        assert wait_for(lambda: b.acquire(), 5.0, "b to take the released lock")
+        assert wait_until(lambda: b.acquire(), 5.0, "b to take the released lock")
         assert b.confirm() is True
     finally:
         a.release()
@@ -140,7 +141,7 @@ def test_the_other_instance_acquires_within_a_second_or_two_when_the_holder_clos
     holder, other = one_leader(leaders(broker_lock(group)), leaders(broker_lock(group)))
     began = time.monotonic()
     holder.close()  # a clean stop: the connection is closed, the queue goes with it
-    wait_for(other.is_leader, 5.0, "the other instance to take over")
+    wait_until(other.is_leader, 5.0, "the other instance to take over")
     assert time.monotonic() - began < 2.5  # the next 1 s try, plus a round trip
     # and it keeps it: the closed one does not come back
     time.sleep(1.5)
@@ -153,16 +154,16 @@ def _blackhole_handover(leaders: Callable[[LockBackend], Leadership], make: Call
     group = uuid.uuid4().hex
     with TcpProxy(*upstream) as proxy:
         cut = leaders(make(group, proxy.port))
-        wait_for(cut.is_leader, 10.0, "the proxied instance to take the lock")
+        wait_until(cut.is_leader, 10.0, "the proxied instance to take the lock")
         time.sleep(random.random())  # the instances' 1 s rounds at any phase to each other, as in real life
         other = leaders(make(group, upstream[1]))
-        wait_for(lambda: other.role() is Role.STANDBY, 10.0, "the other instance to stand by")
+        wait_until(lambda: other.role() is Role.STANDBY, 10.0, "the other instance to stand by")
         watch = Watch({"cut": cut, "other": other})
         time.sleep(1.0 + random.random())  # a confirmation or two on the healthy link; the cut at any phase
         proxy.blackhole()
         cut_at = time.monotonic()
         try:
-            wait_for(other.is_leader, 15.0, "the other instance to take over")
+            wait_until(other.is_leader, 15.0, "the other instance to take over")
             time.sleep(0.05)
         finally:
             watch.stop()
@@ -205,7 +206,7 @@ def test_two_tooz_locks_on_redis_exactly_one_holds_and_a_release_hands_over(
     assert holder.is_leader() and not other.is_leader()  # noqa: PT018
     began = time.monotonic()
     holder.close()
-    wait_for(other.is_leader, 5.0, "the other instance to take the released lock")
+    wait_until(other.is_leader, 5.0, "the other instance to take the released lock")
     assert time.monotonic() - began < 2.5
     assert other.describe() == f"lock rpcdaemon.leader.{group} on tooz redis://{REDIS_HOST}:{REDIS_PORT}"
 

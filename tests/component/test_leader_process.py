@@ -10,46 +10,23 @@ on the way out, after the in-flight moves. The real neutron-server scenarios are
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AMQP_URL, wait_for
+from tests.component.rabbit import AMQP_URL
+from tests.kit.process import RPCDAEMON, DaemonProcess
 
-RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
 
-
-class Instance:
-    def __init__(self, workdir: Path, name: str, config: Path) -> None:
-        self.name, self.config = name, config
-        self.logfile = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Instance:
-        with self.logfile.open("ab") as err:
-            self.proc = subprocess.Popen([str(RPCDAEMON), "-d", "-c", str(self.config)], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, cwd=self.config.parent)
-        return self
-
-    def log(self) -> str:
-        return self.logfile.read_text() if self.logfile.exists() else ""
-
-    def says(self, text: str, timeout: float = 15.0, after: int = 0) -> None:
-        wait_for(lambda: text in self.log()[after:], timeout, f"{text!r} in {self.name}'s log:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+def instance(workdir: Path, name: str, config: Path) -> DaemonProcess:
+    return DaemonProcess([RPCDAEMON, "-d", "-c", config], name=name, log_path=workdir / f"{name}.log",
+                         cwd=config.parent)
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
+def pair(tmp_path: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
     (tmp_path / "neutron.conf").write_text("[DEFAULT]\n")
     config = tmp_path / "rpcdaemon.conf"
     config.write_text(
@@ -57,23 +34,21 @@ def pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
         "[L3Agent]\nconffile = neutron.conf\nendpoint = http://127.0.0.1:9\ntimeout = 1\n"
         f"[coordination]\ngroup = test-{uuid.uuid4().hex}\n"
     )
-    made = (Instance(tmp_path, "one", config), Instance(tmp_path, "two", config))
+    made = (instance(tmp_path, "one", config), instance(tmp_path, "two", config))
     yield made
     for inst in made:
-        if inst.proc is not None and inst.proc.poll() is None:
-            inst.proc.kill()
-            inst.proc.wait(10)
+        inst.cleanup()
 
 
 def test_one_of_two_instances_is_active_and_the_other_takes_over_when_it_is_killed(
-    pair: tuple[Instance, Instance],
+    pair: tuple[DaemonProcess, DaemonProcess],
 ) -> None:
     one, two = pair
     one.start()
-    one.says("now ACTIVE")
+    one.wait_text("now ACTIVE")
     two.start()
-    two.says("now STANDBY (lock rpcdaemon.leader.test-")
-    two.says("held by another instance")
+    two.wait_text("now STANDBY (lock rpcdaemon.leader.test-")
+    two.wait_text("held by another instance")
     time.sleep(2.0)  # several confirmations and tries: nothing changes
     assert "now ACTIVE" not in two.log()
     assert "API write" not in two.log()
@@ -81,17 +56,17 @@ def test_one_of_two_instances_is_active_and_the_other_takes_over_when_it_is_kill
     mark = len(two.log())
     killed = time.monotonic()
     assert one.stop(signal.SIGKILL) == -signal.SIGKILL
-    two.says("now ACTIVE", timeout=10.0, after=mark)
+    two.wait_text("now ACTIVE", timeout=10.0, after=mark)
     took = time.monotonic() - killed
     print(f"\nSIGKILL of the active instance: the standby active after {took:.2f} s")
     assert took < 4.0  # the kernel closed the killed one's socket: no heartbeat timeout to wait for
 
     one.start()  # it comes back as a standby
     mark_one = len(one.log())
-    one.says("held by another instance", after=mark_one)
+    one.wait_text("held by another instance", after=mark_one)
     stopped = time.monotonic()
     assert two.stop() == 0  # SIGTERM: it releases the lock on the way out
-    one.says("now ACTIVE", timeout=10.0, after=mark_one)
+    one.wait_text("now ACTIVE", timeout=10.0, after=mark_one)
     print(f"SIGTERM of the active instance: the standby active {time.monotonic() - stopped:.2f} s after the signal")
     assert "released: this instance is stopping" in two.log()
     for inst in pair:

@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AMQP_URL
-from daemon_proc import NeutronStub, NotifySocket, RpcDaemon, free_port, http_get, l3_config, wait_until
+from tests.component.daemon_proc import NeutronStub, NotifySocket, RpcDaemon, http_get, l3_config
+from tests.component.rabbit import AMQP_URL
+from tests.kit.poll import wait_until
+from tests.kit.ports import free_port
+from tests.kit.process import clean_env
 
 
 @pytest.fixture
@@ -31,6 +34,7 @@ def notify() -> Iterator[NotifySocket]:
 
 @pytest.fixture
 def stub() -> Iterator[NeutronStub]:
+    """Not started (conftest's is): the API is down when the daemon starts, and comes up in the test."""
     s = NeutronStub()
     yield s
     s.stop()
@@ -46,11 +50,11 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
     port = free_port()
     daemon = RpcDaemon(tmp_path, l3_config(bus_url=AMQP_URL, endpoint=stub.url, neutron_conf=tmp_path / "n.conf",
                                            metrics_port=port, timeout=600))
-    daemon.start(env=RpcDaemon.environ(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="120000000"))
+    daemon.start(env=clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="120000000"))
     try:
         # timeout = 600 would make the unit's WatchdogSec=120 kill a healthy daemon: said at start.
-        wait_until(lambda: "systemd watchdog (WatchdogSec=120s) is short" in daemon.stderr(), 20, "the warning")
-        assert "set WatchdogSec to at least 1220s" in daemon.stderr()
+        wait_until(lambda: "systemd watchdog (WatchdogSec=120s) is short" in daemon.log(), 20, "the warning")
+        assert "set WatchdogSec to at least 1220s" in daemon.log()
         # The API endpoint does not listen yet: the bus comes up, READY does not.
         status = notify.wait_for(lambda m: m.startswith("STATUS=") and m.endswith("bus up"), 20,
                                  "a STATUS with the bus up")
@@ -80,7 +84,7 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
         notify.poll()
         time.sleep(4.0)
         assert pings(notify.poll()) == [], "pings went on while the check loop was blocked"
-        assert daemon.running()
+        assert daemon.running
         code, _, body = http_get(port, "/healthz")  # alive still: 4 s is well within 30 s
         assert code == 200
         assert json.loads(body)["loop_age_s"] >= 4.0
@@ -92,7 +96,7 @@ def test_ready_after_bus_and_api_watchdog_stops_while_the_loop_is_wedged(
     finally:
         stub.release()
         daemon.cleanup()
-    assert "Traceback" not in daemon.stderr()
+    assert "Traceback" not in daemon.log()
 
 
 def test_no_notify_socket_no_notifications_and_debug_stays_the_foreground_default(
@@ -103,9 +107,9 @@ def test_no_notify_socket_no_notifications_and_debug_stays_the_foreground_defaul
     daemon = RpcDaemon(tmp_path, l3_config(bus_url=AMQP_URL, endpoint=stub.url, neutron_conf=tmp_path / "n.conf"))
     daemon.start()
     try:
-        wait_until(lambda: "Neutron API reachable" in daemon.stderr(), 20, "the first reconcile")
-        wait_until(lambda: "ready: active; L3Agent no agents; bus up" in daemon.stderr(), 20, "the ready line")
-        assert " DEBUG " in daemon.stderr()
+        wait_until(lambda: "Neutron API reachable" in daemon.log(), 20, "the first reconcile")
+        wait_until(lambda: "ready: active; L3Agent no agents; bus up" in daemon.log(), 20, "the ready line")
+        assert " DEBUG " in daemon.log()
         daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert daemon.proc.wait(20) == 0  # type: ignore[union-attr]
     finally:
@@ -115,12 +119,12 @@ def test_no_notify_socket_no_notifications_and_debug_stays_the_foreground_defaul
 def test_under_systemd_the_journal_gets_info(tmp_path: Path, stub: NeutronStub, notify: NotifySocket) -> None:
     stub.start()
     daemon = RpcDaemon(tmp_path, l3_config(bus_url=AMQP_URL, endpoint=stub.url, neutron_conf=tmp_path / "n.conf"))
-    daemon.start(env=RpcDaemon.environ(NOTIFY_SOCKET=notify.path, JOURNAL_STREAM="8:1"))
+    daemon.start(env=clean_env(NOTIFY_SOCKET=notify.path, JOURNAL_STREAM="8:1"))
     try:
         notify.wait_for(lambda m: "READY=1" in m, 20, "READY=1")
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
-    text = daemon.stderr()
+    text = daemon.log()
     assert "rpcdaemon exiting (status 0)" in text
     assert " DEBUG " not in text

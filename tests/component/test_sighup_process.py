@@ -11,8 +11,9 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import AMQP_URL
-from daemon_proc import RpcDaemon, wait_until
+from tests.component.daemon_proc import RpcDaemon
+from tests.component.rabbit import AMQP_URL
+from tests.kit.poll import wait_until
 
 
 def dump_config(tmp_path: Path) -> tuple[str, Path, Path]:
@@ -63,16 +64,16 @@ def test_foreground_daemon_survives_sighup(tmp_path: Path) -> None:
     text, _, _ = dump_config(tmp_path)
     daemon = RpcDaemon(tmp_path, text).start()
     try:
-        wait_until(lambda: "rpcdaemon running" in daemon.stderr(), 20, "the daemon to run")
+        wait_until(lambda: "rpcdaemon running" in daemon.log(), 20, "the daemon to run")
         assert daemon.proc is not None
         for _ in range(3):
             daemon.proc.send_signal(signal.SIGHUP)
             time.sleep(0.3)
-        wait_until(lambda: daemon.stderr().count("SIGHUP: no log file to reopen") == 3, 10, "three SIGHUP lines")
-        assert daemon.running()
+        wait_until(lambda: daemon.log().count("SIGHUP: no log file to reopen") == 3, 10, "three SIGHUP lines")
+        assert daemon.running
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
-    err = daemon.stderr()
+    err = daemon.log()
     assert "rpcdaemon exiting (status 0)" in err
     assert "Traceback" not in err

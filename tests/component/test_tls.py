@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tls_broker import Pki, TlsBroker, make_pki, rabbitmq_missing
+from tests.component.tls_broker import Pki, TlsBroker, make_pki, rabbitmq_missing
+from tests.kit.poll import poll_until
 
 from rpcdaemon.access import BrokerTLS
 from rpcdaemon.broker.connection import make_connection, publish_raw
@@ -70,15 +70,6 @@ def _listen(url: str, tls: BrokerTLS | None, got: list[RawMessage]) -> tuple[Bus
     return listener, stop
 
 
-def _wait(what: Callable[[], bool], timeout: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records
             if r.name == "rpcdaemon.observing.listener" and "cannot listen on" in r.getMessage()]
@@ -89,7 +80,7 @@ def assert_refused(url: str, tls: BrokerTLS, caplog: pytest.LogCaptureFixture, r
     got: list[RawMessage] = []
     listener, stop = _listen(url, tls, got)
     try:
-        assert _wait(lambda: bool(_refusals(caplog))), "no refusal was logged"
+        assert poll_until(lambda: _refusals(caplog), 8.0), "no refusal was logged"
         assert not listener.link().connected
     finally:
         stop.set()
@@ -111,10 +102,10 @@ def assert_round_trip(url: str, tls: BrokerTLS | None) -> None:
         publish_raw(conn, SUB.exchange, SUB.routing_key, b'{"before": "listening"}')
     listener, stop = _listen(url, tls, got)
     try:
-        assert _wait(lambda: listener.link().connected), "the TLS listener never connected"
+        assert poll_until(lambda: listener.link().connected, 8.0), "the TLS listener never connected"
         with make_connection(url, tls) as conn:
             publish_raw(conn, SUB.exchange, SUB.routing_key, b'{"over": "tls"}')
-        assert _wait(lambda: bool(got)), "the message sent over TLS did not arrive"
+        assert poll_until(lambda: got, 8.0), "the message sent over TLS did not arrive"
         assert got[0].body == b'{"over": "tls"}'
     finally:
         stop.set()

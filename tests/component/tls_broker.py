@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.kit.ports import free_port
+from tests.kit.process import clean_env
 
 _RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -37,12 +38,6 @@ def rabbitmq_missing() -> str | None:
 def _bin(name: str) -> str:
     path = _RABBIT_BIN / name  # the scripts themselves: /usr/sbin's wrappers switch to the rabbitmq user
     return str(path) if path.exists() else (shutil.which(name) or name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,7 @@ class TlsBroker:
 
     def __init__(self, base: Path, *, cert: Path, key: Path, ca: Path, require_client_cert: bool) -> None:
         self.base = base
-        self.port = _free_port()
+        self.port = free_port()
         self.node = f"rpcd-tls-{os.getpid()}-{self.port}@localhost"
         base.mkdir(parents=True, exist_ok=True)
         for sub in ("mnesia", "log", "home"):
@@ -135,17 +130,16 @@ class TlsBroker:
             "loopback_users = none\n"
         )
         (base / "enabled_plugins").write_text("[].\n")
-        self.env = {
-            **os.environ,
-            "HOME": str(base / "home"),  # its own Erlang cookie
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(_free_port()),
-            "RABBITMQ_DIST_PORT": str(_free_port()),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-        }
+        self.env = clean_env(
+            HOME=str(base / "home"),  # its own Erlang cookie
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_PORT=str(free_port()),
+            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+            RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(base / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     def launch(self) -> None:

@@ -12,30 +12,25 @@ every daemon log (printed at teardown, so pytest only shows it on failure).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from subprocess import CompletedProcess
 from urllib.parse import quote
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 from tests import terminal
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.metrics import total
+from tests.kit.poll import wait_until
+from tests.kit.ports import free_port
+from tests.kit.process import RPCDAEMON, DaemonError, DaemonProcess, clean_env, metrics_port_in, run
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Action, ActionKind
-
-RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
-T = TypeVar("T")
 
 # One INFO line per action (executor): "<Action.describe()>: <status> in 0.12s", and in a dry run
 # "DRY RUN would <Action.describe()>". The verbs come from the model, so the pattern follows its wording.
@@ -46,29 +41,12 @@ ACTION_LINE = re.compile(
 )
 
 
-class DaemonError(AssertionError):
-    """The daemon did not do what a test waited for; the message carries its log tail."""
-
-
 @dataclass(frozen=True)
 class ActionLine:
     kind: str
     resource_id: str
     status: str  # done, skipped, failed, dry-run
     line: str
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str,
-               on_timeout: Callable[[], str] = lambda: "", interval: float = 0.25) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` (and a hint) after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DaemonError(f"timed out after {timeout:.0f} s waiting for {what}{on_timeout()}")
-        time.sleep(interval)
 
 
 def broker_url(neutron: NeutronServer) -> str:
@@ -117,101 +95,25 @@ def _ini(value: object) -> str:
     return str(value)
 
 
-class RpcDaemon:
-    """One run of the real daemon. ``start()`` it, then read ``log()``, ``metrics()``; ``stop()`` or ``kill()``."""
+class RpcDaemon(DaemonProcess):
+    """One run of the real daemon (``tests.kit.process.DaemonProcess``): ``start()`` it, then read ``log()``,
+    ``out()``, ``metrics()``; ``stop()`` or ``kill()``. Adds what the end-to-end tests wait for and read."""
 
     def __init__(self, workdir: Path, name: str, config: Path, args: tuple[str, ...] = ()) -> None:
-        self.name = name
         self.config = config
         self.args = args
-        self.log_path = workdir / f"{name}.log"
-        self.out_path = workdir / f"{name}.out"
-        self.metrics_port = _metrics_port(config)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._files: list[IO[bytes]] = []
-
-    # -- life cycle ---------------------------------------------------------------------------
-
-    def start(self) -> RpcDaemon:
-        log = self.log_path.open("ab")
-        out = self.out_path.open("ab")
-        self._files = [log, out]
-        env = dict(os.environ)
-        env.pop("PYTHONWARNINGS", None)  # the daemon runs as operators run it, not with pytest's "error"
-        for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(var, None)  # a CI runner under systemd must not make these daemons talk to it
-        self.proc = subprocess.Popen(
-            [str(RPCDAEMON), "-d", "-c", str(self.config), *self.args],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=log, cwd=self.config.parent, env=env,
-        )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, wait for the exit status; SIGKILL (and fail) if it does not stop in ``timeout``."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise DaemonError(f"{self.name} ignored SIGTERM for {timeout:.0f} s{self.hint()}") from None
-        self._close_files()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: the daemon gets no chance to finish anything."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_files()
-
-    def _close_files(self) -> None:
-        for handle in self._files:
-            handle.close()
-        self._files = []
+        super().__init__([RPCDAEMON, "-d", "-c", config, *args], name=name, log_path=workdir / f"{name}.log",
+                         out_path=workdir / f"{name}.out", cwd=config.parent,
+                         metrics_port=metrics_port_in(config.read_text()))
 
     def wait_ready(self, plugins: int = 1, timeout: float = 30.0) -> None:
         """Until every failover plugin has read Neutron once (the daemon is judging from now on)."""
-        wait_until(lambda: self._assert_running() or self.log().count("Neutron API reachable") >= plugins,
-                   timeout, f"{self.name} to reach the Neutron API", self.hint)
 
-    def _assert_running(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DaemonError(f"{self.name} exited with status {self.proc.returncode}{self.hint()}")
-        return False
+        def reached() -> bool:
+            self.assert_running()
+            return self.log().count("Neutron API reachable") >= plugins
 
-    # -- the log ------------------------------------------------------------------------------
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def out(self) -> str:
-        try:
-            return self.out_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def hint(self) -> str:
-        """Appended to failure messages: the end of the log without the per-request DEBUG lines,
-        then its very last lines whatever their level."""
-        lines = self.log().splitlines()
-        told = [line for line in lines if " DEBUG " not in line][-40:]
-        return (f"\n--- {self.name} log ({self.log_path}), last lines above DEBUG ---\n" + "\n".join(told)
-                + f"\n--- {self.name} log, last lines ---\n" + "\n".join(lines[-8:]))
-
-    def wait_log(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Until a log line matches the regex ``pattern``; returns the first match."""
-        compiled = re.compile(pattern)
-        return wait_until(lambda: compiled.search(self.log()), timeout, f"{pattern!r} in {self.name}'s log",
-                          self.hint, interval=0.1)
+        wait_until(reached, timeout, f"{self.name} to reach the Neutron API", self.hint)
 
     def actions(self, *, statuses: Iterable[str] | None = None) -> list[ActionLine]:
         """The per-action lines logged so far (optionally only those with these statuses)."""
@@ -227,58 +129,14 @@ class RpcDaemon:
                 found.append(action)
         return found
 
-    def tracebacks(self) -> list[str]:
-        return [line for line in self.log().splitlines() if "Traceback" in line]
-
-    # -- the metrics --------------------------------------------------------------------------
-
-    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
-        """Every sample served on the metrics port: name -> [(labels, value)]."""
-        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
-        return samples
-
     def actions_total(self, **labels: str) -> float:
         """Sum of ``rpcdaemon_actions_total`` over the samples matching ``labels`` (plugin, kind, status)."""
-        return sum(value for got, value in self.metrics().get("rpcdaemon_actions_total", [])
-                   if all(got.get(k) == v for k, v in labels.items()))
-
-    def pass_stamps(self) -> dict[str, float]:
-        """Each failover plugin's ``rpcdaemon_last_pass_timestamp_seconds`` (set by every good check pass)."""
-        return {labels["plugin"]: value
-                for labels, value in self.metrics().get("rpcdaemon_last_pass_timestamp_seconds", []) if value > 0}
-
-    def wait_passes(self, count: int = 3, timeout: float = 120.0, plugin: str | None = None) -> None:
-        """Until every failover plugin (or only ``plugin``) has completed ``count`` more good check passes.
-
-        What a test waits for before it asserts that nothing happened: however slow the machine is, the daemon
-        has looked ``count`` times. Each pass stamps a new time; a poll that misses one only waits longer.
-        """
-        before = self.pass_stamps()
-        seen: dict[str, set[float]] = {}
-
-        def advanced() -> bool:
-            self._assert_running()
-            now = self.pass_stamps()
-            for name, stamp in now.items():
-                seen.setdefault(name, set()).add(stamp)
-            names = [plugin] if plugin is not None else list(now)
-            return bool(names) and all(len(seen.get(n, set()) - {before.get(n)}) >= count for n in names)
-
-        wait_until(advanced, timeout, f"{count} check passes of {self.name}", self.hint, interval=0.05)
+        return total(self.metrics(), "rpcdaemon_actions_total", **labels)
 
     def verdicts(self) -> dict[tuple[str, str], str]:
         """The daemon's current verdict per (agent_type, host), from ``rpcdaemon_agent_verdict``."""
         return {(labels["agent_type"], labels["host"]): labels["verdict"]
                 for labels, value in self.metrics().get("rpcdaemon_agent_verdict", []) if value == 1}
-
-
-def _metrics_port(config: Path) -> int:
-    m = re.search(r"^metrics_port\s*=\s*(\d+)", config.read_text(), re.MULTILINE)
-    return int(m.group(1)) if m else 0
 
 
 class Daemons:
@@ -390,20 +248,14 @@ def seed_routers(rest: SeedClient, agent_id: str, count: int, prefix: str) -> li
 
 
 def command_env(**extra: str) -> dict[str, str]:
-    """The environment of an operator's command: no pytest warning filters, a colour terminal, ``extra``."""
-    env = dict(os.environ)
-    env.pop("PYTHONWARNINGS", None)  # the command runs as operators run it
-    env.pop("NO_COLOR", None)
-    env.update(TERM="xterm-256color", COLUMNS="120", **extra)
-    return env
+    """The environment of an operator's command (``clean_env``): a colour terminal, ``extra``."""
+    return clean_env(drop=("NO_COLOR",), **{"TERM": "xterm-256color", "COLUMNS": "120", **extra})
 
 
-def run_command(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
+def run_command(config: Path, *args: str, user: str = "alice") -> CompletedProcess[str]:
     """``rpcdaemon -c CONFIG ARGS`` as an operator runs it off a terminal, with ``user`` behind sudo (the
     audit trail names them): its status and output."""
-    env = command_env(SUDO_USER=user, NO_COLOR="1")
-    return subprocess.run([str(RPCDAEMON), "-c", str(config), *args], capture_output=True, text=True, timeout=120,
-                          env=env, check=False)
+    return run([RPCDAEMON, "-c", config, *args], timeout=120, env=command_env(SUDO_USER=user, NO_COLOR="1"))
 
 
 def run_in_pty(args: list[str], timeout: float, *, interrupt_after: float | None = None,

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.contract_cases import CASES, Case, case_id
+from tests.contract_cases import CASES, Case, World, case_id
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 from rpcdaemon.access import NeutronAccess
 from rpcdaemon.acting.api import ErrorKind, NeutronAPI, NeutronError
@@ -30,7 +31,7 @@ from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_LEGACY, Agent, Network, R
 pytestmark = pytest.mark.e2e
 
 
-class RealWorld:
+class RealWorld(World):
     def __init__(self, neutron: NeutronServer, fleet: Fleet, rest: SeedClient, api: OpenStackNeutron) -> None:
         self._neutron, self._fleet, self._rest, self._api = neutron, fleet, rest, api
         self._names = itertools.count(1)
@@ -75,10 +76,9 @@ class RealWorld:
     def dead_agents(self) -> tuple[Agent, Agent]:
         host, ids = self._host(l3=True, dhcp=True)
         self._fleet.crash(host)
-        deadline = time.monotonic() + self._neutron.agent_down_time + 10
-        while any(self._rest.agent(ident)["alive"] for ident in ids.values()):
-            assert time.monotonic() < deadline, f"agents of {host} still alive after crashing it"
-            time.sleep(0.5)
+        wait_until(lambda: not any(self._rest.agent(ident)["alive"] for ident in ids.values()),
+                   self._neutron.agent_down_time + 10, f"the agents of {host} dead in Neutron after crashing it",
+                   interval=0.5)
         return (
             Agent(ids[L3_AGENT], L3_AGENT, host, True, False, MODE_LEGACY, "nova"),
             Agent(ids[DHCP_AGENT], DHCP_AGENT, host, True, False, None, "nova"),

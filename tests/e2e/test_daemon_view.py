@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.e2e.rpcd import Daemons, RpcDaemon, seed_routers, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon, seed_routers
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
 

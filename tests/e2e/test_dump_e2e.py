@@ -11,9 +11,10 @@ import re
 import uuid
 
 import pytest
-from tests.e2e.rpcd import Daemons, RpcDaemon, broker_url, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon, broker_url
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
+from tests.kit.poll import wait_until
 
 from rpcdaemon.broker.connection import publish_raw
 

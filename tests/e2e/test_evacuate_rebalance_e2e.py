@@ -10,14 +10,11 @@ by ``--max-moves``, at ``--rate`` (measured), then to within one. Figures are pr
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 from tests.e2e.rpcd import (
-    RPCDAEMON,
     Daemons,
     add_hosts,
     command_env,
@@ -26,25 +23,24 @@ from tests.e2e.rpcd import (
     run_in_pty,
     seed_routers,
     wait_alive_in_neutron,
-    wait_until,
 )
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.audit import read_audit
+from tests.kit.poll import wait_until
+from tests.kit.process import RPCDAEMON, run
 
 from rpcdaemon.model import L3_AGENT
-from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
-VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
 
 ROUTERS = 100
 
 
 def run_plain(args: list[str], timeout: float) -> tuple[int, str, float]:
     began = time.monotonic()
-    done = subprocess.run([str(RPCDAEMON), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=command_env(), timeout=timeout, check=False)
+    done = run([RPCDAEMON, *args], timeout=timeout, env=command_env())
     return done.returncode, done.stdout + done.stderr, time.monotonic() - began
 
 
@@ -142,9 +138,7 @@ def test_evacuate_100_routers_then_rebalance_onto_a_new_node(
     assert daemon.tracebacks() == []
 
     # -- the audit trail: who drained what, each move from/to host and id, every line per the schema ------
-    lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    for line in lines:
-        assert not list(VALIDATOR.iter_errors(line)), line
+    lines = read_audit(audit)  # every line checked against the schema
     commands = [x for x in lines if x["event"] == "command"]
     assert [(x["command"], x["phase"]) for x in commands] == [
         ("evacuate", "start"), ("evacuate", "admin-down"), ("evacuate", "end"),

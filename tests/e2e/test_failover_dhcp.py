@@ -12,17 +12,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.e2e.rpcd import (
-    Daemons,
-    RpcDaemon,
-    add_hosts,
-    hosts_of,
-    networks_by_agent,
-    wait_until,
-)
+from tests.e2e.rpcd import Daemons, RpcDaemon, add_hosts, hosts_of, networks_by_agent
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 pytestmark = pytest.mark.e2e
 

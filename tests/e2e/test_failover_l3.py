@@ -11,18 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.rpcd import (
-    Daemons,
-    add_hosts,
-    hosts_of,
-    routers_by_agent,
-    seed_routers,
-    wait_alive_in_neutron,
-    wait_until,
-)
+from tests.e2e.rpcd import Daemons, add_hosts, hosts_of, routers_by_agent, seed_routers, wait_alive_in_neutron
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 pytestmark = pytest.mark.e2e
 

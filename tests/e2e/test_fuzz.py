@@ -17,20 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.rpcd import (
-    Daemons,
-    RpcDaemon,
-    add_hosts,
-    broker_url,
-    networks_by_agent,
-    routers_by_agent,
-    seed_routers,
-    wait_until,
-)
+from tests.e2e.rpcd import Daemons, RpcDaemon, add_hosts, broker_url, networks_by_agent, routers_by_agent, seed_routers
 from tests.fuzz_messages import HEARTBEAT, REJECTED, UNPACKABLE, generate, publish
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.metrics import total
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
 
@@ -48,7 +41,7 @@ def status_kb(pid: int, field: str) -> int:
 
 
 def metric_sum(daemon: RpcDaemon, name: str) -> float:
-    return sum(value for _, value in daemon.metrics().get(name, []))
+    return total(daemon.metrics(), name)
 
 
 def test_a_flood_of_hostile_messages_changes_nothing_and_the_daemon_still_judges_right(

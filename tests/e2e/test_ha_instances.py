@@ -17,41 +17,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
-import requests
-from tests.e2e.rpcd import (
-    ActionLine,
-    Daemons,
-    RpcDaemon,
-    add_hosts,
-    routers_by_agent,
-    seed_routers,
-    wait_until,
-)
+from tests.e2e.rpcd import ActionLine, Daemons, RpcDaemon, add_hosts, routers_by_agent, seed_routers
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
 from tests.harness.tcp_proxy import TcpProxy
+from tests.kit.metrics import leader_gauge
+from tests.kit.poll import wait_until
 
 API_WRITE = re.compile(r"API write: ")
 REDIS_URL = "redis://127.0.0.1:6379"
-
-
-def leader_value(daemon: RpcDaemon) -> float | None:
-    """The daemon's ``rpcdaemon_leader`` gauge, or None when it does not answer (frozen, dead)."""
-    if not daemon.running:
-        return None
-    try:
-        samples = daemon.metrics().get("rpcdaemon_leader", [])
-    except requests.RequestException:
-        return None
-    return samples[0][1] if samples else None
 
 
 def wait_one_active(daemons: Sequence[RpcDaemon], timeout: float) -> RpcDaemon:
     """Until exactly one of ``daemons`` says it is active; returns it."""
 
     def one() -> RpcDaemon | None:
-        active = [d for d in daemons if leader_value(d) == 1.0]
+        active = [d for d in daemons if leader_gauge(d.metrics_if_answering()) == 1.0]
         return active[0] if len(active) == 1 else None
 
     return wait_until(one, timeout, "exactly one active instance",
@@ -161,8 +143,8 @@ def test_a_frozen_active_instance_makes_no_write_when_it_wakes(
 
     assert writes_after(frozen, mark) == [], frozen.hint()
     assert routers_by_agent(rest, l3.values()) == placed
-    assert leader_value(successor) == 1.0
-    assert leader_value(frozen) == 0.0
+    assert leader_gauge(successor.metrics_if_answering()) == 1.0
+    assert leader_gauge(frozen.metrics_if_answering()) == 0.0
     assert_each_on_one_live_agent(rest, [l3["b"], l3["c"]], l3.values(), routers)
 
 
@@ -189,7 +171,7 @@ def test_an_active_instance_cut_off_the_broker_without_a_fin_is_replaced_and_sto
                          [cut, *others])
         print(f"\nbroker connection blackholed: {successor.name} active after {took_over:.1f} s")
         assert writes_after(cut, mark) == [], cut.hint()
-        assert leader_value(cut) == 0.0
+        assert leader_gauge(cut.metrics_if_answering()) == 0.0
     assert_each_on_one_live_agent(rest, [l3["b"], l3["c"]], l3.values(), routers)
 
 

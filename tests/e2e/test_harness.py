@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from tests.e2e.rpcd import wait_until
 from tests.harness.fleet import Fleet
-from tests.harness.neutron_server import NeutronServer, free_port
+from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
 from tests.harness.services import MySQL, ServiceUnavailable
+from tests.kit.poll import wait_until
+from tests.kit.ports import free_port
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, OVS_AGENT
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.e2e.rpcd import Daemons, add_hosts, hosts_of, routers_by_agent, seed_routers, wait_until
+from tests.e2e.rpcd import Daemons, add_hosts, hosts_of, routers_by_agent, seed_routers
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import L3_AGENT
 

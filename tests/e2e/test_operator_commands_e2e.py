@@ -14,28 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
-from tests.e2e.rpcd import (
-    Daemons,
-    add_hosts,
-    routers_by_agent,
-    run_command,
-    run_in_pty,
-    seed_routers,
-    wait_until,
-)
+from tests.e2e.rpcd import Daemons, add_hosts, routers_by_agent, run_command, run_in_pty, seed_routers
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
-
-from rpcdaemon.telemetry.audit import SCHEMA_FILE
+from tests.kit.audit import read_audit
+from tests.kit.poll import wait_until
 
 pytestmark = pytest.mark.e2e
 
 ROUTERS = 6
-VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
 
 
 def command(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
@@ -151,9 +141,7 @@ def test_status_check_pause_and_resume(neutron: NeutronServer, fleet: Fleet, res
     wait_until(lambda: command(config, "check").returncode == 0, 30, "check to say OK again", daemon.hint)
     assert command(config, "resume").stdout.startswith("not paused")
 
-    lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    for line in lines:
-        assert not list(VALIDATOR.iter_errors(line)), line
+    lines = read_audit(audit)  # every line checked against the schema
     [pause] = [x for x in lines if x["event"] == "pause"]
     assert pause["by"].startswith("alice@")
     assert pause["reason"] == "e2e maintenance"

@@ -9,23 +9,22 @@ host. A "broken" host answers RPC but never syncs: its routers never come up the
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import jsonschema
 import pytest
-from tests.e2e.rpcd import Daemons, RpcDaemon, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.router_ports import Topology
 from tests.harness.seed import SeedClient
+from tests.kit.audit import read_audit
+from tests.kit.metrics import total
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
-from rpcdaemon.telemetry.audit import SCHEMA_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -46,14 +45,6 @@ def l3_hosts(fleet: Fleet, neutron: NeutronServer, names: list[str]) -> tuple[di
     hosts = {name: fleet.add_host(name, l3=True, dhcp=False, ovs=True) for name in names}
     ids = fleet.wait_registered(neutron.url, timeout=30)
     return {name: ids[(host, L3_AGENT)] for name, host in hosts.items()}, hosts
-
-
-def audit_lines(path: Path) -> list[dict[str, Any]]:
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
-    docs = [json.loads(line) for line in path.read_text().splitlines()]
-    for doc in docs:
-        validator.validate(doc)
-    return docs
 
 
 def ready_times(daemon: RpcDaemon) -> tuple[int, list[float]]:
@@ -105,7 +96,7 @@ def test_moved_routers_are_logged_ready_once_their_ports_are_active_on_the_new_h
           f"logged times to ready {min(times):.1f}-{max(times):.1f} s")
     assert daemon.tracebacks() == []
     # The audit trail tells the same story, each line valid against the shipped schema.
-    lines = audit_lines(audit)
+    lines = read_audit(audit)
     assert lines[0]["event"] == "start"
     dead = [x for x in lines if x["event"] == "verdict" and x["agent_id"] == l3["dying"] and x["to"] == "dead"]
     assert [x["host"] for x in dead] == [hosts["dying"]], lines
@@ -145,7 +136,7 @@ def test_a_broken_target_is_a_warning_and_move_unready_moves_its_routers_on(
 
 
 def _metric(daemon: RpcDaemon, name: str) -> float:
-    return sum(v for labels, v in daemon.metrics().get(name, []) if labels.get("plugin") == "L3Agent")
+    return total(daemon.metrics(), name, plugin="L3Agent")
 
 
 def test_a_moved_dhcp_network_is_ready_once_its_dhcp_port_is_active_on_the_new_host(

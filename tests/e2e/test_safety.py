@@ -23,11 +23,12 @@ from tests.e2e.rpcd import (
     run_command,
     seed_routers,
     wait_alive_in_neutron,
-    wait_until,
 )
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.metrics import says_active
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import L3_AGENT
 
@@ -236,7 +237,7 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
     for daemon in trio:
         wait_until(lambda d=daemon: all(d.verdicts().get(key) == "alive" for key in hosts), 10,  # type: ignore[misc]
                    "every instance to hear all")
-    assert sum(leader_of(d) for d in trio) == 1
+    assert sum(says_active(d.metrics()) for d in trio) == 1
 
     outage = neutron.agent_down_time + 2
     try:
@@ -256,16 +257,16 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
     for daemon in trio:
         wait_until(lambda d=daemon: all(d.verdicts().get(key) == "alive" for key in hosts), 30,  # type: ignore[misc]
                    "every instance to hear every agent again", daemon.hint)
-    wait_until(lambda: sum(leader_of(d) for d in trio) == 1, 20, "exactly one active instance again")
+    wait_until(lambda: sum(says_active(d.metrics()) for d in trio) == 1, 20, "exactly one active instance again")
     recovered = time.monotonic() - restarted
     # Several more checks of the active instance after the recovery (a standby makes none).
-    next(d for d in trio if leader_of(d)).wait_passes(int(neutron.agent_down_time / 2))
+    next(d for d in trio if says_active(d.metrics())).wait_passes(int(neutron.agent_down_time / 2))
     moves = [a for d in trio for a in d.actions()]
     print(f"\nbroker outage of {outage} s, three instances: everything back {recovered:.1f} s after start_app, "
           f"{len(moves)} moves")
     assert moves == [], "".join(d.hint() for d in trio)
     assert sum(d.actions_total() for d in trio) == 0
-    assert sum(leader_of(d) for d in trio) == 1
+    assert sum(says_active(d.metrics()) for d in trio) == 1
     assert placement_of(rest, l3) == before
     # The roll call came back with the broker: `status` lists all three, one active.
     shown = run_command(trio[0].config, "status", "-f", "json")
@@ -275,7 +276,7 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
 
     # And then the ordinary service: a real failure is handled as usual. (Stopping the fake agent's
     # RPC server can take seconds after a broker restart; its heartbeats stop at once.)
-    active = next(d for d in trio if leader_of(d))
+    active = next(d for d in trio if says_active(d.metrics()))
     crashed = time.monotonic()
     fleet.crash("dying")
     wait_moved(rest, l3, "dying", sorted(before["dying"]), active, timeout=neutron.agent_down_time + 15)
@@ -284,9 +285,3 @@ def test_a_rabbitmq_outage_longer_than_agent_down_time_moves_nothing(
         assert daemon.tracebacks() == [], daemon.hint()
         if daemon is not active:
             assert daemon.actions() == [], daemon.hint()
-
-
-def leader_of(daemon: RpcDaemon) -> int:
-    """1 if the daemon's ``rpcdaemon_leader`` gauge says active, else 0."""
-    samples = daemon.metrics().get("rpcdaemon_leader", [])
-    return 1 if samples and samples[0][1] == 1.0 else 0

@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from tests.e2e.rpcd import Daemons, RpcDaemon, routers_by_agent, wait_alive_in_neutron, wait_until
+from tests.e2e.rpcd import Daemons, RpcDaemon, routers_by_agent, wait_alive_in_neutron
 from tests.harness.fleet import Fleet
 from tests.harness.neutron_server import NeutronServer
 from tests.harness.seed import SeedClient
+from tests.kit.poll import wait_until
 
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT
 

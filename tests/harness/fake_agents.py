@@ -449,7 +449,7 @@ class HostWork:
             existing = next((p for p in ports if p.get("device_owner") == "network:dhcp"
                              and p.get("device_id") in (mine, "reserved_dhcp_port")), None)
             cctxt = self.work.dhcp_plugin.prepare(timeout=60)
-            body = {"network_id": network_id, "device_id": mine}
+            body: dict[str, Any] = {"network_id": network_id, "device_id": mine}
             if existing is not None:
                 port = cctxt.call(ctx, "update_dhcp_port", port_id=existing["id"], port={"port": body},
                                   host=self.host)

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ import requests
 from tests.harness import services
 from tests.harness.neutron_config import ML2_CONF, render_neutron_conf, render_uwsgi_ini
 from tests.harness.neutron_venv import NeutronVenv, ensure_neutron_venv
+from tests.kit.ports import free_port
 
 _PROCESSES = ("rpc", "periodic", "api")
 # stop_api() lets in-flight API calls finish; stop() need not be gentle (the database is dropped next),
@@ -37,13 +37,6 @@ _STOP_GRACE_S = 2.0
 
 class HarnessError(RuntimeError):
     """The harness could not start or drive Neutron; the message says why and where the logs are."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.harness.neutron_venv import NeutronVenv
+from tests.kit.process import clean_env as kit_clean_env
 
 # Databases and vhosts are named NAME_PREFIX_<pid>_<random>; the pid tells whether a session lives.
 NAME_PREFIX = "rpcd_neutron"
@@ -168,11 +169,9 @@ class MySQL:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment for venv programs: none of the test process's Python settings leak in."""
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONWARNINGS", "PYTEST_ADDOPTS"):
-        env.pop(name, None)
-    return env
+    """The environment for venv programs (``tests.kit.process.clean_env``): none of the test process's
+    Python settings leak in either."""
+    return kit_clean_env(drop=("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTEST_ADDOPTS"))
 
 
 def die_with_parent() -> None:

@@ -1,10 +1,10 @@
 """An in-memory service for the metrics tests (test_metrics_more.py, test_alert_rules.py).
 
-One failover plugin built by ``plugin_factory.build_plugin`` (as ``wiring`` builds it) on the ``FakeNeutron``,
-inside a real ``Service`` stepped by hand on an injected monotonic clock and an injected wall clock. No bus: the
-agents that speak are recorded straight into the registry every tick, and Neutron's own ``alive`` follows them,
-as in test_plugins.py. The plugin's listening window is open from START (its ``bus_since``), so that silence
-counts; the service's own bus listeners are never started.
+One failover plugin built by ``plugin_factory.build_plugin`` (as ``wiring`` builds it) on the ``FakeNeutron``, inside a
+real ``Service`` stepped by hand on an injected monotonic clock and an injected wall clock. No bus: the agents
+that speak are recorded straight into the registry every tick, and Neutron's own ``alive`` follows them, as
+on the plugin rig (plugin_rig.py). The plugin's listening window is open from START (its ``bus_since``), so
+that silence counts; the service's own bus listeners are never started.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from tests.kit.clock import Clock
+from tests.kit.service import make_service
+
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.coordination.leader import Leadership
 from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
-from rpcdaemon.daemon.service import Service
 from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, Heartbeat
@@ -31,19 +33,6 @@ LATENCY = 0.3  # every Neutron call takes this long on the rig's clock: a move (
 LIVENESS = LivenessPolicy(down_time=DOWN, startup_grace=DOWN, revive_hold=60.0)
 TIMING = Timing(reconcile_interval=60.0, retry_reconcile_after=10.0, target_fresh=DOWN, opinion_interval=2.0)
 TYPES = {"L3Agent": L3_AGENT, "DHCPAgent": DHCP_AGENT}
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self._lock = threading.Lock()  # the executor's worker advances it inside API calls
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 class World:
@@ -63,9 +52,8 @@ class World:
         self.plugin: FailoverPlugin = build_plugin(plugin, self.api, self.registry, cfg, bus_since=lambda: START,
                                                    stop=threading.Event(), clock=self.clock)
         self.metrics = Metrics(wall=self.wall)
-        self.service = Service(bus_url="memory://", registry=self.registry, plugins=[self.plugin], dump=None,
-                               check_interval=TICK, queue_expire=None, stop=threading.Event(), clock=self.clock,
-                               metrics=self.metrics, leadership=leadership)
+        self.service = make_service(registry=self.registry, plugins=[self.plugin], check_interval=TICK,
+                                    clock=self.clock, metrics=self.metrics, leadership=leadership)
         self.last_spoke: dict[str, float] = {}
         self.silent: set[str] = set()
         self.before_step: Callable[[], None] | None = None  # e.g. the leadership's own step, on the same clock

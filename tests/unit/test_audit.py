@@ -3,7 +3,8 @@ against the shipped JSON schema; redaction; the file reopened after logrotate's 
 writers whose lines never interleave; a write that fails never stops the caller.
 
 The service is the real one around the real L3Agent plugin, the real executor and FakeNeutron, stepped
-check by check on a fake clock (no bus thread: the plugin listens since the start of the test).
+check by check on a fake clock (``service_rig.Cloud``, the ``cloud`` fixture of conftest.py; no bus
+thread: the plugin listens since the start of the test).
 """
 
 from __future__ import annotations
@@ -12,122 +13,26 @@ import json
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import jsonschema
 import pytest
-from tests.unit.test_leadership import SharedLock, leader
+from tests.kit.audit import read_audit
+from tests.kit.clock import Clock
+from tests.kit.poll import poll_until
+from tests.kit.service import make_service
+from tests.unit.fake_lock import SharedLock, leader
+from tests.unit.service_rig import DOWN, Cloud
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.acting.readiness import ReadinessPolicy
-from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
-from rpcdaemon.daemon.service import Service
 from rpcdaemon.daemon.wiring import open_audit
 from rpcdaemon.deciding.l3 import Plan
-from rpcdaemon.deciding.liveness import BrakePolicy, LivenessPolicy
 from rpcdaemon.demo.fake_neutron import FakeNeutron
-from rpcdaemon.model import L3_AGENT, Action, ActionKind, Heartbeat, OutcomeStatus
-from rpcdaemon.observing.registry import AgentRegistry
-from rpcdaemon.plugins.base import Timing
+from rpcdaemon.model import L3_AGENT, Action, ActionKind, OutcomeStatus
 from rpcdaemon.plugins.report import PassReport
-from rpcdaemon.telemetry.audit import SCHEMA_FILE, AuditLog, PassAuditor
+from rpcdaemon.telemetry.audit import AuditLog, PassAuditor
 from rpcdaemon.telemetry.logs import reopen_log_files
-
-DOWN = 30.0
-TICK = 2.0
-START = 1000.0
-EPOCH = 1_780_000_000.0  # the wall clock at START (2026-05-28)
-VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
-FOLLOWED = ReadinessPolicy(timeout=60.0, poll_interval=1.0)  # the cloud's readiness following
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def lines_of(path: Path) -> list[dict[str, Any]]:
-    """Every line of an audit file, each checked against the schema."""
-    out = []
-    for text in path.read_text(encoding="ascii").splitlines():
-        doc = json.loads(text)
-        errors = sorted(VALIDATOR.iter_errors(doc), key=str)
-        assert not errors, f"{text}: {[e.message for e in errors]}"
-        out.append(doc)
-    return out
-
-
-class Cloud:
-    """Three L3 agents (a hosts four routers with ports), the service around them, one check per tick."""
-
-    def __init__(self, tmp_path: Path, *, dry_run: bool = False, workers: int = 2,
-                 api: type[FakeNeutron] = FakeNeutron,
-                 readiness: ReadinessPolicy = FOLLOWED, **service: Any) -> None:
-        self.clock = Clock()
-        self.path = tmp_path / "audit.log"
-        self.api = api(clock=self.clock, sleep=lambda s: None)
-        self.speaking = {"a", "b", "c"}
-        self.spoke = dict.fromkeys(self.speaking, START)
-        for aid in sorted(self.speaking):
-            self.api.add_agent(L3_AGENT, f"host-{aid}", agent_id=aid)
-        for i in range(4):
-            self.api.add_router(router_id=f"r{i}")
-            self.api.place_router(f"r{i}", "a")
-            self.api.add_router_ports(f"r{i}", interfaces=1, gateway=True, host="host-a")
-        self.registry = AgentRegistry(DOWN)
-        cfg = AgentPluginConfig(
-            liveness=LivenessPolicy(down_time=DOWN, startup_grace=DOWN, revive_hold=0.0),
-            timing=Timing(reconcile_interval=60.0, retry_reconcile_after=5.0, target_fresh=DOWN, opinion_interval=1.0),
-            executor=ExecutorPolicy(workers=workers, backoff_min=0, backoff_max=0, dry_run=dry_run),
-            brake=BrakePolicy(max_dead_fraction=0.5), max_moves=100,
-            readiness=readiness,
-        )
-        self.stop = threading.Event()
-        # Listening since the start: the plugin's window is its own clock's, no bus thread needed.
-        plugin = build_plugin("L3Agent", self.api, self.registry, cfg, bus_since=lambda: START, stop=self.stop,
-                              clock=self.clock)
-        self.audit = AuditLog(self.path, instance="ctl-1:4242", wall=lambda: EPOCH + self.clock.now - START)
-        self.svc = Service(bus_url="memory://", registry=self.registry, plugins=[plugin], dump=None,
-                           check_interval=TICK, queue_expire=None, stop=self.stop, clock=self.clock, audit=self.audit,
-                           **service)
-        self.heartbeats()
-
-    def heartbeats(self) -> None:
-        for aid in self.spoke:
-            if aid in self.speaking:
-                self.registry.record(Heartbeat(L3_AGENT, f"host-{aid}", self.clock.now))
-                self.spoke[aid] = self.clock.now
-            self.api.set_alive(aid, self.clock.now - self.spoke[aid] <= DOWN)
-
-    def run(self, seconds: float) -> None:
-        for _ in range(int(seconds / TICK)):
-            self.clock.now += TICK
-            self.heartbeats()
-            self.svc.step()
-
-    def close(self) -> None:
-        for p in self.svc.plugins:
-            p.executor.close()
-        self.audit.close()
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
-    made: list[Cloud] = []
-
-    def make(**service: Any) -> Cloud:
-        made.append(Cloud(tmp_path, **service))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def test_a_failover_after_a_brake_is_told_line_by_line(cloud: Callable[..., Cloud]) -> None:
@@ -138,7 +43,7 @@ def test_a_failover_after_a_brake_is_told_line_by_line(cloud: Callable[..., Clou
     assert c.api.router_bindings() == dict.fromkeys([f"r{i}" for i in range(4)], frozenset({"a"}))
     c.speaking.add("b")  # b is back: a alone is dead, its routers move
     c.run(10)
-    lines = lines_of(c.path)
+    lines = read_audit(c.path)
 
     assert all(line["instance"] == "ctl-1:4242" for line in lines)
     assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
@@ -190,7 +95,7 @@ def test_a_router_its_target_never_brings_up_is_unbound_by_the_executor_in_one_a
     c.speaking.discard("a")
     c.run(DOWN + 40)
     assert c.api.router_bindings() == dict.fromkeys([f"r{i}" for i in range(4)], frozenset({"c"}))
-    lines = lines_of(c.path)
+    lines = read_audit(c.path)
     actions = [x for x in lines if x["event"] == "action"]
     sent_to_b = sorted(x["resource_id"] for x in actions if x["kind"] == "move-router" and x["to_id"] == "b")
     unbinds = [x for x in actions if x["kind"] == "unbind-router"]
@@ -217,7 +122,7 @@ def test_fence_runs_come_through_the_plugin_hook_with_secrets_redacted(cloud: Ca
                  program="fence-ipmi", exit_status=1, seconds=0.25,
                  detail="login password=hunter2 rejected by amqp://admin:s3cret@bmc-1//",
                  stderr="Error: token: tok-123", work="stays")
-    [line] = lines_of(c.path)  # valid: the fields the fence gate (plugins/fence_gate.py) writes are the schema's
+    [line] = read_audit(c.path)  # valid: the fields the fence gate (plugins/fence_gate.py) writes are the schema's
     c.audit.record("stop", exit_status=0, reason="x", auth_token="tok-456", nested={"password": "hunter3"})
     text = c.path.read_text()
     for secret in ("hunter2", "s3cret", "tok-123", "tok-456", "hunter3"):
@@ -236,7 +141,7 @@ def test_leadership_changes_are_written(cloud: Callable[..., Cloud]) -> None:
     lock = SharedLock()
     lock.holder = "someone else"
     clock = Clock()
-    lead, _ = leader(lock, "me", clock)  # type: ignore[arg-type]
+    lead, _ = leader(lock, "me", clock)
     c = cloud(leadership=lead)
     c.svc.step()  # starting: no change yet
     lead.step()
@@ -245,30 +150,29 @@ def test_leadership_changes_are_written(cloud: Callable[..., Cloud]) -> None:
     clock.now += 1
     lead.step()
     c.svc.step()  # active
-    roles = [(x["previous"], x["role"]) for x in lines_of(c.path) if x["event"] == "leadership"]
+    roles = [(x["previous"], x["role"]) for x in read_audit(c.path) if x["event"] == "leadership"]
     assert roles == [("starting", "standby"), ("standby", "active")]
-    assert all(x["lock"].startswith("lock ") for x in lines_of(c.path) if x["event"] == "leadership")
+    assert all(x["lock"].startswith("lock ") for x in read_audit(c.path) if x["event"] == "leadership")
 
 
 def test_start_and_stop_lines_from_the_running_service(tmp_path: Path) -> None:
     stop = threading.Event()
     audit = AuditLog(tmp_path / "audit.log")
-    svc = Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[], dump=None, check_interval=0.01,
-                  queue_expire=None, stop=stop, audit=audit)
+    svc = make_service(check_interval=0.01, stop=stop, audit=audit)
     done: list[int] = []
     thread = threading.Thread(target=lambda: done.append(svc.run()), daemon=True)
     thread.start()
     stop.set()
     thread.join(10)
     assert done == [0]
-    start, stop_line = lines_of(tmp_path / "audit.log")
+    start, stop_line = read_audit(tmp_path / "audit.log")
     assert (start["event"], start["plugins"], start["dry_run"]) == ("start", [], False)
     assert (stop_line["event"], stop_line["exit_status"], stop_line["reason"]) == ("stop", 0, "stop requested")
     host, _, pid = start["instance"].partition(":")
     assert host
     assert int(pid) > 0
     audit.record("stop", exit_status=0, reason="after close")  # closed by run(): nothing more is written
-    assert len(lines_of(tmp_path / "audit.log")) == 2
+    assert len(read_audit(tmp_path / "audit.log")) == 2
 
 
 class WatchingNeutron(FakeNeutron):
@@ -279,7 +183,7 @@ class WatchingNeutron(FakeNeutron):
 
     def bind_router(self, agent_id: str, router_id: str) -> None:
         if self.path is not None:
-            seen = [x for x in lines_of(self.path) if x["event"] in ("action", "verdict")]
+            seen = [x for x in read_audit(self.path) if x["event"] in ("action", "verdict")]
             self.seen_at_bind = [*getattr(self, "seen_at_bind", []), sum(x["event"] == "action" for x in seen)]
             assert any(x["event"] == "verdict" and x["to"] == "dead" for x in seen)  # said before the first move
         super().bind_router(agent_id, router_id)
@@ -294,7 +198,7 @@ def test_each_action_is_written_as_it_ends_not_after_the_pass(cloud: Callable[..
     c.speaking.discard("a")
     c.run(DOWN + 10)
     assert api.seen_at_bind == [0, 1, 2, 3]  # a crash during the 4th move leaves the first three in the trail
-    assert [x["status"] for x in lines_of(c.path) if x["event"] == "action"] == ["done"] * 4
+    assert [x["status"] for x in read_audit(c.path) if x["event"] == "action"] == ["done"] * 4
 
 
 def test_a_dry_run_writes_each_planned_move_once(cloud: Callable[..., Cloud]) -> None:
@@ -302,7 +206,7 @@ def test_a_dry_run_writes_each_planned_move_once(cloud: Callable[..., Cloud]) ->
     c.run(2 * DOWN)
     c.speaking.discard("a")
     c.run(3 * DOWN)  # the same plan, check after check: nothing changes in a dry run
-    actions = [x for x in lines_of(c.path) if x["event"] == "action"]
+    actions = [x for x in read_audit(c.path) if x["event"] == "action"]
     assert sorted(x["resource_id"] for x in actions) == ["r0", "r1", "r2", "r3"]
     assert {(x["status"], x["detail"]) for x in actions} == {("dry-run", "dry run: not called")}
     assert c.api.router_bindings() == dict.fromkeys([f"r{i}" for i in range(4)], frozenset({"a"}))
@@ -327,7 +231,7 @@ def test_a_read_back_that_finds_no_binding_is_a_second_line_for_the_action(tmp_p
         executor.close()
         audit.close()
     assert outcome.status is OutcomeStatus.FAILED
-    said = [(x["status"], x["detail"]) for x in lines_of(tmp_path / "audit.log")]
+    said = [(x["status"], x["detail"]) for x in read_audit(tmp_path / "audit.log")]
     assert said == [("done", ""), ("failed", "not hosted by the target on read-back")]
 
 
@@ -350,13 +254,13 @@ def test_reopened_on_sighup_after_logrotate_renames_it(tmp_path: Path, caplog: p
         assert path.exists()
         assert path.read_text() == ""
         audit.record("stop", exit_status=0, reason="two")
-        assert [x["reason"] for x in lines_of(path)] == ["two"]
-        assert [x["reason"] for x in lines_of(tmp_path / "audit.log.1")] == ["one"]
+        assert [x["reason"] for x in read_audit(path)] == ["two"]
+        assert [x["reason"] for x in read_audit(tmp_path / "audit.log.1")] == ["one"]
         assert any("audit log" in r.getMessage() and "reopened" in r.getMessage() for r in caplog.records)
         # Moved away without a HUP: the next line notices and goes to a new file at the path.
         path.rename(tmp_path / "audit.log.2")
         audit.record("stop", exit_status=0, reason="three")
-        assert [x["reason"] for x in lines_of(path)] == ["three"]
+        assert [x["reason"] for x in read_audit(path)] == ["three"]
     finally:
         audit.close()
     reopen_log_files()  # closed: no longer reopened
@@ -381,7 +285,7 @@ def test_concurrent_writers_never_interleave_lines(tmp_path: Path) -> None:
     finally:
         for t in trails:
             t.close()
-    lines = lines_of(path)  # each one whole JSON
+    lines = read_audit(path)  # each one whole JSON
     assert len(lines) == threads * per_thread
     seen = {x["reason"].rsplit("-", 1)[0] for x in lines}
     assert seen == {f"{n}-{i}" for n in range(threads) for i in range(per_thread)}
@@ -475,15 +379,13 @@ def test_the_shipped_logrotate_snippet_rotates_the_audit_trail_which_the_hup_reo
                               capture_output=True, text=True, timeout=30, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert not path.exists()  # renamed, and nocreate: the daemon makes the new one
-        assert [x["reason"] for x in lines_of(logs / "audit.log.1")] == ["before"]
-        deadline = time.monotonic() + 5
-        while not hups and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert [x["reason"] for x in read_audit(logs / "audit.log.1")] == ["before"]
+        poll_until(lambda: hups, 5)
         assert hups == [signal.SIGHUP]  # the postrotate's kill reached the pid in the pid file
         reopen_log_files()  # what the daemon's main thread then does
         assert path.exists()
         audit.record("stop", exit_status=0, reason="after")
-        assert [x["reason"] for x in lines_of(path)] == ["after"]
+        assert [x["reason"] for x in read_audit(path)] == ["after"]
     finally:
         signal.signal(signal.SIGHUP, previous)
         audit.close()

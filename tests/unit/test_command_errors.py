@@ -11,10 +11,10 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.kit.process import RPCDAEMON, clean_env
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.cli import main
@@ -22,8 +22,6 @@ from rpcdaemon.commands import check
 from rpcdaemon.commands.context import CommandContext
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import L3_AGENT
-
-RPCDAEMON = Path(sys.executable).parent / "rpcdaemon"
 
 
 @pytest.fixture
@@ -107,7 +105,7 @@ def test_a_missing_configuration_is_named(tmp_path: Path, capsys: pytest.Capture
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_an_unprivileged_user_cannot_pause(config: Path) -> None:
     config.parent.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env = clean_env()
     done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(RPCDAEMON),
                            "-c", str(config), "pause", "--reason", "mine now"],
                           capture_output=True, text=True, timeout=60, env=env, check=False)
@@ -163,7 +161,7 @@ def test_keystoneauth_warnings_are_the_commands_own_lines(tmp_path: Path) -> Non
     conf.write_text(f"[Daemon]\nplugins = L3Agent\nrpchost = amqp://guest:s3cret@127.0.0.1:1//\n"
                     f"[L3Agent]\nconffile = {neutron}\n")
     conf.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env = clean_env()
     done = subprocess.run([str(RPCDAEMON), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60,
                           env=env, check=False)
     assert done.returncode == 1

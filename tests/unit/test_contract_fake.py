@@ -9,14 +9,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from tests.contract_cases import CASES, Case, case_id
+from tests.contract_cases import CASES, Case, World, case_id
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.demo.fake_neutron import FakeNeutron
 from rpcdaemon.model import DHCP_AGENT, L3_AGENT, MODE_LEGACY, Agent, Network, Router
 
 
-class FakeWorld:
+class FakeWorld(World):
     def __init__(self) -> None:
         self.fake = FakeNeutron()
         self._names = itertools.count(1)

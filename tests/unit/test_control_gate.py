@@ -1,6 +1,6 @@
 """Pause, resume and brake release as the running service honours them (``pausing.ControlGate``).
 
-The real service around the real L3Agent plugin, executor and FakeNeutron (``test_audit.Cloud``), stepped on
+The real service around the real L3Agent plugin, executor and FakeNeutron (``service_rig.Cloud``), stepped on
 a fake clock; the control state comes from a loop stand-in whose ``current()`` the test sets, as the
 ``ControlLoop`` thread would after reading the broker. Every audit line is checked against the schema.
 """
@@ -14,14 +14,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from tests.unit import test_audit
-from tests.unit.test_audit import DOWN, Cloud, lines_of
+from tests.kit.audit import read_audit
+from tests.unit.service_rig import DOWN, Cloud
 
 from rpcdaemon.control.state import ControlState, Hold
 from rpcdaemon.model import OutcomeStatus
 
 TICK = 2.0
-cloud = test_audit.cloud  # the fixture
 
 
 class Loop:
@@ -41,7 +40,7 @@ def moved(c: Cloud) -> set[str]:
 
 
 def events(c: Cloud, *names: str) -> list[dict[str, Any]]:
-    return [line for line in lines_of(c.path) if line["event"] in names]
+    return [line for line in read_audit(c.path) if line["event"] in names]
 
 
 def test_a_pause_holds_every_move_and_resume_moves_them(cloud: Callable[..., Cloud],

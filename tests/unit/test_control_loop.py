@@ -111,7 +111,7 @@ def test_a_record_not_understood_later_keeps_the_last_good_state(caplog: pytest.
     caplog.set_level(logging.INFO, logger="rpcdaemon.control")
     good = ControlState(pause=Hold("upgrade", "alice@ctl-1", 100.0), event="pause", by="alice@ctl-1", at=100.0)
     channel = Channel(good)
-    loop = ControlLoop(channel, view=lambda: object(), stop=threading.Event(), poll=0.01)  # type: ignore[arg-type]
+    loop = ControlLoop(channel, view=lambda: object(), stop=threading.Event(), poll=0.01)  # type: ignore[arg-type,return-value]
     loop.tick()
     for raw in ISSUE_RECORDS:  # each problem said once, however often it is read
         channel.outcome = raw

@@ -109,7 +109,7 @@ def check_parsed(what: str, raw: bytes) -> Any:
     try:
         value = PARSERS[what](raw)
     except RecordError as exc:
-        refused = exc
+        refused: RecordError | None = exc
     else:
         refused = None
     if refused is not None:
@@ -205,9 +205,9 @@ class _Deepest(json.JSONDecoder):
     def __init__(self) -> None:
         super().__init__()
         self.level = self.deepest = 0
-        self.parse_object = self._counted(self.parse_object)
-        self.parse_array = self._counted(self.parse_array)
-        self.scan_once = json.scanner.py_make_scanner(self)
+        self.parse_object = self._counted(self.parse_object)  # type: ignore[has-type]
+        self.parse_array = self._counted(self.parse_array)  # type: ignore[has-type]
+        self.scan_once = json.scanner.py_make_scanner(self)  # type: ignore[attr-defined]  # not in the stubs
 
     def _counted(self, parse: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any) -> Any:

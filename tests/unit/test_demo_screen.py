@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import sys
 import time
 
+from tests.kit.process import clean_env
 from tests.terminal import run_in_pty
 
 from rpcdaemon.demo import scenario as demo
@@ -60,8 +60,7 @@ def test_the_plugin_is_named_once_per_log_line() -> None:
 
 
 def test_demo_in_a_terminal_redraws_in_place_and_exits_0() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    env.update(TERM="xterm", COLUMNS="140", LINES="40")
+    env = clean_env(drop=("NO_COLOR",), TERM="xterm", COLUMNS="140", LINES="40")
     rc, text, _ = run_in_pty([sys.executable, "-m", "rpcdaemon", "demo", "--speed", SPEED], 60, env=env)
     assert rc == 0, text[-2000:]
     assert text.count("\x1b[1A") > 20

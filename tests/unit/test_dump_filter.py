@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.kit.clock import Clock
 
 from rpcdaemon.broker.link import RawMessage
 from rpcdaemon.cli import main
@@ -138,16 +139,8 @@ def test_recursion_at_search_time_is_a_non_match() -> None:
     assert plugin.filtered_out == 1
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_errors_from_the_data_are_one_warning_per_kind_per_minute(caplog: pytest.LogCaptureFixture) -> None:
-    clock = _Clock()
+    clock = Clock()
     out = io.StringIO()
     plugin = DumpPlugin("neutron", "ceil(body.x) == `2` || max_by(body.l, &a).a == `1`", out, clock=clock)
 

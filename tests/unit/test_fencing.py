@@ -2,7 +2,7 @@
 
 Real commands (``sh -c 'exit 0'``, ``exit 1``, ``sleep 30`` under a 1 s timeout, a program that does not
 exist) run through ``acting.fencing.run_command`` and through the plugins against the fake Neutron with
-an injected clock (``test_plugins.Rig``): the fence runs with the dead agent's host and id before any of
+an injected clock (``plugin_rig.Rig``): the fence runs with the dead agent's host and id before any of
 its routers or networks move; a failed or hung fence holds its work (and is retried on a backoff, not every
 check), or lets it move with ``move_when_fence_fails``; the brake is decided before any fence runs; a
 standby never fences; a successful fence is remembered until the agent is heard again. Then the
@@ -21,12 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.kit.audit import check_audit_line
+from tests.unit.plugin_rig import DOWN, LIVENESS, TICK, TIMING, Rig
 from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, l3_worlds
-from tests.unit.test_plugins import DOWN, LIVENESS, TICK, TIMING, Rig
 
 from rpcdaemon.acting.executor import ExecutorPolicy
 from rpcdaemon.acting.fencing import (
@@ -54,7 +54,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
 from rpcdaemon.plugins.report import PassReport
-from rpcdaemon.telemetry.audit import SCHEMA_FILE, render_line
+from rpcdaemon.telemetry.audit import render_line
 from rpcdaemon.telemetry.metrics import Metrics
 
 AGENT = Agent("a1-uuid", L3_AGENT, "net-1")
@@ -189,7 +189,7 @@ def test_run_command_reports_a_program_that_is_not_executable(tmp_path: Path) ->
 
 
 class FenceRig(Rig):
-    """``test_plugins.Rig`` with a fence command; ``runs`` logs each run's host and id and where the dead
+    """``plugin_rig.Rig`` with a fence command; ``runs`` logs each run's host and id and where the dead
     agent's routers/networks were at that moment."""
 
     def __init__(self, agent_type: str, command: Sequence[str], *, move_anyway: bool = False,
@@ -274,9 +274,8 @@ def test_routers_move_after_the_fence_ran_with_the_dead_agents_host_and_id(
 
 def assert_audit_lines_valid(rig: FenceRig) -> None:
     """The fence records, as the audit trail writes them, match its schema (``audit_schema.json``)."""
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     for event, fields in rig.audited:
-        validator.validate(json.loads(render_line(event, fields, instance="test:1", at=0.0)))
+        check_audit_line(json.loads(render_line(event, fields, instance="test:1", at=0.0)))
 
 
 def test_a_successful_fence_is_remembered_until_the_agent_is_heard_again(

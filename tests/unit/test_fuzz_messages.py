@@ -12,6 +12,7 @@ import os
 import pickle
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,14 +111,15 @@ def test_the_pickle_canary_fires_only_when_unpickled(tmp_path: Path) -> None:
     os.rmdir(canary)
 
 
-RECORD_PARSERS = {CONTROL_STATE: ControlState.from_json, LIVE_VIEW: DaemonView.from_json, ROLL_CALL: Presence.from_json}
+RECORD_PARSERS: dict[str, Callable[[bytes], ControlState | DaemonView | Presence]] = {
+    CONTROL_STATE: ControlState.from_json, LIVE_VIEW: DaemonView.from_json, ROLL_CALL: Presence.from_json}
 
 
 def parsed(r: FuzzRecord) -> str:
     try:
         value = RECORD_PARSERS[r.category](r.body)
     except RecordError as exc:
-        problem = exc.problem
+        problem: str | None = exc.problem
     else:
         problem = None
     if problem is not None:

@@ -18,9 +18,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.kit.clock import Clock
+from tests.kit.poll import wait_until
+from tests.kit.service import make_service
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.daemon.plugin_factory import AgentPluginConfig, build_plugin
@@ -37,20 +39,6 @@ from rpcdaemon.telemetry.metrics import Metrics
 from rpcdaemon.telemetry.sdnotify import Notifier
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
 class GatedNeutron(FakeNeutron):
     """list_agents blocks while ``hang`` is set, until ``release``: a call that does not return."""
 
@@ -65,16 +53,6 @@ class GatedNeutron(FakeNeutron):
             self.entered.set()
             self.release.wait(30)
         return super().list_agents()
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -121,8 +99,8 @@ def l3_service(api: FakeNeutron, stop: threading.Event, *, clock: Callable[[], f
     holder: dict[str, Service] = {}
     plugin = build_plugin("L3Agent", api, registry, cfg, bus_since=lambda: holder["svc"].bus_since(),
                           stop=stop, clock=clock)
-    svc = Service(bus_url="memory://", registry=registry, plugins=[plugin], dump=None, check_interval=0.05,
-                  queue_expire=None, stop=stop, clock=clock, notifier=notifier, metrics=metrics)
+    svc = make_service(registry=registry, plugins=[plugin], check_interval=0.05, stop=stop, clock=clock,
+                       notifier=notifier, metrics=metrics)
     holder["svc"] = svc
     return svc
 
@@ -145,8 +123,8 @@ def test_ready_waits_for_the_api_then_status_watchdog_and_stopping(notify_socket
     assert metrics.port is not None
     thread = run_service(svc)
     try:
-        wait_for(lambda: svc.probe().bus, what="the bus listener to connect")
-        wait_for(lambda: svc.plugins[0].api_ok is False, what="a failed API call")
+        wait_until(lambda: svc.probe().bus, what="the bus listener to connect")
+        wait_until(lambda: svc.plugins[0].api_ok is False, what="a failed API call")
         time.sleep(0.5)  # several checks with the bus up and the API down
         seen = received(sock)
         assert not [m for m in seen if "READY=1" in m], seen
@@ -160,12 +138,16 @@ def test_ready_waits_for_the_api_then_status_watchdog_and_stopping(notify_socket
         assert get(metrics.port, "/healthz")[0] == 200  # alive all the same
 
         api.outage = False
-        ready = wait_for(lambda: [m for m in received(sock) if m.startswith("READY=1")], what="READY=1")
+        ready = wait_until(lambda: [m for m in received(sock) if m.startswith("READY=1")], what="READY=1")
         assert ready[0].startswith("READY=1\nSTATUS=active; L3Agent ")
         assert get(metrics.port, "/readyz")[0] == 200
         pings: list[str] = []
-        wait_for(lambda: pings.extend(m for m in received(sock) if m == "WATCHDOG=1") or len(pings) >= 2,
-                 timeout=5, what="two watchdog pings")
+
+        def two_pings() -> bool:
+            pings.extend(m for m in received(sock) if m == "WATCHDOG=1")
+            return len(pings) >= 2
+
+        wait_until(two_pings, timeout=5, what="two watchdog pings")
         assert not [m for m in received(sock) if m.startswith("READY")]  # once only
     finally:
         stop.set()
@@ -178,7 +160,7 @@ def test_a_wedged_loop_stops_the_pings_and_fails_healthz(notify_socket: tuple[st
     path, sock = notify_socket
     api = GatedNeutron()
     api.add_agent(L3_AGENT, "net-a", agent_id="l3-a")
-    clock = ManualClock()
+    clock = Clock()
     stop = threading.Event()
     metrics = Metrics()
     svc = l3_service(api, stop, clock=clock, notifier=Notifier(path), metrics=metrics)
@@ -187,7 +169,7 @@ def test_a_wedged_loop_stops_the_pings_and_fails_healthz(notify_socket: tuple[st
     assert port is not None
     thread = run_service(svc)
     try:
-        wait_for(lambda: svc.plugins[0].api_ok, what="the first reconcile")
+        wait_until(lambda: svc.plugins[0].api_ok, what="the first reconcile")
         status, headers, body = get(port, "/healthz")
         assert (status, headers["Content-Type"]) == (200, "application/json")
         assert json.loads(body)["status"] == "ok"
@@ -213,7 +195,7 @@ def test_a_wedged_loop_stops_the_pings_and_fails_healthz(notify_socket: tuple[st
         assert "check loop silent for 31s (limit 30s)" in json.loads(body)["reasons"]
 
         api.release.set()  # the call returns; the loop goes on and pings again
-        wait_for(lambda: "WATCHDOG=1" in received(sock), timeout=5, what="pings after the release")
+        wait_until(lambda: "WATCHDOG=1" in received(sock), timeout=5, what="pings after the release")
         assert get(port, "/healthz")[0] == 200
     finally:
         api.release.set()
@@ -254,12 +236,11 @@ def test_a_dump_only_daemon_is_ready_on_the_bus_alone(notify_socket: tuple[str, 
 
     path, sock = notify_socket
     stop = threading.Event()
-    svc = Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[],
-                  dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=0.05, queue_expire=None,
-                  stop=stop, notifier=Notifier(path))
+    svc = make_service(dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=0.05, stop=stop,
+                       notifier=Notifier(path))
     thread = run_service(svc)
     try:
-        ready = wait_for(lambda: [m for m in received(sock) if m.startswith("READY=1")], what="READY=1")
+        ready = wait_until(lambda: [m for m in received(sock) if m.startswith("READY=1")], what="READY=1")
         assert ready == ["READY=1\nSTATUS=active; Dump; bus up"]
     finally:
         stop.set()
@@ -347,7 +328,7 @@ def test_executor_progress_comes_in_the_callers_thread_only_as_calls_end() -> No
         time.sleep(0.6)  # three of the waiting loop's looks: nothing ended, nothing reported
         assert calls == []
         api.permits.release()  # one unbind returns
-        wait_for(lambda: calls, timeout=2, what="progress after a call ended")
+        wait_until(lambda: calls, timeout=2, what="progress after a call ended")
         first = len(calls)
         time.sleep(0.6)
         assert len(calls) == first  # the other calls still hang: no more callbacks

@@ -1,18 +1,18 @@
 """Bus hints: the pure ``deciding.hints`` planner, the registry's load counts, and what a hint costs a plugin.
 
-The plugin tests drive the real plugins check by check on the rig of ``test_plugins.py`` (fake clock,
+The plugin tests drive the real plugins check by check on the rig of ``plugin_rig.py`` (fake clock,
 FakeNeutron, real registry and executor): a hint must cost only its targeted reads, a hint the cache
 explains none, and an idle check still none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.test_plugins import TICK, TIMING, Rig
+from tests.unit.plugin_rig import TICK, TIMING, Rig
 
 from rpcdaemon.deciding.dhcp import DhcpPolicy
 from rpcdaemon.deciding.hints import Hint, explained, plan_refresh
@@ -138,20 +138,6 @@ def test_registry_notes_load_count_changes_of_listed_agents_only() -> None:
 
 
 # -- what hints cost the plugins -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_rig() -> Iterator[Callable[..., Rig]]:
-    rigs: list[Rig] = []
-
-    def make(agent_type: str, **kw: object) -> Rig:
-        rig = Rig(agent_type, **kw)  # type: ignore[arg-type]
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
 
 
 def dhcp_all(make_rig: Callable[..., Rig]) -> Rig:

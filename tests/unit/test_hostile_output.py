@@ -36,6 +36,7 @@ from rpcdaemon.control.state import AgentView, ControlState, DaemonView, Hold, P
 from rpcdaemon.deciding.liveness import BrakePolicy
 from rpcdaemon.demo import scenario as demo
 from rpcdaemon.demo.fake_neutron import FakeNeutron
+from rpcdaemon.exits import EXIT_WORK
 from rpcdaemon.model import L3_AGENT, Agent
 from rpcdaemon.plugins.dump import DumpPlugin
 from rpcdaemon.telemetry.sdnotify import Notifier
@@ -138,7 +139,8 @@ def test_status_table_shows_rich_markup_and_emoji_codes_in_a_name_as_they_are() 
     parser = argparse.ArgumentParser()
     status.add_arguments(parser, "status")
     out = io.StringIO()
-    status.run(parser.parse_args([]), Context(api, replace(forged, instance="ctl:warning:[bold]x")), out, "status")
+    status.run(parser.parse_args([]), Context(api, replace(forged, instance="ctl:warning:[bold]x")), out,  # type: ignore[arg-type]
+               "status")
     assert "live view of the active instance ctl:warning:[bold]x" in out.getvalue()
 
 
@@ -159,7 +161,7 @@ def test_status_json_and_yaml_keep_the_very_text_and_split_no_line(fmt: str) -> 
 @pytest.mark.parametrize("view", [True, False])
 def test_check_says_one_line_whatever_the_host_names_hold(view: bool) -> None:
     code, text = run_command(check, [], view)
-    assert code == check.EXIT_WORK
+    assert code == EXIT_WORK
     assert_shown_safely(text, lines=1)
     assert text.startswith("WORK - L3Agent: ")
     assert escape_text(HOSTILE[1]) in text  # a dead host named as the routers' source

@@ -1,6 +1,6 @@
 """Several instances, one acts: the leadership lease, the fence in front of Neutron, and the service's roles.
 
-``Leadership`` is stepped by hand on an injected clock against ``SharedLock``, an in-memory lock server
+``Leadership`` is stepped by hand on an injected clock against ``fake_lock.SharedLock``, an in-memory lock server
 with the semantics of the real backends (one holder; a holder whose lease lapsed may find the lock
 given away). The fence wraps the real ``FakeNeutron``; the executor and the plugins are the real ones.
 The real broker and Redis backends are in ``tests/component/test_leader_lock.py``.
@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.kit.clock import Clock
+from tests.kit.service import make_service
+from tests.unit.fake_lock import LEASE, FakeBackend, SharedLock, leader
 
 from rpcdaemon.acting.api import NeutronAPI
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
@@ -37,96 +40,7 @@ from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import Timing
 from rpcdaemon.telemetry.metrics import Metrics
 
-LEASE = 3.0
 START = 1000.0
-
-
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class BackendDown(ConnectionError):
-    pass
-
-
-class SharedLock:
-    """One lock as a backend keeps it: a holder, whether the backend can be reached, and, when ``clock``
-    is given, an expiry: a holder not heard for ``expiry`` seconds loses the lock (as RabbitMQ drops a
-    silent connection 4-6 s after its last byte, or Redis expires the key)."""
-
-    def __init__(self, clock: Clock | None = None, expiry: float = 4.0) -> None:
-        self.holder: str | None = None
-        self.down = False
-        self.clock, self.expiry = clock, expiry
-        self.heard_at = 0.0
-
-    def current(self) -> str | None:
-        if self.clock is not None and self.holder is not None and self.clock() - self.heard_at >= self.expiry:
-            self.holder = None
-        return self.holder
-
-    def heard(self) -> None:
-        if self.clock is not None:
-            self.heard_at = self.clock()
-
-
-class FakeBackend:
-    """``LockBackend`` on a ``SharedLock``. ``confirm_takes`` advances the clock inside a confirmation
-    (a slow round trip); ``bug`` makes every call raise a non-backend error."""
-
-    name = "rpcdaemon.leader.test"
-    lease = LEASE
-
-    def __init__(self, lock: SharedLock, me: str, clock: Clock) -> None:
-        self.lock, self.me, self.clock = lock, me, clock
-        self.confirm_takes = 0.0
-        self.bug: Exception | None = None
-        self.released = 0
-
-    def describe(self) -> str:
-        return "fake"
-
-    def _call(self) -> None:
-        if self.bug is not None:
-            raise self.bug
-        if self.lock.down:
-            raise BackendDown("connection refused")
-
-    def acquire(self) -> bool:
-        self._call()
-        if self.lock.current() in (None, self.me):
-            self.lock.holder = self.me
-            self.lock.heard()
-            return True
-        return False
-
-    def confirm(self) -> bool:
-        self._call()
-        held = self.lock.current() == self.me
-        if held:
-            self.lock.heard()  # the backend hears the request before it answers
-        self.clock.now += self.confirm_takes
-        return held
-
-    def release(self) -> None:
-        self.released += 1
-        if self.lock.holder == self.me:
-            self.lock.holder = None
-
-    def is_backend_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, BackendDown)
-
-    def explain(self, exc: BaseException) -> str:
-        return f"{type(exc).__name__}: {exc}"
-
-
-def leader(lock: SharedLock, me: str, clock: Clock) -> tuple[Leadership, FakeBackend]:
-    backend = FakeBackend(lock, me, clock)
-    return Leadership(backend, clock=clock, logger=logging.getLogger(f"rpcdaemon.leadership.{me}")), backend
 
 
 # -- the lease ---------------------------------------------------------------------------------------
@@ -257,8 +171,7 @@ def test_a_bug_in_the_lock_thread_is_fatal_after_a_few_and_the_service_exits_non
         a.step()
     assert a.fatal is not None
     assert not a.is_leader()
-    svc = Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[], dump=None, check_interval=1.0,
-                  queue_expire=None, stop=threading.Event(), clock=clock, leadership=a)
+    svc = make_service(clock=clock, leadership=a)
     problem = svc.health()
     assert problem is not None
     assert "leadership lock rpcdaemon.leader.test on fake" in problem
@@ -385,8 +298,7 @@ def _service(api: FakeNeutron, leadership: Leadership | None, clock: Clock,
     holder: dict[str, Service] = {}
     plugin = build_plugin("L3Agent", FencedNeutron(api, may_write), registry, cfg,
                           bus_since=lambda: holder["svc"].bus_since(), stop=threading.Event(), clock=clock)
-    svc = Service(bus_url="memory://", registry=registry, plugins=[plugin], dump=None, check_interval=1.0,
-                  queue_expire=None, stop=threading.Event(), clock=clock, metrics=Metrics(), leadership=leadership)
+    svc = make_service(registry=registry, plugins=[plugin], clock=clock, metrics=Metrics(), leadership=leadership)
     holder["svc"] = svc
     return svc
 

@@ -13,38 +13,16 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tests.kit.clock import Clock
+from tests.kit.poll import wait_until
 
 from rpcdaemon.telemetry.health import HealthServer, Probe
 from rpcdaemon.telemetry.httpd import connection_cap
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
-    return value
 
 
 def alive() -> Probe:
@@ -52,12 +30,7 @@ def alive() -> Probe:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def server(clock: ManualClock) -> Iterator[HealthServer]:
+def server(clock: Clock) -> Iterator[HealthServer]:
     s = HealthServer("127.0.0.1", 0, CollectorRegistry(), alive, max_connections=4, deadline=5.0, clock=clock)
     yield s
     s.shutdown()
@@ -100,10 +73,10 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 def test_a_request_has_its_deadline_from_accept_however_slowly_it_trickles_in(server: HealthServer,
-                                                                              clock: ManualClock) -> None:
+                                                                              clock: Clock) -> None:
     with idle(server) as slow:
         slow.sendall(b"GET /hea")
-        wait_for(lambda: server.server.connections == 1, what="the slow connection accepted")
+        wait_until(lambda: server.server.connections == 1, what="the slow connection accepted")
         clock.advance(4.0)
         slow.sendall(b"lthz HTTP/1.0\r\n")  # still no blank line: the head is not complete
         assert healthz(server) == (200, {"status": "ok", "loop_age_s": 0.5})  # the listener ran at 4 s
@@ -115,11 +88,11 @@ def test_a_request_has_its_deadline_from_accept_however_slowly_it_trickles_in(se
 
 
 def test_at_its_cap_the_oldest_idle_connection_makes_room_and_healthz_answers(
-        server: HealthServer, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+        server: HealthServer, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="rpcdaemon")
     held = [idle(server) for _ in range(4)]
     try:
-        wait_for(lambda: server.server.connections == 4, what="four idle connections accepted")
+        wait_until(lambda: server.server.connections == 4, what="four idle connections accepted")
         assert healthz(server)[0] == 200  # a fifth: the oldest idle one was closed for it
         assert closed_by_server(held[0])
         assert [still_open(s) for s in held[1:]] == [True, True, True]
@@ -130,14 +103,14 @@ def test_at_its_cap_the_oldest_idle_connection_makes_room_and_healthz_answers(
                 assert healthz(server) == (200, {"status": "ok", "loop_age_s": 0.5})
             assert server.server.connections <= 4
         held.append(idle(server))  # the last /healthz left a place: four idle ones again
-        wait_for(lambda: server.server.connections == 4, what="the listener at its cap")
+        wait_until(lambda: server.server.connections == 4, what="the listener at its cap")
         assert [still_open(s) for s in held] == [False] * (len(held) - 4) + [True] * 4  # the newest four stay
         warned = [r.getMessage() for r in caplog.records if "connections open, its limit" in r.getMessage()]
         assert warned == ["metrics listener: 4 connections open, its limit; closing the oldest idle one for each new "
                           "one (1 closed so far): a client holding connections open?"]  # once a minute, not per one
         clock.advance(61.0)
         held.append(idle(server))
-        wait_for(lambda: len([r for r in caplog.records if "its limit" in r.getMessage()]) == 2, what="the next line")
+        wait_until(lambda: len([r for r in caplog.records if "its limit" in r.getMessage()]) == 2, what="the next line")
     finally:
         for sock in held:
             sock.close()

@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import io
 import platform
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
-from tests.unit.metrics_world import LATENCY, START, TICK, WALL, Clock, World
+from kombu.connection import Connection
+from tests.kit.clock import Clock
+from tests.kit.service import make_service
+from tests.unit.metrics_world import LATENCY, START, TICK, WALL, World
 
 from rpcdaemon import __version__
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.coordination.leader import Leadership
-from rpcdaemon.daemon.service import Service
 from rpcdaemon.model import OVS_AGENT, Heartbeat
-from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.dump import DumpPlugin
 from rpcdaemon.telemetry.metrics import Metrics
 
@@ -143,7 +142,7 @@ def test_api_errors_are_counted_by_class_from_the_plugin_and_from_its_executor(w
     assert w.sample("rpcdaemon_api_errors_total", plugin="L3Agent", kind="conflict") == 0
 
 
-class _CuttableConnection(Connection):  # type: ignore[misc]
+class _CuttableConnection(Connection):
     """kombu's in-memory connection whose next ``cut`` drains fail as a lost link would."""
 
     cut = 0
@@ -162,9 +161,7 @@ def test_bus_reconnects_count_each_listeners_lost_links() -> None:
         made.append(_CuttableConnection("memory://"))
         return made[-1]
 
-    svc = Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[],
-                  dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=1.0, queue_expire=None,
-                  stop=threading.Event(), connection_factory=connect)
+    svc = make_service(dump=DumpPlugin("neutron", None, out=io.StringIO()), connection_factory=connect)
     listener = svc.listeners[0]
     svc.start()
     try:

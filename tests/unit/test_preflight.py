@@ -85,7 +85,7 @@ def test_cli_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     path = write(tmp_path, "[Daemon]\nplugins = Dump\nrpchost = amqp://u:pa/s3cret@127.0.0.1:5672//\n")
     ran: list[bool] = []
     for extra in (["--check-config"], ["-d"]):
-        code = main(["-c", str(path), *extra], runner=lambda *a, **k: ran.append(True) or 0)
+        code = main(["-c", str(path), *extra], runner=lambda *a, **k: ran.append(True) or 0)  # type: ignore[func-returns-value]
         err = capsys.readouterr().err
         assert code == 2
         assert err.count("\n") == 1
@@ -145,7 +145,7 @@ def test_an_unusable_broker_url_exits_2_on_check_config_and_on_start(
     path = write(tmp_path, f"[Daemon]\nplugins = Dump\nrpchost = {rpchost}\n")
     ran: list[bool] = []
     for extra in (["--check-config"], ["-d"]):  # the same check on both paths: they cannot disagree
-        code = main(["-c", str(path), *extra], runner=lambda *a, **k: ran.append(True) or 0)
+        code = main(["-c", str(path), *extra], runner=lambda *a, **k: ran.append(True) or 0)  # type: ignore[func-returns-value]
         err = capsys.readouterr().err
         assert code == 2
         assert err.startswith(f"rpcdaemon: error: {path}: [Daemon] rpchost: broker URL ")

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from tests.kit.clock import Clock
 
 from rpcdaemon.acting.api import ErrorKind
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
@@ -43,19 +44,6 @@ from rpcdaemon.plugins.dhcpagent import DHCPAgentPlugin
 from rpcdaemon.plugins.l3agent import L3AgentPlugin
 from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.metrics import Metrics
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -258,9 +246,9 @@ class Rig:
         self.agent_type = agent_type
         self.plugin: FailoverPlugin
         if agent_type == L3_AGENT:
-            self.plugin = L3AgentPlugin(*args, policy=L3Policy(), **common)  # type: ignore[arg-type]
+            self.plugin = L3AgentPlugin(*args, policy=L3Policy(), **common)
         else:
-            self.plugin = DHCPAgentPlugin(*args, policy=DhcpPolicy(agents_per_network=1), **common)  # type: ignore[arg-type]
+            self.plugin = DHCPAgentPlugin(*args, policy=DhcpPolicy(agents_per_network=1), **common)
         self.speaking = set(hosts)
         self.last_spoke = dict.fromkeys(hosts, self.clock.now)
         for h in hosts:

@@ -4,6 +4,7 @@ last-resort text filter, which must stay linear whatever the text."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,7 @@ def test_mask_text_is_linear(text: str) -> None:
 
 
 def test_redact_mapping_replaces_secret_keys_at_any_depth() -> None:
-    body = {
+    body: dict[str, Any] = {
         "_context_auth_token": "gAAAAtoken",
         "_context_auth_token_info": {"token": {"user": "x"}},
         "args": {"password": "pw1", "Admin_Password": "pw2", "secret": 5, "tokens_count": 3, "empty_token": "",

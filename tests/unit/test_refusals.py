@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.unit.plugin_rig import DOWN, TICK, Rig
 from tests.unit.strategies import PROPS, DhcpWorld, L3World, dhcp_worlds, judged_of, l3_worlds
-from tests.unit.test_plugins import DOWN, TICK, Rig
 
 from rpcdaemon.acting.executor import Executor, ExecutorPolicy
 from rpcdaemon.deciding.dhcp import DhcpPolicy, plan_dhcp
@@ -45,7 +46,8 @@ from rpcdaemon.model import (
 # -- the planners ------------------------------------------------------------------------------------
 
 
-def _pairs(draw: st.DrawFn, resources: list[str], agents: list[str]) -> frozenset[tuple[str, str]]:
+def _pairs(draw: Callable[[st.SearchStrategy[Any]], Any], resources: list[str],
+           agents: list[str]) -> frozenset[tuple[str, str]]:
     if not resources or not agents:
         return frozenset()
     pair = st.tuples(st.sampled_from(resources), st.sampled_from(agents))
@@ -178,20 +180,6 @@ def test_executor_marks_only_invalid_target_binds_as_refusals(fake_and_executor:
 
 
 # -- the plugins -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_rig() -> Iterator[Callable[..., Rig]]:
-    rigs: list[Rig] = []
-
-    def make(agent_type: str = L3_AGENT, **kw: object) -> Rig:
-        rig = Rig(agent_type, **kw)  # type: ignore[arg-type]
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
 
 
 def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -14,16 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.kit.clock import Clock
 
 from rpcdaemon.telemetry.sdnotify import Notifier, watchdog_seconds, watchdog_warning
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ def test_without_notify_socket_every_call_is_a_no_op() -> None:
 def test_messages_on_a_path_socket(short_dir: Path) -> None:
     path = str(short_dir / "notify")
     with receiver(path) as sock:
-        clock = Clock()
+        clock = Clock(100.0)
         notifier = Notifier.from_environ({"NOTIFY_SOCKET": path}, clock=clock)
         assert notifier.enabled
         notifier.ready("active; L3Agent 2 alive; bus up")
@@ -110,7 +103,7 @@ def test_send_errors_are_logged_once_at_debug_and_never_raised(
     short_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="rpcdaemon")
-    clock = Clock()
+    clock = Clock(100.0)
     notifier = Notifier(str(short_dir / "nobody-listens"), clock=clock)
     for n in range(5):
         notifier.status(f"status {n}")

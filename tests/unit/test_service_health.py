@@ -9,18 +9,21 @@ import logging
 import socket
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.kit.poll import wait_until
+from tests.kit.service import make_service
 
 from rpcdaemon.acting.watched import ApiErrors
 from rpcdaemon.config.settings import load_settings
 from rpcdaemon.daemon import wiring
 from rpcdaemon.daemon.service import MAX_STEP_FAILURES, Service
 from rpcdaemon.exits import EXIT_FAILED, EXIT_START
-from rpcdaemon.observing.registry import AgentRegistry
 from rpcdaemon.plugins.base import FailoverPlugin
 from rpcdaemon.plugins.dump import DumpPlugin
+from rpcdaemon.plugins.report import PassReport
 from rpcdaemon.telemetry.metrics import Metrics
 
 
@@ -39,9 +42,7 @@ class _Plugin(FailoverPlugin):
         self.api_errors = ApiErrors()  # what the metrics read after each check
         self.bindings = {}
 
-    def check(self):  # type: ignore[no-untyped-def]
-        from rpcdaemon.plugins.report import PassReport
-
+    def check(self, *, act: bool = True) -> PassReport:
         return PassReport()
 
 
@@ -50,10 +51,9 @@ class _NoExecutor:
         pass
 
 
-def make_service(on_pass: object, stop: threading.Event) -> Service:
-    return Service(bus_url="memory://", registry=AgentRegistry(75.0), plugins=[_Plugin()],
-                   dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=0.01,
-                   queue_expire=None, stop=stop, on_pass=on_pass)  # type: ignore[arg-type]
+def stub_service(on_pass: Callable[[FailoverPlugin], None] | None, stop: threading.Event) -> Service:
+    return make_service(plugins=[_Plugin()], dump=DumpPlugin("neutron", None, out=io.StringIO()), check_interval=0.01,
+                        stop=stop, on_pass=on_pass)
 
 
 def run_in_thread(svc: Service, timeout: float = 10.0) -> list[int]:
@@ -76,7 +76,7 @@ def test_a_failing_check_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptur
         if len(calls) >= 20:
             stop.set()
 
-    assert run_in_thread(make_service(on_pass, stop)) == [0]
+    assert run_in_thread(stub_service(on_pass, stop)) == [0]
     assert len(calls) >= 20
     assert sum(1 for r in caplog.records if r.levelno == logging.ERROR and r.exc_info) >= 9
 
@@ -88,7 +88,7 @@ def test_consecutive_check_failures_end_the_process_non_zero(caplog: pytest.LogC
     def on_pass(_: FailoverPlugin) -> None:
         raise RuntimeError("boom")
 
-    assert run_in_thread(make_service(on_pass, stop)) == [EXIT_FAILED]
+    assert run_in_thread(stub_service(on_pass, stop)) == [EXIT_FAILED]
     assert sum(1 for r in caplog.records if r.levelno == logging.ERROR) == MAX_STEP_FAILURES
     critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert critical
@@ -103,7 +103,7 @@ def test_a_dead_metrics_server_is_restarted() -> None:
     metrics.serve("127.0.0.1", port)
     try:
         assert metrics.server_problem() is None
-        metrics._server.shutdown()  # the serving thread ends, as if it had died
+        metrics._server.shutdown()  # type: ignore[union-attr]  # the serving thread ends, as if it had died
         metrics._thread.join(5)  # type: ignore[union-attr]
         assert metrics.server_problem() is None  # restarted on the same address
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
@@ -138,13 +138,10 @@ def test_messages_dropped_by_the_broker_restart_the_listening_window(caplog: pyt
 
     caplog.set_level(logging.INFO, logger="rpcdaemon")
     stop = threading.Event()
-    svc = make_service(None, stop)
+    svc = stub_service(None, stop)
     svc.start()
     try:
-        deadline = time.monotonic() + 10
-        while not svc.listeners[0].link().connected:
-            assert time.monotonic() < deadline, "the memory bus never connected"
-            time.sleep(0.01)
+        wait_until(lambda: svc.listeners[0].link().connected, 10, "the memory bus to connect")
         svc.step()
         before = svc.bus_since()
         assert before is not None

@@ -35,7 +35,7 @@ def value_of(settings: Settings, section: str, key: str) -> object:
 
 
 # (section, key, text, parsed value)
-GOOD = [
+GOOD: list[tuple[str, str, str, object]] = [
     ("Daemon", "plugins", "L3Agent", ("L3Agent",)),
     ("Daemon", "plugins", "DHCPAgent  L3Agent Dump", ("DHCPAgent", "L3Agent", "Dump")),
     ("Daemon", "plugins", "l3agent, dump l3agent", ("L3Agent", "Dump")),
@@ -82,7 +82,7 @@ GOOD = [
     ("coordination", "group", "dc1.region-a_2", "dc1.region-a_2"),
 ]
 # Keys shared by both agent plugins.
-GOOD_AGENT = [
+GOOD_AGENT: list[tuple[str, str, object]] = [
     ("conffile", "/etc/neutron/other.conf", (Path("/etc/neutron/other.conf"),)),
     ("loglevel", "Error", "ERROR"),
     ("timeout", "2.5", 2.5),
@@ -118,7 +118,7 @@ GOOD_AGENT = [
 ]
 
 # (section, key, bad text, fragment of the error message)
-BAD = [
+BAD: list[tuple[str, str, str, object]] = [
     ("Daemon", "plugins", "L3Agent Bogus", "unknown plugin 'Bogus'"),
     ("Daemon", "plugins", "", "no plugin listed"),
     ("Daemon", "rpchost", "http://h/", "unsupported URL"),
@@ -153,7 +153,7 @@ BAD = [
     ("coordination", "group", "two words", "a name of letters, digits"),
     ("coordination", "group", "x" * 101, "at most 100 characters"),
 ]
-BAD_AGENT = [
+BAD_AGENT: list[tuple[str, str, object]] = [
     ("conffile", "", "space- or comma-separated files and directories"),
     ("loglevel", "chatty", "one of DEBUG"),
     ("timeout", "abc", "a number of seconds from 1 to 600"),

@@ -8,14 +8,11 @@ from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit import test_plugins
+from tests.unit.plugin_rig import DOWN, Rig
 from tests.unit.strategies import PROPS, L3World, l3_worlds
-from tests.unit.test_plugins import Rig
 
 from rpcdaemon.deciding.l3 import L3Policy, plan_l3
 from rpcdaemon.model import ActionKind
-
-make_rig = test_plugins.make_rig  # the fixture
 
 
 def settled(make_rig: Callable[..., Rig]) -> Rig:
@@ -23,7 +20,7 @@ def settled(make_rig: Callable[..., Rig]) -> Rig:
     rig.agents("a", "b")
     rig.api.add_router(router_id="r1")
     rig.api.place_router("r1", "a")
-    rig.run(2 * test_plugins.DOWN)  # a full window: both alive, r1 on a
+    rig.run(2 * DOWN)  # a full window: both alive, r1 on a
     return rig
 
 

@@ -1,7 +1,7 @@
 """Heartbeats from hosts the API does not list: they bring a reconcile forward, but rate-limited.
 
 Anyone who can publish on the bus can invent host names; a flood of them must not drive Neutron API
-load. Stepped like tests/unit/test_plugins.py: fake clock, FakeNeutron, real registry and plugin.
+load. Stepped on tests/unit/plugin_rig.py: fake clock, FakeNeutron, real registry and plugin.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from tests.unit.test_plugins import TICK, Rig
+from tests.unit.plugin_rig import TICK, Rig
 
 from rpcdaemon.model import L3_AGENT, Heartbeat
 from rpcdaemon.plugins.base import Timing
