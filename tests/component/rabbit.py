@@ -14,8 +14,9 @@ import threading
 import pytest
 from kombu.connection import Connection
 from kombu.entity import Exchange
-from rpcdaemon.broker.link import RawMessage
 from tests.kit.poll import wait_until
+
+from rpcdaemon.broker.link import RawMessage
 
 AMQP_HOST = "127.0.0.1"
 AMQP_PORT = 5672
