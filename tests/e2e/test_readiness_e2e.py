@@ -155,7 +155,10 @@ def test_a_moved_dhcp_network_is_ready_once_its_dhcp_port_is_active_on_the_new_h
         return any(p["binding:host_id"] == host and p["status"] == "ACTIVE" for p in ports)
 
     wait_until(lambda: dhcp_port_on(hosts["dying"]), 30, "the DHCP port ACTIVE on the dying host")
-    assert fleet.status("dying", "dhcp").configurations["networks"] == 1
+    # The fake agent counts the network in its next report_state (every report_interval), which may come
+    # after the port went ACTIVE: wait for that report rather than read the count at once.
+    wait_until(lambda: fleet.status("dying", "dhcp").configurations["networks"] == 1, 30,
+               "the dying host's DHCP agent to report the network")
     daemon = rpcdaemon.start(rpcdaemon.config(plugins=["DHCPAgent"],
                                               dhcp={"ready_timeout": 60, "agents_per_network": 1}))
     daemon.wait_ready()

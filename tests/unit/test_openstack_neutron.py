@@ -11,6 +11,7 @@ neither the password nor the token reaches a log. The contract on a real server 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import logging
 import socket
@@ -101,7 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out on purpose
+            self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
 
