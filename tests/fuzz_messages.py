@@ -25,6 +25,7 @@ import contextlib
 import json
 import pickle
 import random
+import socket
 import time
 import zlib
 from collections import Counter
@@ -539,7 +540,10 @@ def publish(url: str, messages: Iterable[FuzzMessage]) -> PublishStats:
     by_category: Counter[str] = Counter()
     by_expect: Counter[str] = Counter()
     total = 0
-    with Connection(url, connect_timeout=5) as conn:
+    # py-amqp's TCP_USER_TIMEOUT is 1 s by default: a flood meets RabbitMQ's flow control, and on a loaded
+    # machine the broker may leave the publisher's bytes unacknowledged longer than that (ETIMEDOUT).
+    settings = {socket.TCP_USER_TIMEOUT: 60_000}
+    with Connection(url, connect_timeout=5, transport_options={"socket_settings": settings}) as conn:
         producer = Producer(conn.channel(), auto_declare=False)
         for exchange in exchanges.values():
             exchange(producer.channel).declare()
