@@ -192,6 +192,7 @@ def test_wait_passes_fails_without_passes_or_once_the_daemon_ended(tmp_path: Pat
     daemon = stand_in(tmp_path, "failing").start()
     try:
         daemon.wait_text("serving", 30)
+        wait_until(daemon.metrics_if_answering, 30, "the stand-in's metrics")  # a loaded machine is slow to answer
         with pytest.raises(TimedOut, match="waiting for 1 check passes of stand-in"):
             daemon.wait_passes(1, timeout=0.5)  # no good pass stamps anything
         daemon.kill()
